@@ -1,0 +1,199 @@
+using Frugal.Memory;
+
+namespace Frugal.Autograd;
+
+/// <summary>Define-by-run reverse-mode differentiation. Ops record a <see cref="GradNode"/> when autograd is
+/// enabled and an input requires a gradient; <see cref="Tensor.Backward()"/> runs the nodes in reverse topological
+/// order, accumulates into leaves, and frees each node's saved tensors as soon as its backward has run.
+/// Backward ops are not themselves recorded (no higher-order gradients).</summary>
+public static class Autograd
+{
+    [ThreadStatic] private static int t_noGradDepth;
+
+    /// <summary>True when ops on this thread record for autograd.</summary>
+    public static bool IsEnabled => t_noGradDepth == 0;
+
+    /// <summary>Disables recording on this thread until the returned scope is disposed (inference, optimizer steps).</summary>
+    public static NoGradScope NoGrad()
+    {
+        t_noGradDepth++;
+        return new NoGradScope(false);
+    }
+
+    /// <summary>Enables recording on this thread until disposed, even inside <see cref="NoGrad"/> (checkpoint recompute).</summary>
+    internal static NoGradScope EnableGrad()
+    {
+        var saved = t_noGradDepth;
+        t_noGradDepth = 0;
+        return new NoGradScope(true, saved);
+    }
+
+    /// <summary>Restores the previous recording state.</summary>
+    public readonly struct NoGradScope : IDisposable
+    {
+        private readonly bool _restore;
+        private readonly int _depth;
+
+        internal NoGradScope(bool restore, int depth = 0)
+        {
+            _restore = restore;
+            _depth = depth;
+        }
+
+        /// <inheritdoc/>
+        public void Dispose()
+        {
+            if (_restore)
+                t_noGradDepth = _depth;
+            else
+                t_noGradDepth--;
+        }
+    }
+
+    /// <summary>True when an op over <paramref name="inputs"/> must be recorded.</summary>
+    internal static bool ShouldRecord(params ReadOnlySpan<Tensor> inputs)
+    {
+        if (!IsEnabled)
+            return false;
+        foreach (var t in inputs)
+        {
+            if (t.RequiresGrad)
+                return true;
+        }
+        return false;
+    }
+
+    /// <summary>Attaches a new node for <paramref name="op"/> to <paramref name="output"/> when recording is needed;
+    /// returns the node (to save tensors and set the backward) or null.</summary>
+    internal static GradNode? Record(Tensor output, string op, params Tensor[] inputs)
+    {
+        if (!ShouldRecord(inputs))
+            return null;
+        return Attach(output, new GradNode(op, inputs));
+    }
+
+    internal static GradNode Attach(Tensor output, GradNode node)
+    {
+        output.GradFn = node;
+        output.RequiresGrad = true;
+        return node;
+    }
+
+    /// <summary>Back-propagates <paramref name="grad"/> (owned by the engine from here on) from <paramref name="root"/>.</summary>
+    internal static void Run(Tensor root, Tensor grad)
+    {
+        var start = root.GradFn;
+        if (start is null)
+        {
+            AccumulateLeaf(root, grad);
+            return;
+        }
+        if (start.Consumed)
+            throw new InvalidOperationException($"Backward: the graph of {root.Describe()} was already back-propagated and its saved tensors freed");
+
+        // Count consumers of each node within the graph reachable from the root.
+        var pending = new Dictionary<GradNode, int> { [start] = 0 };
+        var stack = new Stack<GradNode>();
+        stack.Push(start);
+        while (stack.Count > 0)
+        {
+            var n = stack.Pop();
+            foreach (var up in n.Inputs)
+            {
+                if (up is null)
+                    continue;
+                if (pending.TryGetValue(up, out var c))
+                {
+                    pending[up] = c + 1;
+                }
+                else
+                {
+                    pending[up] = 1;
+                    stack.Push(up);
+                }
+            }
+        }
+
+        var grads = new Dictionary<GradNode, Tensor> { [start] = grad };
+        var ready = new Stack<GradNode>();
+        ready.Push(start);
+        using var noGrad = NoGrad();
+        while (ready.Count > 0)
+        {
+            var node = ready.Pop();
+            grads.Remove(node, out var g);
+            Tensor?[] inputGrads;
+            using (MemoryContext.Use(MemoryCategory.Gradient, node.Op))
+            {
+                try
+                {
+                    inputGrads = node.Backward(g!);
+                }
+                finally
+                {
+                    g!.Dispose();
+                    node.FreeSaved();
+                }
+            }
+            for (var i = 0; i < node.Inputs.Length; i++)
+            {
+                var gi = i < inputGrads.Length ? inputGrads[i] : null;
+                if (gi is null)
+                    continue;
+                gi.DetachFromScope();
+                if (node.Leaves[i] is { } leaf)
+                {
+                    AccumulateLeaf(leaf, gi);
+                }
+                else if (node.Inputs[i] is { } up)
+                {
+                    if (grads.TryGetValue(up, out var existing))
+                    {
+                        using (MemoryContext.Use(MemoryCategory.Gradient, up.Op))
+                            grads[up] = F.Add(existing, gi).DetachFromScope();
+                        existing.Dispose();
+                        gi.Dispose();
+                    }
+                    else
+                    {
+                        grads[up] = gi;
+                    }
+                    if (--pending[up] == 0)
+                        ready.Push(up);
+                }
+                else
+                {
+                    gi.Dispose();
+                }
+            }
+        }
+        foreach (var left in grads.Values)
+            left.Dispose();
+    }
+
+    /// <summary>leaf.Grad += g, in the leaf's own buffer of category Gradient; takes ownership of g.</summary>
+    private static void AccumulateLeaf(Tensor leaf, Tensor g)
+    {
+        if (g.Shape != leaf.Shape)
+            throw new ShapeMismatchException($"Backward: gradient {g.Shape} does not match leaf {leaf.Describe()}");
+        var owner = leaf.Name ?? "leaf";
+        if (leaf.Grad is { } existing)
+        {
+            using (MemoryContext.Use(MemoryCategory.Gradient, owner))
+                F.AddInPlace(existing, g);
+            g.Dispose();
+            return;
+        }
+        var buffer = g.Buffer;
+        if (buffer.RefCount == 1 && g.Offset == 0 && g.IsContiguous && buffer.Bytes == g.Numel * g.DType.SizeOf())
+        {
+            buffer.Recategorize(MemoryCategory.Gradient, owner);
+            leaf.Grad = g;
+            return;
+        }
+        var copy = Tensor.Empty(g.Shape, g.DType, g.Device, MemoryCategory.Gradient, owner);
+        g.Backend.Copy(g.View, copy.View);
+        g.Dispose();
+        leaf.Grad = copy;
+    }
+}

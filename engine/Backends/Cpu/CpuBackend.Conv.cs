@@ -1,0 +1,345 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+
+namespace Frugal.Backends.Cpu;
+
+public sealed unsafe partial class CpuBackend
+{
+    // Convolution as GEMM over column buffers: for a chunk of B images, cols [C·KH·KW, B·OH·OW] holds every input
+    // patch; then y = W·cols, dW = dY·colsᵀ and dcols = Wᵀ·dY are each one large GEMM. Chunks bound the column
+    // buffer (Workspace memory) to about 16 MiB.
+    private const long ColumnBudgetElements = 4L << 20;
+
+    private static int ChunkImages(in Conv2dArgs a)
+    {
+        var perImage = (long)a.C * a.KH * a.KW * a.OutH * a.OutW;
+        return (int)Math.Clamp(ColumnBudgetElements / Math.Max(perImage, 1), 1, a.N);
+    }
+
+    /// <inheritdoc/>
+    public void Conv2d(in Conv2dArgs args, StridedView x, StridedView w, StridedView bias, StridedView y)
+    {
+        var a = args;
+        Dispatch("Conv2d", x.DType, () => Conv2dT<float>(a, x, w, bias, y), () => Conv2dT<double>(a, x, w, bias, y));
+    }
+
+    private void Conv2dT<T>(Conv2dArgs a, StridedView xv, StridedView wv, StridedView bv, StridedView yv) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW, chunk = ChunkImages(a);
+        var cols = Workspace((long)ckk * chunk * ohw * sizeof(T), "conv2d.columns");
+        var outBuf = Workspace((long)a.OutC * chunk * ohw * sizeof(T), "conv2d.output");
+        try
+        {
+            T* x = P<T>(xv), w = P<T>(wv), y = P<T>(yv), bias = P<T>(bv), c = (T*)cols.Address, o = (T*)outBuf.Address;
+            for (var n0 = 0; n0 < a.N; n0 += chunk)
+            {
+                var b = Math.Min(chunk, a.N - n0);
+                Im2Col(a, x + (long)n0 * a.C * a.H * a.W, b, c);
+                GemmT(false, false, a.OutC, b * ohw, ckk, w, ckk, c, b * ohw, T.Zero, o, b * ohw);
+                // o is [OutC, b, OHW]; y wants [b, OutC, OHW].
+                Parallel.For(0, b, i =>
+                {
+                    for (var oc = 0; oc < a.OutC; oc++)
+                    {
+                        var from = new ReadOnlySpan<T>(o + ((long)oc * b + i) * ohw, ohw);
+                        var to = new Span<T>(y + (((long)(n0 + i) * a.OutC) + oc) * ohw, ohw);
+                        if (bias != null)
+                            TensorPrimitives.Add(from, bias[oc], to);
+                        else
+                            from.CopyTo(to);
+                    }
+                });
+            }
+        }
+        finally
+        {
+            cols.Release();
+            outBuf.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Conv2dBackwardInput(in Conv2dArgs args, StridedView dy, StridedView w, StridedView dx)
+    {
+        var a = args;
+        Dispatch("Conv2dBackwardInput", dy.DType, () => Conv2dBackwardInputT<float>(a, dy, w, dx), () => Conv2dBackwardInputT<double>(a, dy, w, dx));
+    }
+
+    private void Conv2dBackwardInputT<T>(Conv2dArgs a, StridedView dyv, StridedView wv, StridedView dxv) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW, chunk = ChunkImages(a);
+        var cols = Workspace((long)ckk * chunk * ohw * sizeof(T), "conv2d.columns");
+        var gBuf = Workspace((long)a.OutC * chunk * ohw * sizeof(T), "conv2d.grad");
+        try
+        {
+            T* dy = P<T>(dyv), w = P<T>(wv), dx = P<T>(dxv), c = (T*)cols.Address, g = (T*)gBuf.Address;
+            for (var n0 = 0; n0 < a.N; n0 += chunk)
+            {
+                var b = Math.Min(chunk, a.N - n0);
+                GatherGrad(a, dy, n0, b, g);
+                GemmT(true, false, ckk, b * ohw, a.OutC, w, ckk, g, b * ohw, T.Zero, c, b * ohw);
+                Col2Im(a, c, b, dx + (long)n0 * a.C * a.H * a.W);
+            }
+        }
+        finally
+        {
+            cols.Release();
+            gBuf.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Conv2dBackwardWeight(in Conv2dArgs args, StridedView x, StridedView dy, StridedView dw, StridedView dbias)
+    {
+        var a = args;
+        Dispatch("Conv2dBackwardWeight", x.DType, () => Conv2dBackwardWeightT<float>(a, x, dy, dw, dbias), () => Conv2dBackwardWeightT<double>(a, x, dy, dw, dbias));
+    }
+
+    private void Conv2dBackwardWeightT<T>(Conv2dArgs a, StridedView xv, StridedView dyv, StridedView dwv, StridedView dbv) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW, chunk = ChunkImages(a);
+        var cols = Workspace((long)ckk * chunk * ohw * sizeof(T), "conv2d.columns");
+        var gBuf = Workspace((long)a.OutC * chunk * ohw * sizeof(T), "conv2d.grad");
+        try
+        {
+            T* x = P<T>(xv), dy = P<T>(dyv), dw = P<T>(dwv), db = P<T>(dbv), c = (T*)cols.Address, g = (T*)gBuf.Address;
+            if (db != null)
+                new Span<T>(db, a.OutC).Clear();
+            for (var n0 = 0; n0 < a.N; n0 += chunk)
+            {
+                var b = Math.Min(chunk, a.N - n0);
+                GatherGrad(a, dy, n0, b, g);
+                Im2Col(a, x + (long)n0 * a.C * a.H * a.W, b, c);
+                GemmT(false, true, a.OutC, ckk, b * ohw, g, b * ohw, c, b * ohw, n0 == 0 ? T.Zero : T.One, dw, ckk);
+                if (db != null)
+                {
+                    for (var oc = 0; oc < a.OutC; oc++)
+                        db[oc] += TensorPrimitives.Sum(new ReadOnlySpan<T>(g + (long)oc * b * ohw, b * ohw));
+                }
+            }
+        }
+        finally
+        {
+            cols.Release();
+            gBuf.Release();
+        }
+    }
+
+    private static void GemmT<T>(bool ta, bool tb, int m, int n, int k, T* a, int lda, T* b, int ldb, T beta, T* c, int ldc) where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+            Cpu.Gemm.Sgemm(ta, tb, m, n, k, 1f, (float*)a, lda, (float*)b, ldb, (float)(object)beta, (float*)c, ldc);
+        else
+            Cpu.Gemm.Dgemm(ta, tb, m, n, k, 1.0, (double*)a, lda, (double*)b, ldb, (double)(object)beta, (double*)c, ldc);
+    }
+
+    /// <summary>dy [N, OutC, OHW] images n0..n0+b into g [OutC, b·OHW].</summary>
+    private static void GatherGrad<T>(Conv2dArgs a, T* dy, int n0, int b, T* g) where T : unmanaged
+    {
+        var ohw = a.OutH * a.OutW;
+        Parallel.For(0, b, i =>
+        {
+            for (var oc = 0; oc < a.OutC; oc++)
+            {
+                new ReadOnlySpan<T>(dy + (((long)(n0 + i) * a.OutC) + oc) * ohw, ohw).CopyTo(new Span<T>(g + ((long)oc * b + i) * ohw, ohw));
+            }
+        });
+    }
+
+    /// <summary>Patches of b images into cols [C·KH·KW, b·OH·OW] (zero where the window reads padding).</summary>
+    private static void Im2Col<T>(Conv2dArgs a, T* x, int b, T* cols) where T : unmanaged, INumberBase<T>
+    {
+        int ohw = a.OutH * a.OutW, rowLen = b * ohw;
+        Parallel.For(0, a.C * a.KH * a.KW, row =>
+        {
+            int kw = row % a.KW, kh = row / a.KW % a.KH, ch = row / (a.KW * a.KH);
+            var dst = cols + (long)row * rowLen;
+            for (var i = 0; i < b; i++)
+            {
+                var plane = x + ((long)i * a.C + ch) * a.H * a.W;
+                for (var oh = 0; oh < a.OutH; oh++)
+                {
+                    var ih = oh * a.StrideH - a.PadH + kh * a.DilationH;
+                    var d = dst + (long)i * ohw + oh * a.OutW;
+                    if (ih < 0 || ih >= a.H)
+                    {
+                        new Span<T>(d, a.OutW).Clear();
+                        continue;
+                    }
+                    var src = plane + (long)ih * a.W;
+                    for (var ow = 0; ow < a.OutW; ow++)
+                    {
+                        var iw = ow * a.StrideW - a.PadW + kw * a.DilationW;
+                        d[ow] = iw >= 0 && iw < a.W ? src[iw] : T.Zero;
+                    }
+                }
+            }
+        });
+    }
+
+    /// <summary>Adds cols [C·KH·KW, b·OH·OW] back into b images (dx overwritten): the adjoint of <see cref="Im2Col{T}"/>.</summary>
+    private static void Col2Im<T>(Conv2dArgs a, T* cols, int b, T* dx) where T : unmanaged, INumberBase<T>
+    {
+        int ohw = a.OutH * a.OutW, rowLen = b * ohw;
+        // Parallel over (image, channel) planes: each plane is written by one thread, kernel offsets in fixed order.
+        Parallel.For(0, b * a.C, p =>
+        {
+            int i = p / a.C, ch = p % a.C;
+            var plane = dx + ((long)i * a.C + ch) * a.H * a.W;
+            new Span<T>(plane, a.H * a.W).Clear();
+            for (var kh = 0; kh < a.KH; kh++)
+            {
+                for (var kw = 0; kw < a.KW; kw++)
+                {
+                    var src = cols + ((long)(ch * a.KH + kh) * a.KW + kw) * rowLen + (long)i * ohw;
+                    for (var oh = 0; oh < a.OutH; oh++)
+                    {
+                        var ih = oh * a.StrideH - a.PadH + kh * a.DilationH;
+                        if (ih < 0 || ih >= a.H)
+                            continue;
+                        var row = plane + (long)ih * a.W;
+                        var s = src + oh * a.OutW;
+                        for (var ow = 0; ow < a.OutW; ow++)
+                        {
+                            var iw = ow * a.StrideW - a.PadW + kw * a.DilationW;
+                            if (iw >= 0 && iw < a.W)
+                                row[iw] += s[ow];
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// <inheritdoc/>
+    public void MaxPool2d(in Pool2dArgs args, StridedView x, StridedView y, StridedView argmax)
+    {
+        var a = args;
+        Dispatch("MaxPool2d", x.DType, () => MaxPoolT<float>(a, x, y, argmax), () => MaxPoolT<double>(a, x, y, argmax));
+    }
+
+    private static void MaxPoolT<T>(Pool2dArgs a, StridedView xv, StridedView yv, StridedView iv) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T* x = P<T>(xv), y = P<T>(yv);
+        var idx = (int*)iv.Data;
+        StridedLoop.ForRows((long)a.N * a.C, a.H * a.W, (p0, p1) =>
+        {
+            for (var p = p0; p < p1; p++)
+            {
+                var plane = x + p * a.H * a.W;
+                var o = p * a.OutH * a.OutW;
+                for (var oh = 0; oh < a.OutH; oh++)
+                {
+                    for (var ow = 0; ow < a.OutW; ow++, o++)
+                    {
+                        var best = T.NegativeInfinity;
+                        var at = -1;
+                        for (var kh = 0; kh < a.KH; kh++)
+                        {
+                            var ih = oh * a.StrideH - a.PadH + kh;
+                            if (ih < 0 || ih >= a.H)
+                                continue;
+                            for (var kw = 0; kw < a.KW; kw++)
+                            {
+                                var iw = ow * a.StrideW - a.PadW + kw;
+                                if (iw < 0 || iw >= a.W)
+                                    continue;
+                                var v = plane[ih * a.W + iw];
+                                if (at < 0 || v > best || T.IsNaN(v))
+                                {
+                                    best = v;
+                                    at = ih * a.W + iw;
+                                }
+                            }
+                        }
+                        y[o] = best;
+                        idx[o] = at;
+                    }
+                }
+            }
+        });
+    }
+
+    /// <inheritdoc/>
+    public void MaxPool2dBackward(in Pool2dArgs args, StridedView dy, StridedView argmax, StridedView dx)
+    {
+        var a = args;
+        Dispatch("MaxPool2dBackward", dy.DType, () => MaxPoolBackwardT<float>(a, dy, argmax, dx), () => MaxPoolBackwardT<double>(a, dy, argmax, dx));
+    }
+
+    private static void MaxPoolBackwardT<T>(Pool2dArgs a, StridedView dyv, StridedView iv, StridedView dxv) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T* dy = P<T>(dyv), dx = P<T>(dxv);
+        var idx = (int*)iv.Data;
+        int hw = a.H * a.W, ohw = a.OutH * a.OutW;
+        StridedLoop.ForRows((long)a.N * a.C, hw, (p0, p1) =>
+        {
+            for (var p = p0; p < p1; p++)
+            {
+                var plane = dx + p * hw;
+                new Span<T>(plane, hw).Clear();
+                for (var o = 0; o < ohw; o++)
+                    plane[idx[p * ohw + o]] += dy[p * ohw + o];
+            }
+        });
+    }
+
+    /// <inheritdoc/>
+    public void AvgPool2d(in Pool2dArgs args, StridedView x, StridedView y)
+    {
+        var a = args;
+        Dispatch("AvgPool2d", x.DType, () => AvgPoolT<float>(a, x, y, forward: true), () => AvgPoolT<double>(a, x, y, forward: true));
+    }
+
+    /// <inheritdoc/>
+    public void AvgPool2dBackward(in Pool2dArgs args, StridedView dy, StridedView dx)
+    {
+        var a = args;
+        Dispatch("AvgPool2dBackward", dy.DType, () => AvgPoolT<float>(a, dx, dy, forward: false), () => AvgPoolT<double>(a, dx, dy, forward: false));
+    }
+
+    /// <summary>Average pooling forward (y = mean of window of x) or its adjoint (x = Σ windows of y / size),
+    /// one loop for both so the window arithmetic exists once.</summary>
+    private static void AvgPoolT<T>(Pool2dArgs a, StridedView xv, StridedView yv, bool forward) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T* x = P<T>(xv), y = P<T>(yv);
+        var inv = T.One / T.CreateTruncating(a.KH * a.KW);
+        int hw = a.H * a.W, ohw = a.OutH * a.OutW;
+        StridedLoop.ForRows((long)a.N * a.C, hw, (p0, p1) =>
+        {
+            for (var p = p0; p < p1; p++)
+            {
+                var plane = x + p * hw;
+                if (!forward)
+                    new Span<T>(plane, hw).Clear();
+                var o = p * ohw;
+                for (var oh = 0; oh < a.OutH; oh++)
+                {
+                    for (var ow = 0; ow < a.OutW; ow++, o++)
+                    {
+                        var acc = T.Zero;
+                        var share = forward ? T.Zero : y[o] * inv;
+                        for (var kh = 0; kh < a.KH; kh++)
+                        {
+                            var ih = oh * a.StrideH - a.PadH + kh;
+                            if (ih < 0 || ih >= a.H)
+                                continue;
+                            for (var kw = 0; kw < a.KW; kw++)
+                            {
+                                var iw = ow * a.StrideW - a.PadW + kw;
+                                if (iw < 0 || iw >= a.W)
+                                    continue;
+                                if (forward)
+                                    acc += plane[ih * a.W + iw];
+                                else
+                                    plane[ih * a.W + iw] += share;
+                            }
+                        }
+                        if (forward)
+                            y[o] = acc * inv;
+                    }
+                }
+            }
+        });
+    }
+}

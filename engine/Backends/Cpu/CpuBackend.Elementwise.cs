@@ -1,0 +1,234 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+
+namespace Frugal.Backends.Cpu;
+
+public sealed unsafe partial class CpuBackend
+{
+    /// <inheritdoc/>
+    public void Unary(UnaryOp op, StridedView x, StridedView y, double alpha)
+    {
+        RequireFloat("Unary", x);
+        if (!x.IsContiguous)
+        {
+            // Gather into y, then apply in place: the vector primitives want dense spans.
+            Copy(x, y);
+            x = y;
+        }
+        Dispatch("Unary", x.DType, () => UnaryT<float>(op, x, y, alpha), () => UnaryT<double>(op, x, y, alpha));
+    }
+
+    private static void UnaryT<T>(UnaryOp op, StridedView xv, StridedView yv, double alpha) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var a = T.CreateTruncating(alpha);
+        T* xp = P<T>(xv), yp = P<T>(yv);
+        StridedLoop.ForRows(xv.Numel, 1, (i0, i1) =>
+        {
+            var n = (int)(i1 - i0);
+            var x = new ReadOnlySpan<T>(xp + i0, n);
+            var y = new Span<T>(yp + i0, n);
+            switch (op)
+            {
+                case UnaryOp.Neg: TensorPrimitives.Negate(x, y); break;
+                case UnaryOp.Exp: TensorPrimitives.Exp(x, y); break;
+                case UnaryOp.Log: TensorPrimitives.Log(x, y); break;
+                case UnaryOp.Tanh: TensorPrimitives.Tanh(x, y); break;
+                case UnaryOp.Sigmoid: TensorPrimitives.Sigmoid(x, y); break;
+                case UnaryOp.Relu: TensorPrimitives.Max(x, T.Zero, y); break;
+                case UnaryOp.Sqrt: TensorPrimitives.Sqrt(x, y); break;
+                case UnaryOp.Abs: TensorPrimitives.Abs(x, y); break;
+                case UnaryOp.AddScalar: TensorPrimitives.Add(x, a, y); break;
+                case UnaryOp.MulScalar: TensorPrimitives.Multiply(x, a, y); break;
+                case UnaryOp.PowScalar: TensorPrimitives.Pow(x, a, y); break;
+                case UnaryOp.Gelu:
+                    for (var i = 0; i < n; i++)
+                        y[i] = Gelu(x[i]);
+                    break;
+                default: throw new NotSupportedException($"cpu Unary: {op}");
+            }
+        });
+    }
+
+    private static T GeluInner<T>(T x) where T : IFloatingPointIeee754<T>
+        => T.CreateTruncating(0.7978845608028654) * (x + T.CreateTruncating(0.044715) * x * x * x);
+
+    private static T Gelu<T>(T x) where T : IFloatingPointIeee754<T>
+        => T.CreateTruncating(0.5) * x * (T.One + T.Tanh(GeluInner(x)));
+
+    private static T GeluGrad<T>(T x) where T : IFloatingPointIeee754<T>
+    {
+        var t = T.Tanh(GeluInner(x));
+        var half = T.CreateTruncating(0.5);
+        var dInner = T.CreateTruncating(0.7978845608028654) * (T.One + T.CreateTruncating(3 * 0.044715) * x * x);
+        return half * (T.One + t) + half * x * (T.One - t * t) * dInner;
+    }
+
+    /// <inheritdoc/>
+    public void UnaryBackward(UnaryOp op, StridedView x, StridedView y, StridedView dy, StridedView dx, double alpha)
+        => Dispatch("UnaryBackward", dy.DType, () => UnaryBackwardT<float>(op, x, y, dy, dx, alpha), () => UnaryBackwardT<double>(op, x, y, dy, dx, alpha));
+
+    private static void UnaryBackwardT<T>(UnaryOp op, StridedView xv, StridedView yv, StridedView dyv, StridedView dxv, double alpha)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T* x = P<T>(xv), y = P<T>(yv), dy = P<T>(dyv), dx = P<T>(dxv);
+        var a = T.CreateTruncating(alpha);
+        var half = T.CreateTruncating(0.5);
+        StridedLoop.ForRows(dyv.Numel, 1, (i0, i1) =>
+        {
+            var n = (int)(i1 - i0);
+            var g = new ReadOnlySpan<T>(dy + i0, n);
+            var d = new Span<T>(dx + i0, n);
+            switch (op)
+            {
+                case UnaryOp.Neg: TensorPrimitives.Negate(g, d); break;
+                case UnaryOp.AddScalar: g.CopyTo(d); break;
+                case UnaryOp.MulScalar: TensorPrimitives.Multiply(g, a, d); break;
+                case UnaryOp.Exp: TensorPrimitives.Multiply(g, new ReadOnlySpan<T>(y + i0, n), d); break;
+                case UnaryOp.Log: TensorPrimitives.Divide(g, new ReadOnlySpan<T>(x + i0, n), d); break;
+                default:
+                    for (var j = 0; j < n; j++)
+                    {
+                        var i = i0 + j;
+                        d[j] = g[j] * op switch
+                        {
+                            UnaryOp.Tanh => T.One - y[i] * y[i],
+                            UnaryOp.Sigmoid => y[i] * (T.One - y[i]),
+                            UnaryOp.Relu => x[i] > T.Zero ? T.One : T.Zero,
+                            UnaryOp.Gelu => GeluGrad(x[i]),
+                            UnaryOp.Sqrt => half / y[i],
+                            UnaryOp.Abs => x[i] > T.Zero ? T.One : x[i] < T.Zero ? -T.One : T.Zero,
+                            UnaryOp.PowScalar => a * T.Pow(x[i], a - T.One),
+                            _ => throw new NotSupportedException($"cpu UnaryBackward: {op}"),
+                        };
+                    }
+                    break;
+            }
+        });
+    }
+
+    /// <inheritdoc/>
+    public void Binary(BinaryOp op, StridedView a, StridedView b, StridedView y)
+    {
+        if (op.IsComparison())
+            Dispatch("Binary", a.DType, () => CompareT<float>(op, a, b, y), () => CompareT<double>(op, a, b, y));
+        else
+            Dispatch("Binary", a.DType, () => BinaryT<float>(op, a, b, y), () => BinaryT<double>(op, a, b, y));
+    }
+
+    private static T Apply<T>(BinaryOp op, T a, T b) where T : IFloatingPointIeee754<T> => op switch
+    {
+        BinaryOp.Add => a + b,
+        BinaryOp.Sub => a - b,
+        BinaryOp.Mul => a * b,
+        BinaryOp.Div => a / b,
+        BinaryOp.Pow => T.Pow(a, b),
+        BinaryOp.Maximum => T.IsNaN(a) || a >= b ? a : b,
+        BinaryOp.Minimum => T.IsNaN(a) || a <= b ? a : b,
+        _ => throw new NotSupportedException($"cpu Binary: {op}"),
+    };
+
+    private static void BinaryT<T>(BinaryOp op, StridedView av, StridedView bv, StridedView yv) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var plan = StridedLoop.Coalesce(yv.Shape, av.Strides, bv.Strides, yv.Strides);
+        var len = plan.RowLength;
+        int sa = plan.Strides[0][^1], sb = plan.Strides[1][^1];
+        T* a0 = P<T>(av), b0 = P<T>(bv), y0 = P<T>(yv);
+        StridedLoop.ForRows(plan.Rows, len, (r0, r1) =>
+        {
+            for (var r = r0; r < r1; r++)
+            {
+                T* pa = a0 + plan.Offset(0, r), pb = b0 + plan.Offset(1, r), py = y0 + plan.Offset(2, r);
+                var y = new Span<T>(py, len);
+                if (sa == 1 && sb == 1)
+                {
+                    ReadOnlySpan<T> x = new(pa, len), z = new(pb, len);
+                    switch (op)
+                    {
+                        case BinaryOp.Add: TensorPrimitives.Add(x, z, y); continue;
+                        case BinaryOp.Sub: TensorPrimitives.Subtract(x, z, y); continue;
+                        case BinaryOp.Mul: TensorPrimitives.Multiply(x, z, y); continue;
+                        case BinaryOp.Div: TensorPrimitives.Divide(x, z, y); continue;
+                    }
+                }
+                else if (sa == 1 && sb == 0)
+                {
+                    ReadOnlySpan<T> x = new(pa, len);
+                    switch (op)
+                    {
+                        case BinaryOp.Add: TensorPrimitives.Add(x, *pb, y); continue;
+                        case BinaryOp.Sub: TensorPrimitives.Subtract(x, *pb, y); continue;
+                        case BinaryOp.Mul: TensorPrimitives.Multiply(x, *pb, y); continue;
+                        case BinaryOp.Div: TensorPrimitives.Divide(x, *pb, y); continue;
+                    }
+                }
+                else if (sa == 0 && sb == 1)
+                {
+                    ReadOnlySpan<T> z = new(pb, len);
+                    switch (op)
+                    {
+                        case BinaryOp.Add: TensorPrimitives.Add(z, *pa, y); continue;
+                        case BinaryOp.Mul: TensorPrimitives.Multiply(z, *pa, y); continue;
+                        case BinaryOp.Sub: TensorPrimitives.Subtract(*pa, z, y); continue;
+                        case BinaryOp.Div: TensorPrimitives.Divide(*pa, z, y); continue;
+                    }
+                }
+                for (var i = 0; i < len; i++)
+                    py[i] = Apply(op, pa[(long)i * sa], pb[(long)i * sb]);
+            }
+        });
+    }
+
+    private static void CompareT<T>(BinaryOp op, StridedView av, StridedView bv, StridedView yv) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var plan = StridedLoop.Coalesce(yv.Shape, av.Strides, bv.Strides, yv.Strides);
+        var len = plan.RowLength;
+        int sa = plan.Strides[0][^1], sb = plan.Strides[1][^1];
+        T* a0 = P<T>(av), b0 = P<T>(bv);
+        var y0 = (byte*)yv.Data;
+        StridedLoop.ForRows(plan.Rows, len, (r0, r1) =>
+        {
+            for (var r = r0; r < r1; r++)
+            {
+                T* pa = a0 + plan.Offset(0, r), pb = b0 + plan.Offset(1, r);
+                var py = y0 + plan.Offset(2, r);
+                for (var i = 0; i < len; i++)
+                {
+                    T x = pa[(long)i * sa], z = pb[(long)i * sb];
+                    var hit = op switch
+                    {
+                        BinaryOp.Eq => x == z,
+                        BinaryOp.Ne => x != z,
+                        BinaryOp.Lt => x < z,
+                        BinaryOp.Le => x <= z,
+                        BinaryOp.Gt => x > z,
+                        _ => x >= z,
+                    };
+                    py[i] = hit ? (byte)1 : (byte)0;
+                }
+            }
+        });
+    }
+
+    /// <inheritdoc/>
+    public void Where(StridedView cond, StridedView a, StridedView b, StridedView y)
+        => Dispatch("Where", a.DType, () => WhereT<float>(cond, a, b, y), () => WhereT<double>(cond, a, b, y));
+
+    private static void WhereT<T>(StridedView cv, StridedView av, StridedView bv, StridedView yv) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var plan = StridedLoop.Coalesce(yv.Shape, cv.Strides, av.Strides, bv.Strides, yv.Strides);
+        var len = plan.RowLength;
+        int sc = plan.Strides[0][^1], sa = plan.Strides[1][^1], sb = plan.Strides[2][^1];
+        var c0 = (byte*)cv.Data;
+        T* a0 = P<T>(av), b0 = P<T>(bv), y0 = P<T>(yv);
+        StridedLoop.ForRows(plan.Rows, len, (r0, r1) =>
+        {
+            for (var r = r0; r < r1; r++)
+            {
+                var pc = c0 + plan.Offset(0, r);
+                T* pa = a0 + plan.Offset(1, r), pb = b0 + plan.Offset(2, r), py = y0 + plan.Offset(3, r);
+                for (var i = 0; i < len; i++)
+                    py[i] = pc[(long)i * sc] != 0 ? pa[(long)i * sa] : pb[(long)i * sb];
+            }
+        });
+    }
+}

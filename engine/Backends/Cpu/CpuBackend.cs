@@ -1,0 +1,275 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using Frugal.Memory;
+
+namespace Frugal.Backends.Cpu;
+
+/// <summary>The CPU kernel table: vectorised with System.Numerics.Tensors primitives, parallel over row blocks,
+/// generic over F32/F64 so the float64 reference runs the same code. Deterministic: each output element is
+/// computed by one thread in a fixed order. It is also the reference of the CUDA conformance tests.</summary>
+public sealed unsafe partial class CpuBackend(Device device) : IBackend
+{
+    private readonly Device _device = device;
+
+    /// <inheritdoc/>
+    public string Name => "cpu";
+
+    /// <summary>Allocates scratch memory accounted as Workspace; the caller releases it.</summary>
+    private DeviceBuffer Workspace(long bytes, string owner) => _device.Allocator.Allocate(bytes, MemoryCategory.Workspace, owner);
+
+    private static T* P<T>(StridedView v) where T : unmanaged => (T*)v.Data;
+
+    private static Span<T> Span<T>(StridedView v) where T : unmanaged => new((void*)v.Data, checked((int)v.Numel));
+
+    private static void RequireFloat(string kernel, StridedView v)
+    {
+        if (!v.DType.IsComputeType())
+            throw new NotSupportedException($"cpu {kernel}: dtype {v.DType.Name()} is a storage type; compute in f32 or f64");
+    }
+
+    /// <summary>Calls the F32 or F64 instantiation of a generic kernel.</summary>
+    private static void Dispatch(string kernel, DType dtype, Action f32, Action f64)
+    {
+        switch (dtype)
+        {
+            case DType.F32: f32(); break;
+            case DType.F64: f64(); break;
+            default: throw new NotSupportedException($"cpu {kernel}: dtype {dtype.Name()} is a storage type; compute in f32 or f64");
+        }
+    }
+
+    // ---- memory ----
+
+    /// <inheritdoc/>
+    public void Upload(ReadOnlySpan<byte> src, nint dst) => src.CopyTo(new Span<byte>((void*)dst, src.Length));
+
+    /// <inheritdoc/>
+    public void Download(nint src, Span<byte> dst) => new ReadOnlySpan<byte>((void*)src, dst.Length).CopyTo(dst);
+
+    /// <inheritdoc/>
+    public void Copy(StridedView src, StridedView dst)
+    {
+        var size = src.DType.SizeOf();
+        var plan = StridedLoop.Coalesce(dst.Shape, src.Strides, dst.Strides);
+        var len = plan.RowLength;
+        int ss = plan.Strides[0][^1], ds = plan.Strides[1][^1];
+        var s0 = (byte*)src.Data;
+        var d0 = (byte*)dst.Data;
+        StridedLoop.ForRows(plan.Rows, len, (r0, r1) =>
+        {
+            for (var r = r0; r < r1; r++)
+            {
+                var s = s0 + plan.Offset(0, r) * size;
+                var d = d0 + plan.Offset(1, r) * size;
+                if (ss == 1 && ds == 1)
+                {
+                    Buffer.MemoryCopy(s, d, (long)len * size, (long)len * size);
+                    continue;
+                }
+                for (var i = 0; i < len; i++)
+                    Buffer.MemoryCopy(s + (long)i * ss * size, d + (long)i * ds * size, size, size);
+            }
+        });
+    }
+
+    /// <inheritdoc/>
+    public void Cast(StridedView src, StridedView dst)
+    {
+        var n = src.Numel;
+        if (src.DType == dst.DType)
+        {
+            Buffer.MemoryCopy((void*)src.Data, (void*)dst.Data, n * src.DType.SizeOf(), n * src.DType.SizeOf());
+            return;
+        }
+        byte* s = (byte*)src.Data, d = (byte*)dst.Data;
+        DType st = src.DType, dt = dst.DType;
+        StridedLoop.ForRows(n, 1, (i0, i1) =>
+        {
+            for (var i = i0; i < i1; i++)
+                Write(d, dt, i, Read(s, st, i));
+        });
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static double Read(byte* p, DType t, long i) => t switch
+    {
+        DType.F32 => ((float*)p)[i],
+        DType.F64 => ((double*)p)[i],
+        DType.F16 => (double)((Half*)p)[i],
+        DType.BF16 => (float)((BFloat16*)p)[i],
+        DType.I8 => ((sbyte*)p)[i],
+        DType.U8 => p[i],
+        DType.I32 => ((int*)p)[i],
+        _ => throw new NotSupportedException(t.ToString()),
+    };
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Write(byte* p, DType t, long i, double v)
+    {
+        switch (t)
+        {
+            case DType.F32: ((float*)p)[i] = (float)v; break;
+            case DType.F64: ((double*)p)[i] = v; break;
+            case DType.F16: ((Half*)p)[i] = (Half)v; break;
+            case DType.BF16: ((BFloat16*)p)[i] = (BFloat16)(float)v; break;
+            case DType.I8: ((sbyte*)p)[i] = (sbyte)Math.Clamp(Math.Round(v), sbyte.MinValue, sbyte.MaxValue); break;
+            case DType.U8: p[i] = (byte)Math.Clamp(Math.Round(v), 0, byte.MaxValue); break;
+            case DType.I32: ((int*)p)[i] = (int)Math.Clamp(Math.Round(v), int.MinValue, int.MaxValue); break;
+            default: throw new NotSupportedException(t.ToString());
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Fill(StridedView dst, double value)
+    {
+        if (!dst.IsContiguous)
+        {
+            var plan = StridedLoop.Coalesce(dst.Shape, dst.Strides);
+            var b = (byte*)dst.Data;
+            var size = dst.DType.SizeOf();
+            for (long r = 0; r < plan.Rows; r++)
+            {
+                var off = plan.Offset(0, r);
+                for (var i = 0; i < plan.RowLength; i++)
+                    Write(b + (off + (long)i * plan.Strides[0][^1]) * size, dst.DType, 0, value);
+            }
+            return;
+        }
+        switch (dst.DType)
+        {
+            case DType.F32: Span<float>(dst).Fill((float)value); break;
+            case DType.F64: Span<double>(dst).Fill(value); break;
+            default:
+                var n = dst.Numel;
+                for (long i = 0; i < n; i++)
+                    Write((byte*)dst.Data, dst.DType, i, value);
+                break;
+        }
+    }
+
+    // ---- matrix products ----
+
+    /// <inheritdoc/>
+    public void Gemm(in GemmArgs g, DType dtype, nint a, nint b, nint c)
+    {
+        switch (dtype)
+        {
+            case DType.F32:
+                Cpu.Gemm.SgemmBatched(g.TransA, g.TransB, g.Batch, g.M, g.N, g.K, (float)g.Alpha, (float*)a, g.Lda, g.StrideA,
+                    (float*)b, g.Ldb, g.StrideB, (float)g.Beta, (float*)c, g.Ldc, g.StrideC);
+                break;
+            case DType.F64:
+                Cpu.Gemm.DgemmBatched(g.TransA, g.TransB, g.Batch, g.M, g.N, g.K, g.Alpha, (double*)a, g.Lda, g.StrideA,
+                    (double*)b, g.Ldb, g.StrideB, g.Beta, (double*)c, g.Ldc, g.StrideC);
+                break;
+            default:
+                throw new NotSupportedException($"cpu Gemm: dtype {dtype.Name()} is a storage type; compute in f32 or f64");
+        }
+    }
+
+    // ---- randomness ----
+
+    /// <inheritdoc/>
+    public void Dropout(StridedView x, double p, ulong seed, ulong offset, StridedView y, StridedView mask)
+        => Dispatch("Dropout", x.DType, () => DropoutT<float>(x, p, seed, offset, y, mask), () => DropoutT<double>(x, p, seed, offset, y, mask));
+
+    private static void DropoutT<T>(StridedView xv, double p, ulong seed, ulong offset, StridedView yv, StridedView mv)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T* x = P<T>(xv), y = P<T>(yv);
+        var m = (byte*)mv.Data;
+        var scale = T.CreateTruncating(1.0 / (1.0 - p));
+        var threshold = (float)p;
+        StridedLoop.ForRows(xv.Numel, 1, (i0, i1) =>
+        {
+            for (var i = i0; i < i1; i++)
+            {
+                var keep = Philox.Uniform(seed, offset + (ulong)i) >= threshold;
+                m[i] = keep ? (byte)1 : (byte)0;
+                y[i] = keep ? x[i] * scale : T.Zero;
+            }
+        });
+    }
+
+    /// <inheritdoc/>
+    public void Random(StridedView dst, RandomKind kind, double a, double b, ulong seed, ulong offset)
+        => Dispatch("Random", dst.DType, () => RandomT<float>(dst, kind, a, b, seed, offset), () => RandomT<double>(dst, kind, a, b, seed, offset));
+
+    private static void RandomT<T>(StridedView dv, RandomKind kind, double a, double b, ulong seed, ulong offset)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var d = P<T>(dv);
+        StridedLoop.ForRows(dv.Numel, 1, (i0, i1) =>
+        {
+            for (var i = i0; i < i1; i++)
+            {
+                var v = kind == RandomKind.Uniform
+                    ? a + (b - a) * Philox.Uniform(seed, offset + (ulong)i)
+                    : a + b * Philox.Normal(seed, offset + (ulong)i);
+                d[i] = T.CreateTruncating(v);
+            }
+        });
+    }
+
+    // ---- optimizers ----
+
+    /// <inheritdoc/>
+    public void SgdStep(StridedView param, StridedView grad, StridedView momentum, in SgdArgs args)
+    {
+        var a = args;
+        Dispatch("SgdStep", param.DType, () => SgdT<float>(param, grad, momentum, a), () => SgdT<double>(param, grad, momentum, a));
+    }
+
+    private static void SgdT<T>(StridedView pv, StridedView gv, StridedView mv, SgdArgs a) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T* p = P<T>(pv), g = P<T>(gv), m = P<T>(mv);
+        T lr = T.CreateTruncating(a.Lr), mu = T.CreateTruncating(a.Momentum), damp = T.CreateTruncating(1 - a.Dampening), wd = T.CreateTruncating(a.WeightDecay);
+        var useMomentum = a.Momentum != 0;
+        StridedLoop.ForRows(pv.Numel, 1, (i0, i1) =>
+        {
+            for (var i = i0; i < i1; i++)
+            {
+                var d = g[i] + wd * p[i];
+                if (useMomentum)
+                {
+                    m[i] = a.FirstStep ? d : mu * m[i] + damp * d;
+                    d = a.Nesterov ? d + mu * m[i] : m[i];
+                }
+                p[i] -= lr * d;
+            }
+        });
+    }
+
+    /// <inheritdoc/>
+    public void AdamStep(StridedView param, StridedView grad, StridedView m, StridedView v, in AdamArgs args)
+    {
+        var a = args;
+        Dispatch("AdamStep", param.DType, () => AdamT<float>(param, grad, m, v, a), () => AdamT<double>(param, grad, m, v, a));
+    }
+
+    private static void AdamT<T>(StridedView pv, StridedView gv, StridedView mv, StridedView vv, AdamArgs a) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T* p = P<T>(pv), g = P<T>(gv), m = P<T>(mv), v = P<T>(vv);
+        T b1 = T.CreateTruncating(a.Beta1), b2 = T.CreateTruncating(a.Beta2), eps = T.CreateTruncating(a.Eps), wd = T.CreateTruncating(a.WeightDecay);
+        var c1 = T.CreateTruncating(1 / (1 - Math.Pow(a.Beta1, a.Step)));
+        var c2 = T.CreateTruncating(1 / Math.Sqrt(1 - Math.Pow(a.Beta2, a.Step)));
+        var lr = T.CreateTruncating(a.Lr);
+        var decay = T.CreateTruncating(1 - a.Lr * a.WeightDecay);
+        T one = T.One;
+        StridedLoop.ForRows(pv.Numel, 1, (i0, i1) =>
+        {
+            for (var i = i0; i < i1; i++)
+            {
+                var gi = g[i];
+                if (a.Decoupled)
+                    p[i] *= decay;
+                else
+                    gi += wd * p[i];
+                m[i] = b1 * m[i] + (one - b1) * gi;
+                v[i] = b2 * v[i] + (one - b2) * gi * gi;
+                // PyTorch's form: p -= lr · m̂ / (√v̂ + eps)
+                p[i] -= lr * (m[i] * c1) / (T.Sqrt(v[i]) * c2 + eps);
+            }
+        });
+    }
+}

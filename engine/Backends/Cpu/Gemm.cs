@@ -1,0 +1,802 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Frugal.Backends.Cpu;
+
+/// <summary>Micro-kernel family used by <see cref="Gemm"/>. <see cref="Auto"/> picks the best one the CPU supports;
+/// the others exist so tests can exercise every code path on any machine (they are always correct, merely slow
+/// where the hardware lacks the instructions).</summary>
+internal enum GemmKernel
+{
+    /// <summary>Best available: Vector512 with AVX-512F, else Vector256 with FMA, else scalar.</summary>
+    Auto = 0,
+
+    /// <summary>12 x (2 x Vector512) register tile.</summary>
+    Vector512 = 1,
+
+    /// <summary>6 x (2 x Vector256) register tile.</summary>
+    Vector256 = 2,
+
+    /// <summary>4 x 4 scalar tile.</summary>
+    Scalar = 3,
+}
+
+/// <summary>
+/// Dense row-major general matrix multiply, C = alpha * op(A) * op(B) + beta * C, for float and double.
+/// </summary>
+/// <remarks>
+/// <para>Layout (all row-major): op(A) is m x k; A is stored m x k (or k x m when <c>transA</c>) with leading
+/// dimension <c>lda</c>. op(B) is k x n; B is stored k x n (or n x k when <c>transB</c>) with leading dimension
+/// <c>ldb</c>. C is m x n with leading dimension <c>ldc</c>. When beta is zero C is only written, never read
+/// (NaN in C is overwritten).</para>
+/// <para>Algorithm (Goto/BLIS style): the n dimension is cut into NC blocks, k into KC blocks and m into MC
+/// blocks. Each KC x NC block of op(B) is packed into NR-wide column panels and each MC x KC block of
+/// alpha * op(A) into MR-tall row panels, k innermost, zero padded at the edges. A register-blocked micro-kernel
+/// then computes MR x NR tiles of C with fused multiply-adds; partial edge tiles go through a small scratch
+/// tile. Pack buffers are 64-byte aligned native memory kept in a small pool, so steady-state calls allocate
+/// no managed memory apart from the parallel-loop bookkeeping.</para>
+/// <para>Threading: large problems are split into disjoint row (or column) ranges of C, aligned to the
+/// micro-tile, one per worker. Every element of C is produced by exactly one thread, with a k order that
+/// depends only on k, so results are bitwise identical whatever the thread count.</para>
+/// </remarks>
+internal static unsafe class Gemm
+{
+    /// <summary>Problems with fewer multiply-adds than this run on the calling thread.</summary>
+    private const long ParallelThresholdMacs = 1L << 21;
+
+    private const int ModeOverwrite = 0;
+    private const int ModeAdd = 1;
+    private const int ModeScale = 2;
+
+    /// <summary>Kernel family chosen by <see cref="GemmKernel.Auto"/> on this machine.</summary>
+    internal static GemmKernel BestKernel { get; } =
+        Avx512F.IsSupported ? GemmKernel.Vector512
+        : (Fma.IsSupported && Vector256.IsHardwareAccelerated) ? GemmKernel.Vector256
+        : GemmKernel.Scalar;
+
+    // ------------------------------------------------------------------------------------------------
+    // Public entry points
+    // ------------------------------------------------------------------------------------------------
+
+    /// <summary>Single-precision GEMM: C[m x n] = alpha * op(A) * op(B) + beta * C (row-major).</summary>
+    public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha, float* a, int lda,
+        float* b, int ldb, float beta, float* c, int ldc)
+        => Run(GemmKernel.Auto, Environment.ProcessorCount, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+
+    /// <summary>Batched single-precision GEMM. Matrix i uses A + i * strideA, B + i * strideB and
+    /// C + i * strideC; a stride of 0 for A or B broadcasts one matrix over the batch.</summary>
+    public static void SgemmBatched(bool transA, bool transB, int batch, int m, int n, int k, float alpha,
+        float* a, int lda, long strideA, float* b, int ldb, long strideB, float beta, float* c, int ldc, long strideC)
+        => RunBatched(GemmKernel.Auto, Environment.ProcessorCount, transA, transB, batch, m, n, k, alpha,
+            a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC);
+
+    /// <summary>Double-precision GEMM: C[m x n] = alpha * op(A) * op(B) + beta * C (row-major).</summary>
+    public static void Dgemm(bool transA, bool transB, int m, int n, int k, double alpha, double* a, int lda,
+        double* b, int ldb, double beta, double* c, int ldc)
+        => Run(GemmKernel.Auto, Environment.ProcessorCount, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+
+    /// <summary>Batched double-precision GEMM; see <see cref="SgemmBatched"/>.</summary>
+    public static void DgemmBatched(bool transA, bool transB, int batch, int m, int n, int k, double alpha,
+        double* a, int lda, long strideA, double* b, int ldb, long strideB, double beta, double* c, int ldc, long strideC)
+        => RunBatched(GemmKernel.Auto, Environment.ProcessorCount, transA, transB, batch, m, n, k, alpha,
+            a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC);
+
+    // ------------------------------------------------------------------------------------------------
+    // Driver
+    // ------------------------------------------------------------------------------------------------
+
+    /// <summary>Blocking parameters for one (kernel, element type) pair.</summary>
+    private readonly struct Config
+    {
+        public readonly GemmKernel Kernel;
+        public readonly int MR, NR, KC, MC, NC;
+
+        public Config(GemmKernel kernel, int mr, int nr, int kc, int mc, int nc)
+        {
+            Kernel = kernel;
+            MR = mr;
+            NR = nr;
+            KC = kc;
+            MC = mc;
+            NC = nc;
+        }
+    }
+
+    private static Config GetConfig<T>(GemmKernel kernel)
+        where T : unmanaged
+    {
+        if (kernel == GemmKernel.Auto)
+            kernel = BestKernel;
+        // KC x NR panel of B (the L1-resident operand) is 16 KiB; MC x KC block of A about 384 KiB (L2 is 1 MiB);
+        // KC x NC block of B a few MiB (L3).
+        var size = sizeof(T);
+        var kc = TuneKC > 0 ? TuneKC : 16384 / (size * 2 * Vector512<T>.Count);
+        var mc = TuneMC > 0 ? TuneMC : 393216 / (size * kc) / 12 * 12;
+        return kernel switch
+        {
+            GemmKernel.Vector512 => new Config(kernel, 12, 2 * Vector512<T>.Count, kc, mc, 4096),
+            GemmKernel.Vector256 => new Config(kernel, 6, 2 * Vector256<T>.Count, kc, mc, 4096),
+            _ => new Config(GemmKernel.Scalar, 4, 4, 256, 128, 2048),
+        };
+    }
+
+    internal static int TuneKC, TuneMC;
+
+    /// <summary>Validating entry point shared by all element types and kernel families.</summary>
+    internal static void Run<T>(GemmKernel kernel, int maxThreads, bool transA, bool transB, int m, int n, int k,
+        T alpha, T* a, long lda, T* b, long ldb, T beta, T* c, long ldc)
+        where T : unmanaged, INumberBase<T>
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(m);
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        ArgumentOutOfRangeException.ThrowIfNegative(k);
+        if (m == 0 || n == 0)
+            return;
+        ArgumentOutOfRangeException.ThrowIfLessThan(ldc, (long)n);
+        if (k == 0 || alpha == T.Zero)
+        {
+            ScaleC(m, n, beta, c, ldc);
+            return;
+        }
+        ArgumentOutOfRangeException.ThrowIfLessThan(lda, (long)(transA ? m : k));
+        ArgumentOutOfRangeException.ThrowIfLessThan(ldb, (long)(transB ? k : n));
+        if (a == null || b == null || c == null)
+            throw new ArgumentNullException(a == null ? nameof(a) : b == null ? nameof(b) : nameof(c));
+
+        var cfg = GetConfig<T>(kernel);
+        var args = new Args<T>(cfg, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+
+        var macs = (long)m * n * k;
+        var parts = 1;
+        var splitM = m >= n;
+        if (maxThreads > 1 && macs >= ParallelThresholdMacs)
+        {
+            var units = splitM ? (m + cfg.MR - 1) / cfg.MR : (n + cfg.NR - 1) / cfg.NR;
+            if (units < 2 * maxThreads)
+            {
+                // Too few tiles along the larger side to balance: try the other side.
+                var other = splitM ? (n + cfg.NR - 1) / cfg.NR : (m + cfg.MR - 1) / cfg.MR;
+                if (other > units)
+                {
+                    splitM = !splitM;
+                    units = other;
+                }
+            }
+            parts = (int)Math.Min(Math.Min(maxThreads, units), Math.Max(1, macs / ParallelThresholdMacs));
+        }
+
+        if (parts <= 1)
+        {
+            RunPart(in args, 0, m, 0, n);
+            return;
+        }
+
+        var mUnits = (m + cfg.MR - 1) / cfg.MR;
+        var nUnits = (n + cfg.NR - 1) / cfg.NR;
+        Parallel.For(0, parts, p =>
+        {
+            if (splitM)
+            {
+                var r0 = (int)Math.Min(m, (long)mUnits * p / parts * cfg.MR);
+                var r1 = (int)Math.Min(m, (long)mUnits * (p + 1) / parts * cfg.MR);
+                if (r1 > r0)
+                    RunPart(in args, r0, r1 - r0, 0, n);
+            }
+            else
+            {
+                var c0 = (int)Math.Min(n, (long)nUnits * p / parts * cfg.NR);
+                var c1 = (int)Math.Min(n, (long)nUnits * (p + 1) / parts * cfg.NR);
+                if (c1 > c0)
+                    RunPart(in args, 0, m, c0, c1 - c0);
+            }
+        });
+    }
+
+    /// <summary>Validating batched entry point.</summary>
+    internal static void RunBatched<T>(GemmKernel kernel, int maxThreads, bool transA, bool transB, int batch,
+        int m, int n, int k, T alpha, T* a, long lda, long strideA, T* b, long ldb, long strideB, T beta, T* c,
+        long ldc, long strideC)
+        where T : unmanaged, INumberBase<T>
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(batch);
+        ArgumentOutOfRangeException.ThrowIfNegative(m);
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        ArgumentOutOfRangeException.ThrowIfNegative(k);
+        if (batch == 0 || m == 0 || n == 0)
+            return;
+
+        var macs = (long)m * n * k;
+        // Small matrices: one thread per group of whole matrices. Large ones: thread inside each product.
+        // An output stride of 0 makes every product write the same C: keep the order sequential then.
+        var overBatch = maxThreads > 1 && batch > 1 && strideC != 0 && macs * batch >= ParallelThresholdMacs
+            && (batch >= 2 * maxThreads || macs < 8 * ParallelThresholdMacs);
+        if (!overBatch)
+        {
+            for (var i = 0; i < batch; i++)
+                Run(kernel, maxThreads, transA, transB, m, n, k, alpha, a + i * strideA, lda, b + i * strideB, ldb,
+                    beta, c + i * strideC, ldc);
+            return;
+        }
+
+        var parts = (int)Math.Min(Math.Min(maxThreads, batch), Math.Max(1, macs * batch / ParallelThresholdMacs));
+        var pa = (nint)a;
+        var pb = (nint)b;
+        var pc = (nint)c;
+        Parallel.For(0, parts, p =>
+        {
+            var i0 = (int)((long)batch * p / parts);
+            var i1 = (int)((long)batch * (p + 1) / parts);
+            for (var i = i0; i < i1; i++)
+                Run(kernel, 1, transA, transB, m, n, k, alpha, (T*)pa + i * strideA, lda, (T*)pb + i * strideB, ldb,
+                    beta, (T*)pc + i * strideC, ldc);
+        });
+    }
+
+    /// <summary>All arguments of one product, passed to workers.</summary>
+    private readonly struct Args<T>
+        where T : unmanaged
+    {
+        public readonly Config Cfg;
+        public readonly bool TransA, TransB;
+        public readonly int M, N, K;
+        public readonly T Alpha, Beta;
+        public readonly nint A, B, C;
+        public readonly long Lda, Ldb, Ldc;
+
+        public Args(Config cfg, bool transA, bool transB, int m, int n, int k, T alpha, T* a, long lda, T* b, long ldb,
+            T beta, T* c, long ldc)
+        {
+            Cfg = cfg;
+            TransA = transA;
+            TransB = transB;
+            M = m;
+            N = n;
+            K = k;
+            Alpha = alpha;
+            Beta = beta;
+            A = (nint)a;
+            B = (nint)b;
+            C = (nint)c;
+            Lda = lda;
+            Ldb = ldb;
+            Ldc = ldc;
+        }
+    }
+
+    /// <summary>Computes rows [row0, row0 + rows) x columns [col0, col0 + cols) of C on the calling thread.</summary>
+    private static void RunPart<T>(in Args<T> g, int row0, int rows, int col0, int cols)
+        where T : unmanaged, INumberBase<T>
+    {
+        var cfg = g.Cfg;
+        int mr = cfg.MR, nr = cfg.NR;
+        var k = g.K;
+
+        // Even block sizes: KC depends on k only (keeps the summation order independent of the partition).
+        var kBlocks = (k + cfg.KC - 1) / cfg.KC;
+        var kcStep = (k + kBlocks - 1) / kBlocks;
+        var mBlocks = (rows + cfg.MC - 1) / cfg.MC;
+        var mcStep = RoundUp((rows + mBlocks - 1) / mBlocks, mr);
+        var nBlocks = (cols + cfg.NC - 1) / cfg.NC;
+        var ncStep = RoundUp((cols + nBlocks - 1) / nBlocks, nr);
+
+        var aElems = (long)mcStep * kcStep;
+        var bElems = (long)ncStep * kcStep;
+        var tileElems = (long)mr * nr;
+        var buffer = PackBuffer.Rent((nuint)((aElems + bElems + tileElems) * sizeof(T) + 3 * 64));
+        try
+        {
+            var bufA = (T*)buffer.Pointer;
+            var bufB = (T*)AlignUp((byte*)(bufA + aElems));
+            var tile = (T*)AlignUp((byte*)(bufB + bElems));
+
+            var a = (T*)g.A;
+            var b = (T*)g.B;
+            var beta = g.Beta;
+            var firstMode = beta == T.Zero ? ModeOverwrite : beta == T.One ? ModeAdd : ModeScale;
+
+            for (var jc = 0; jc < cols; jc += ncStep)
+            {
+                var nc = Math.Min(ncStep, cols - jc);
+                for (var pc = 0; pc < k; pc += kcStep)
+                {
+                    var kc = Math.Min(kcStep, k - pc);
+                    PackB(g.TransB, b, g.Ldb, pc, col0 + jc, kc, nc, nr, bufB);
+                    var mode = pc == 0 ? firstMode : ModeAdd;
+                    for (var ic = 0; ic < rows; ic += mcStep)
+                    {
+                        var mc = Math.Min(mcStep, rows - ic);
+                        PackA(g.TransA, a, g.Lda, row0 + ic, pc, mc, kc, mr, g.Alpha, bufA);
+                        for (var jr = 0; jr < nc; jr += nr)
+                        {
+                            var nrr = Math.Min(nr, nc - jr);
+                            var pb = bufB + (long)jr * kc;
+                            var cCol = (T*)g.C + col0 + jc + jr;
+                            for (var ir = 0; ir < mc; ir += mr)
+                            {
+                                var mrr = Math.Min(mr, mc - ir);
+                                var pa = bufA + (long)ir * kc;
+                                var cc = cCol + (row0 + ic + ir) * g.Ldc;
+                                if (mrr == mr && nrr == nr)
+                                {
+                                    MicroKernel(cfg.Kernel, kc, pa, pb, cc, (nint)g.Ldc, beta, mode);
+                                }
+                                else
+                                {
+                                    MicroKernel(cfg.Kernel, kc, pa, pb, tile, nr, T.Zero, ModeOverwrite);
+                                    MergeTile(tile, nr, cc, g.Ldc, mrr, nrr, beta, mode);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        finally
+        {
+            PackBuffer.Return(buffer);
+        }
+    }
+
+    private static int RoundUp(int x, int to) => (x + to - 1) / to * to;
+
+    private static byte* AlignUp(byte* p) => (byte*)(((nuint)p + 63) & ~(nuint)63);
+
+    /// <summary>C = beta * C (beta == 0 clears, ignoring NaN).</summary>
+    private static void ScaleC<T>(int m, int n, T beta, T* c, long ldc)
+        where T : unmanaged, INumberBase<T>
+    {
+        if (beta == T.One)
+            return;
+        for (var i = 0; i < m; i++)
+        {
+            var row = new Span<T>(c + i * ldc, n);
+            if (beta == T.Zero)
+            {
+                row.Clear();
+            }
+            else
+            {
+                for (var j = 0; j < row.Length; j++)
+                    row[j] *= beta;
+            }
+        }
+    }
+
+    /// <summary>Writes an mr x nr corner of a scratch tile into C according to the mode.</summary>
+    private static void MergeTile<T>(T* tile, int ldt, T* c, long ldc, int mr, int nr, T beta, int mode)
+        where T : unmanaged, INumberBase<T>
+    {
+        for (var i = 0; i < mr; i++)
+        {
+            var src = tile + i * ldt;
+            var dst = c + i * ldc;
+            switch (mode)
+            {
+                case ModeOverwrite:
+                    for (var j = 0; j < nr; j++)
+                        dst[j] = src[j];
+                    break;
+                case ModeAdd:
+                    for (var j = 0; j < nr; j++)
+                        dst[j] += src[j];
+                    break;
+                default:
+                    for (var j = 0; j < nr; j++)
+                        dst[j] = beta * dst[j] + src[j];
+                    break;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Packing
+    // ------------------------------------------------------------------------------------------------
+
+    /// <summary>Packs alpha * op(A)[r0 .. r0 + mc, p0 .. p0 + kc] into MR-row panels: panel q holds rows
+    /// q*MR .. q*MR + MR - 1 as kc consecutive groups of MR values (zero padded).</summary>
+    private static void PackA<T>(bool transA, T* a, long lda, int r0, int p0, int mc, int kc, int mr, T alpha, T* dst)
+        where T : unmanaged, INumberBase<T>
+    {
+        var scale = alpha != T.One;
+        for (var ip = 0; ip < mc; ip += mr)
+        {
+            var rows = Math.Min(mr, mc - ip);
+            var panel = dst + (long)ip * kc;
+            if (!transA)
+            {
+                // A[i, p] = a[i * lda + p]: read each row contiguously, scatter with stride MR.
+                for (var i = 0; i < rows; i++)
+                {
+                    var src = a + (r0 + ip + i) * lda + p0;
+                    var d = panel + i;
+                    if (scale)
+                    {
+                        for (var p = 0; p < kc; p++)
+                            d[p * mr] = alpha * src[p];
+                    }
+                    else
+                    {
+                        for (var p = 0; p < kc; p++)
+                            d[p * mr] = src[p];
+                    }
+                }
+                for (var i = rows; i < mr; i++)
+                {
+                    var d = panel + i;
+                    for (var p = 0; p < kc; p++)
+                        d[p * mr] = T.Zero;
+                }
+            }
+            else
+            {
+                // A[i, p] = a[p * lda + i]: MR consecutive values per k step.
+                for (var p = 0; p < kc; p++)
+                {
+                    var src = a + (p0 + p) * lda + r0 + ip;
+                    var d = panel + p * mr;
+                    if (scale)
+                    {
+                        for (var i = 0; i < rows; i++)
+                            d[i] = alpha * src[i];
+                    }
+                    else
+                    {
+                        for (var i = 0; i < rows; i++)
+                            d[i] = src[i];
+                    }
+                    for (var i = rows; i < mr; i++)
+                        d[i] = T.Zero;
+                }
+            }
+        }
+    }
+
+    /// <summary>Packs op(B)[p0 .. p0 + kc, c0 .. c0 + nc] into NR-column panels: panel q holds columns
+    /// q*NR .. q*NR + NR - 1 as kc consecutive groups of NR values (zero padded).</summary>
+    private static void PackB<T>(bool transB, T* b, long ldb, int p0, int c0, int kc, int nc, int nr, T* dst)
+        where T : unmanaged, INumberBase<T>
+    {
+        for (var jp = 0; jp < nc; jp += nr)
+        {
+            var cols = Math.Min(nr, nc - jp);
+            var panel = dst + (long)jp * kc;
+            if (!transB)
+            {
+                // B[p, j] = b[p * ldb + j]: NR consecutive values per k step.
+                for (var p = 0; p < kc; p++)
+                {
+                    var src = b + (p0 + p) * ldb + c0 + jp;
+                    var d = panel + p * nr;
+                    if (cols == nr)
+                    {
+                        new ReadOnlySpan<T>(src, nr).CopyTo(new Span<T>(d, nr));
+                    }
+                    else
+                    {
+                        for (var j = 0; j < cols; j++)
+                            d[j] = src[j];
+                        for (var j = cols; j < nr; j++)
+                            d[j] = T.Zero;
+                    }
+                }
+            }
+            else
+            {
+                // B[p, j] = b[j * ldb + p]: read each stored row contiguously, scatter with stride NR.
+                for (var j = 0; j < cols; j++)
+                {
+                    var src = b + (c0 + jp + j) * ldb + p0;
+                    var d = panel + j;
+                    for (var p = 0; p < kc; p++)
+                        d[p * nr] = src[p];
+                }
+                for (var j = cols; j < nr; j++)
+                {
+                    var d = panel + j;
+                    for (var p = 0; p < kc; p++)
+                        d[p * nr] = T.Zero;
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Micro-kernels
+    // ------------------------------------------------------------------------------------------------
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MicroKernel<T>(GemmKernel kernel, int kc, T* pa, T* pb, T* c, nint ldc, T beta, int mode)
+        where T : unmanaged, INumberBase<T>
+    {
+        switch (kernel)
+        {
+            case GemmKernel.Vector512:
+                Kernel512(kc, pa, pb, c, ldc, beta, mode);
+                break;
+            case GemmKernel.Vector256:
+                Kernel256(kc, pa, pb, c, ldc, beta, mode);
+                break;
+            default:
+                KernelScalar(kc, pa, pb, c, ldc, beta, mode);
+                break;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<T> Fma512<T>(Vector512<T> a, Vector512<T> b, Vector512<T> acc)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+            return Vector512.FusedMultiplyAdd(a.AsSingle(), b.AsSingle(), acc.AsSingle()).As<float, T>();
+        if (typeof(T) == typeof(double))
+            return Vector512.FusedMultiplyAdd(a.AsDouble(), b.AsDouble(), acc.AsDouble()).As<double, T>();
+        return a * b + acc;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<T> Fma256<T>(Vector256<T> a, Vector256<T> b, Vector256<T> acc)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+            return Vector256.FusedMultiplyAdd(a.AsSingle(), b.AsSingle(), acc.AsSingle()).As<float, T>();
+        if (typeof(T) == typeof(double))
+            return Vector256.FusedMultiplyAdd(a.AsDouble(), b.AsDouble(), acc.AsDouble()).As<double, T>();
+        return a * b + acc;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store512<T>(T* c, Vector512<T> v0, Vector512<T> v1, Vector512<T> vb, int mode)
+        where T : unmanaged
+    {
+        var c1 = c + Vector512<T>.Count;
+        if (mode == ModeOverwrite)
+        {
+            Vector512.Store(v0, c);
+            Vector512.Store(v1, c1);
+        }
+        else if (mode == ModeAdd)
+        {
+            Vector512.Store(Vector512.Load(c) + v0, c);
+            Vector512.Store(Vector512.Load(c1) + v1, c1);
+        }
+        else
+        {
+            Vector512.Store(vb * Vector512.Load(c) + v0, c);
+            Vector512.Store(vb * Vector512.Load(c1) + v1, c1);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store256<T>(T* c, Vector256<T> v0, Vector256<T> v1, Vector256<T> vb, int mode)
+        where T : unmanaged
+    {
+        var c1 = c + Vector256<T>.Count;
+        if (mode == ModeOverwrite)
+        {
+            Vector256.Store(v0, c);
+            Vector256.Store(v1, c1);
+        }
+        else if (mode == ModeAdd)
+        {
+            Vector256.Store(Vector256.Load(c) + v0, c);
+            Vector256.Store(Vector256.Load(c1) + v1, c1);
+        }
+        else
+        {
+            Vector256.Store(vb * Vector256.Load(c) + v0, c);
+            Vector256.Store(vb * Vector256.Load(c1) + v1, c1);
+        }
+    }
+
+    /// <summary>12 x (2 * Vector512&lt;T&gt;.Count) tile: 24 accumulators in zmm registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel512<T>(int kc, T* pa, T* pb, T* c, nint ldc, T beta, int mode)
+        where T : unmanaged
+    {
+        const int MR = 12;
+        var w = Vector512<T>.Count;
+        if (Sse.IsSupported)
+        {
+            // The tile of C is touched once, after the k loop: start pulling its 2 x 12 cache lines in now.
+            var cp = c;
+            for (var i = 0; i < MR; i++, cp += ldc)
+            {
+                Sse.Prefetch0(cp);
+                Sse.Prefetch0(cp + w);
+            }
+        }
+        Vector512<T> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector512<T> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        Vector512<T> c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default;
+        Vector512<T> c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
+        for (var p = 0; p < kc; p++)
+        {
+            var b0 = Vector512.Load(pb);
+            var b1 = Vector512.Load(pb + w);
+            var av = Vector512.Create(pa[0]);
+            c00 = Fma512(av, b0, c00);
+            c01 = Fma512(av, b1, c01);
+            av = Vector512.Create(pa[1]);
+            c10 = Fma512(av, b0, c10);
+            c11 = Fma512(av, b1, c11);
+            av = Vector512.Create(pa[2]);
+            c20 = Fma512(av, b0, c20);
+            c21 = Fma512(av, b1, c21);
+            av = Vector512.Create(pa[3]);
+            c30 = Fma512(av, b0, c30);
+            c31 = Fma512(av, b1, c31);
+            av = Vector512.Create(pa[4]);
+            c40 = Fma512(av, b0, c40);
+            c41 = Fma512(av, b1, c41);
+            av = Vector512.Create(pa[5]);
+            c50 = Fma512(av, b0, c50);
+            c51 = Fma512(av, b1, c51);
+            av = Vector512.Create(pa[6]);
+            c60 = Fma512(av, b0, c60);
+            c61 = Fma512(av, b1, c61);
+            av = Vector512.Create(pa[7]);
+            c70 = Fma512(av, b0, c70);
+            c71 = Fma512(av, b1, c71);
+            av = Vector512.Create(pa[8]);
+            c80 = Fma512(av, b0, c80);
+            c81 = Fma512(av, b1, c81);
+            av = Vector512.Create(pa[9]);
+            c90 = Fma512(av, b0, c90);
+            c91 = Fma512(av, b1, c91);
+            av = Vector512.Create(pa[10]);
+            ca0 = Fma512(av, b0, ca0);
+            ca1 = Fma512(av, b1, ca1);
+            av = Vector512.Create(pa[11]);
+            cb0 = Fma512(av, b0, cb0);
+            cb1 = Fma512(av, b1, cb1);
+            pa += MR;
+            pb += 2 * w;
+        }
+        var vb = Vector512.Create(beta);
+        Store512(c, c00, c01, vb, mode);
+        Store512(c + ldc, c10, c11, vb, mode);
+        Store512(c + 2 * ldc, c20, c21, vb, mode);
+        Store512(c + 3 * ldc, c30, c31, vb, mode);
+        Store512(c + 4 * ldc, c40, c41, vb, mode);
+        Store512(c + 5 * ldc, c50, c51, vb, mode);
+        Store512(c + 6 * ldc, c60, c61, vb, mode);
+        Store512(c + 7 * ldc, c70, c71, vb, mode);
+        Store512(c + 8 * ldc, c80, c81, vb, mode);
+        Store512(c + 9 * ldc, c90, c91, vb, mode);
+        Store512(c + 10 * ldc, ca0, ca1, vb, mode);
+        Store512(c + 11 * ldc, cb0, cb1, vb, mode);
+    }
+
+    /// <summary>6 x (2 * Vector256&lt;T&gt;.Count) tile: 12 accumulators (fits the 16 ymm registers of AVX2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel256<T>(int kc, T* pa, T* pb, T* c, nint ldc, T beta, int mode)
+        where T : unmanaged
+    {
+        const int MR = 6;
+        var w = Vector256<T>.Count;
+        Vector256<T> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector256<T> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (var p = 0; p < kc; p++)
+        {
+            var b0 = Vector256.Load(pb);
+            var b1 = Vector256.Load(pb + w);
+            var av = Vector256.Create(pa[0]);
+            c00 = Fma256(av, b0, c00);
+            c01 = Fma256(av, b1, c01);
+            av = Vector256.Create(pa[1]);
+            c10 = Fma256(av, b0, c10);
+            c11 = Fma256(av, b1, c11);
+            av = Vector256.Create(pa[2]);
+            c20 = Fma256(av, b0, c20);
+            c21 = Fma256(av, b1, c21);
+            av = Vector256.Create(pa[3]);
+            c30 = Fma256(av, b0, c30);
+            c31 = Fma256(av, b1, c31);
+            av = Vector256.Create(pa[4]);
+            c40 = Fma256(av, b0, c40);
+            c41 = Fma256(av, b1, c41);
+            av = Vector256.Create(pa[5]);
+            c50 = Fma256(av, b0, c50);
+            c51 = Fma256(av, b1, c51);
+            pa += MR;
+            pb += 2 * w;
+        }
+        var vb = Vector256.Create(beta);
+        Store256(c, c00, c01, vb, mode);
+        Store256(c + ldc, c10, c11, vb, mode);
+        Store256(c + 2 * ldc, c20, c21, vb, mode);
+        Store256(c + 3 * ldc, c30, c31, vb, mode);
+        Store256(c + 4 * ldc, c40, c41, vb, mode);
+        Store256(c + 5 * ldc, c50, c51, vb, mode);
+    }
+
+    /// <summary>Portable 4 x 4 tile.</summary>
+    private static void KernelScalar<T>(int kc, T* pa, T* pb, T* c, nint ldc, T beta, int mode)
+        where T : unmanaged, INumberBase<T>
+    {
+        const int MR = 4, NR = 4;
+        var acc = stackalloc T[MR * NR];
+        for (var i = 0; i < MR * NR; i++)
+            acc[i] = T.Zero;
+        for (var p = 0; p < kc; p++)
+        {
+            for (var i = 0; i < MR; i++)
+            {
+                var ai = pa[i];
+                for (var j = 0; j < NR; j++)
+                    acc[i * NR + j] += ai * pb[j];
+            }
+            pa += MR;
+            pb += NR;
+        }
+        MergeTile(acc, NR, c, ldc, MR, NR, beta, mode);
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Pack buffer pool
+    // ------------------------------------------------------------------------------------------------
+
+    /// <summary>A 64-byte aligned native block, pooled and reused; freed by its finalizer if ever dropped.</summary>
+    private sealed class PackBuffer
+    {
+        private const int MaxPooled = 64;
+        private static readonly PackBuffer?[] Pool = new PackBuffer?[MaxPooled];
+        private static int _count;
+        private static readonly Lock PoolLock = new();
+
+        public byte* Pointer { get; private set; }
+
+        private nuint _bytes;
+
+        public static PackBuffer Rent(nuint bytes)
+        {
+            PackBuffer? buffer = null;
+            lock (PoolLock)
+            {
+                if (_count > 0)
+                {
+                    buffer = Pool[--_count];
+                    Pool[_count] = null;
+                }
+            }
+            buffer ??= new PackBuffer();
+            if (buffer._bytes < bytes)
+            {
+                if (buffer.Pointer != null)
+                    NativeMemory.AlignedFree(buffer.Pointer);
+                buffer.Pointer = null;
+                buffer._bytes = 0;
+                buffer.Pointer = (byte*)NativeMemory.AlignedAlloc(bytes, 64);
+                buffer._bytes = bytes;
+            }
+            return buffer;
+        }
+
+        public static void Return(PackBuffer buffer)
+        {
+            lock (PoolLock)
+            {
+                if (_count < MaxPooled)
+                {
+                    Pool[_count++] = buffer;
+                    return;
+                }
+            }
+            buffer.Free();
+            GC.SuppressFinalize(buffer);
+        }
+
+        private void Free()
+        {
+            if (Pointer != null)
+                NativeMemory.AlignedFree(Pointer);
+            Pointer = null;
+            _bytes = 0;
+        }
+
+        ~PackBuffer() => Free();
+    }
+}

@@ -1,0 +1,98 @@
+namespace Frugal.Backends.Cpu;
+
+/// <summary>Iterates a shape over up to three strided operands row by row: dimensions that are laid out
+/// contiguously for every operand are merged first, then each "row" (the last merged dimension) is handed to a
+/// row kernel with the element offsets of each operand. Rows are spread over threads when the work is large.</summary>
+internal static class StridedLoop
+{
+    /// <summary>Threshold of elements below which a loop stays on the calling thread.</summary>
+    public const long ParallelThreshold = 1 << 15;
+
+    /// <summary>Merged dims and per-operand strides.</summary>
+    public readonly record struct Plan(int[] Shape, int[][] Strides)
+    {
+        public int Rank => Shape.Length;
+
+        public long Rows
+        {
+            get
+            {
+                long r = 1;
+                for (var i = 0; i < Shape.Length - 1; i++)
+                    r *= Shape[i];
+                return r;
+            }
+        }
+
+        public int RowLength => Shape.Length == 0 ? 1 : Shape[^1];
+
+        /// <summary>Element offsets of operand <paramref name="op"/> for row <paramref name="row"/>.</summary>
+        public long Offset(int op, long row)
+        {
+            long off = 0;
+            var s = Strides[op];
+            for (var d = Shape.Length - 2; d >= 0 && row > 0; d--)
+            {
+                var idx = row % Shape[d];
+                row /= Shape[d];
+                off += idx * s[d];
+            }
+            return off;
+        }
+    }
+
+    /// <summary>Drops unit dims and merges dims contiguous for all operands.</summary>
+    public static Plan Coalesce(int[] shape, params int[][] strides)
+    {
+        var dims = new List<int>();
+        var st = strides.Select(_ => new List<int>()).ToArray();
+        for (var i = 0; i < shape.Length; i++)
+        {
+            if (shape[i] == 1)
+                continue;
+            if (dims.Count > 0)
+            {
+                var last = dims.Count - 1;
+                var merge = true;
+                for (var o = 0; o < strides.Length; o++)
+                {
+                    if (st[o][last] != strides[o][i] * shape[i])
+                    {
+                        merge = false;
+                        break;
+                    }
+                }
+                if (merge)
+                {
+                    dims[last] *= shape[i];
+                    for (var o = 0; o < strides.Length; o++)
+                        st[o][last] = strides[o][i];
+                    continue;
+                }
+            }
+            dims.Add(shape[i]);
+            for (var o = 0; o < strides.Length; o++)
+                st[o].Add(strides[o][i]);
+        }
+        if (dims.Count == 0)
+        {
+            dims.Add(shape.Any(d => d == 0) ? 0 : 1);
+            foreach (var s in st)
+                s.Add(1);
+        }
+        return new Plan([.. dims], [.. st.Select(s => s.ToArray())]);
+    }
+
+    /// <summary>Runs <paramref name="body"/>(firstRow, endRow) over row blocks, in parallel when large.</summary>
+    public static void ForRows(long rows, long rowLength, Action<long, long> body)
+    {
+        var total = rows * rowLength;
+        if (total < ParallelThreshold || rows < 2)
+        {
+            body(0, rows);
+            return;
+        }
+        var blocks = (int)Math.Min(rows, Environment.ProcessorCount * 4L);
+        Parallel.For(0, blocks, b => body(rows * b / blocks, rows * (b + 1) / blocks));
+    }
+}

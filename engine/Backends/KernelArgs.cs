@@ -1,0 +1,117 @@
+namespace Frugal.Backends;
+
+/// <summary>Elementwise functions of one tensor. Scalar-parameterised ones read <c>alpha</c>.</summary>
+public enum UnaryOp
+{
+    /// <summary>-x</summary>
+    Neg,
+    /// <summary>e^x</summary>
+    Exp,
+    /// <summary>ln x</summary>
+    Log,
+    /// <summary>tanh x</summary>
+    Tanh,
+    /// <summary>1 / (1 + e^-x)</summary>
+    Sigmoid,
+    /// <summary>max(x, 0)</summary>
+    Relu,
+    /// <summary>GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (PyTorch's approximate='tanh').</summary>
+    Gelu,
+    /// <summary>√x</summary>
+    Sqrt,
+    /// <summary>|x|</summary>
+    Abs,
+    /// <summary>x + alpha</summary>
+    AddScalar,
+    /// <summary>x · alpha</summary>
+    MulScalar,
+    /// <summary>x ^ alpha</summary>
+    PowScalar,
+}
+
+/// <summary>Elementwise functions of two broadcast tensors. Comparisons write U8 0/1.</summary>
+public enum BinaryOp
+{
+    /// <summary>a + b</summary>
+    Add,
+    /// <summary>a - b</summary>
+    Sub,
+    /// <summary>a · b</summary>
+    Mul,
+    /// <summary>a / b</summary>
+    Div,
+    /// <summary>a ^ b</summary>
+    Pow,
+    /// <summary>max(a, b)</summary>
+    Maximum,
+    /// <summary>min(a, b)</summary>
+    Minimum,
+    /// <summary>a == b</summary>
+    Eq,
+    /// <summary>a != b</summary>
+    Ne,
+    /// <summary>a &lt; b</summary>
+    Lt,
+    /// <summary>a &lt;= b</summary>
+    Le,
+    /// <summary>a &gt; b</summary>
+    Gt,
+    /// <summary>a &gt;= b</summary>
+    Ge,
+}
+
+/// <summary>Reductions over axes.</summary>
+public enum ReduceOp
+{
+    /// <summary>Σ</summary>
+    Sum,
+    /// <summary>Σ / count</summary>
+    Mean,
+    /// <summary>max</summary>
+    Max,
+    /// <summary>min</summary>
+    Min,
+}
+
+/// <summary>Helpers on op kinds.</summary>
+public static class OpKinds
+{
+    /// <summary>True for comparisons (result U8).</summary>
+    public static bool IsComparison(this BinaryOp op) => op >= BinaryOp.Eq;
+}
+
+/// <summary>A strided batched row-major GEMM: C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b], op(A) m×k, op(B) k×n.
+/// Leading dimensions and batch strides are in elements; a batch stride of 0 broadcasts one matrix.</summary>
+public readonly record struct GemmArgs(
+    bool TransA, bool TransB, int Batch, int M, int N, int K,
+    double Alpha, int Lda, long StrideA, int Ldb, long StrideB, double Beta, int Ldc, long StrideC);
+
+/// <summary>Geometry of a 2-D convolution over NCHW input and [OutC, C, KH, KW] weight.</summary>
+public readonly record struct Conv2dArgs(
+    int N, int C, int H, int W, int OutC, int KH, int KW,
+    int StrideH, int StrideW, int PadH, int PadW, int DilationH = 1, int DilationW = 1)
+{
+    /// <summary>Output height.</summary>
+    public int OutH => (H + 2 * PadH - DilationH * (KH - 1) - 1) / StrideH + 1;
+
+    /// <summary>Output width.</summary>
+    public int OutW => (W + 2 * PadW - DilationW * (KW - 1) - 1) / StrideW + 1;
+}
+
+/// <summary>Geometry of a 2-D pooling window over NCHW input.</summary>
+public readonly record struct Pool2dArgs(int N, int C, int H, int W, int KH, int KW, int StrideH, int StrideW, int PadH, int PadW)
+{
+    /// <summary>Output height.</summary>
+    public int OutH => (H + 2 * PadH - KH) / StrideH + 1;
+
+    /// <summary>Output width.</summary>
+    public int OutW => (W + 2 * PadW - KW) / StrideW + 1;
+}
+
+/// <summary>Hyper-parameters of one SGD step (PyTorch semantics: weight decay added to the gradient,
+/// momentum buffer b = μ·b + (1-dampening)·g, nesterov g + μ·b).</summary>
+public readonly record struct SgdArgs(double Lr, double Momentum, double Dampening, double WeightDecay, bool Nesterov, bool FirstStep);
+
+/// <summary>Hyper-parameters of one Adam/AdamW step; <c>Step</c> counts from 1. <c>Decoupled</c> selects AdamW
+/// (p -= lr·wd·p) over Adam's L2 (g += wd·p).</summary>
+public readonly record struct AdamArgs(double Lr, double Beta1, double Beta2, double Eps, double WeightDecay, bool Decoupled, long Step);

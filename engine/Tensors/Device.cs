@@ -1,0 +1,58 @@
+using Frugal.Backends;
+using Frugal.Backends.Cpu;
+using Frugal.Memory;
+
+namespace Frugal;
+
+/// <summary>Kind of device.</summary>
+public enum DeviceKind
+{
+    /// <summary>The host processor.</summary>
+    Cpu,
+    /// <summary>An NVIDIA GPU.</summary>
+    Cuda,
+}
+
+/// <summary>A place where tensors live: one kernel table (<see cref="IBackend"/>) and one categorised allocator.
+/// <see cref="Cpu"/> is the process-wide host device; <see cref="CreateCpu"/> makes an isolated one whose
+/// counters only see its own tensors (tests of exact memory use it).</summary>
+public sealed class Device
+{
+    private static readonly Lazy<Device> s_cpu = new(() => CreateCpu("cpu"));
+
+    private Device(DeviceKind kind, int index, string name, Allocator allocator, Func<Device, IBackend> backend)
+    {
+        Kind = kind;
+        Index = index;
+        Name = name;
+        Allocator = allocator;
+        Backend = backend(this);
+    }
+
+    /// <summary>The process-wide CPU device.</summary>
+    public static Device Cpu => s_cpu.Value;
+
+    /// <summary>The best device present: a CUDA GPU when the CUDA backend finds one, else <see cref="Cpu"/>.</summary>
+    public static Device Best() => Cpu;
+
+    /// <summary>A new CPU device with its own allocator and counters (same kernels as <see cref="Cpu"/>).</summary>
+    public static Device CreateCpu(string name) => new(DeviceKind.Cpu, 0, name, new CpuAllocator(name), d => new CpuBackend(d));
+
+    /// <summary>Kind of device.</summary>
+    public DeviceKind Kind { get; }
+
+    /// <summary>Ordinal among devices of its kind.</summary>
+    public int Index { get; }
+
+    /// <summary>Name for messages ("cpu", "cuda:0").</summary>
+    public string Name { get; }
+
+    /// <summary>The kernel table.</summary>
+    public IBackend Backend { get; }
+
+    /// <summary>The categorised allocator.</summary>
+    public Allocator Allocator { get; }
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
+}

@@ -1,0 +1,297 @@
+using System.Runtime.InteropServices;
+using Frugal.Autograd;
+using Frugal.Backends;
+using Frugal.Formats;
+using Frugal.Memory;
+
+namespace Frugal;
+
+/// <summary>A logical n-d array on a device: shape, dtype, format, optional gradient. A dense tensor is a strided
+/// view over one reference-counted <see cref="DeviceBuffer"/>. Tensors are <see cref="IDisposable"/>: memory is
+/// returned when the last tensor (or autograd's saved reference) over a buffer is disposed, never by the GC.
+/// Inside a <see cref="TensorScope"/> every new tensor is disposed with the scope unless kept.</summary>
+public sealed partial class Tensor : IDisposable
+{
+    private static long s_live;
+
+    private static long s_peakLive;
+
+    private readonly DeviceBuffer _buffer;
+    private readonly long _offset;
+    private readonly int[] _strides;
+    private bool _disposed;
+    private Tensor? _grad;
+
+    internal Tensor(DeviceBuffer buffer, long offset, Shape shape, int[] strides, DType dtype, Device device)
+    {
+        _buffer = buffer;
+        _offset = offset;
+        Shape = shape;
+        _strides = strides;
+        DType = dtype;
+        Device = device;
+        var live = Interlocked.Increment(ref s_live);
+        long peak;
+        while (live > (peak = Interlocked.Read(ref s_peakLive)) && Interlocked.CompareExchange(ref s_peakLive, live, peak) != peak)
+        {
+        }
+        TensorScope.Register(this);
+    }
+
+    /// <summary>Tensors created and not yet disposed, in this process.</summary>
+    public static long LiveCount => Interlocked.Read(ref s_live);
+
+    /// <summary>Largest <see cref="LiveCount"/> seen since start or <see cref="ResetPeakLiveCount"/>.</summary>
+    public static long PeakLiveCount => Interlocked.Read(ref s_peakLive);
+
+    /// <summary>Sets the peak live count to the current count.</summary>
+    public static void ResetPeakLiveCount() => Interlocked.Exchange(ref s_peakLive, LiveCount);
+
+    /// <summary>Dimensions.</summary>
+    public Shape Shape { get; }
+
+    /// <summary>Strides in elements (a copy).</summary>
+    public int[] Strides => (int[])_strides.Clone();
+
+    /// <summary>Element type.</summary>
+    public DType DType { get; }
+
+    /// <summary>Where it lives.</summary>
+    public Device Device { get; }
+
+    /// <summary>Storage format; this foundation builds <see cref="TensorFormat.Dense"/>.</summary>
+    public TensorFormat Format => TensorFormat.Dense;
+
+    /// <summary>Optional name (parameters carry their module path).</summary>
+    public string? Name { get; set; }
+
+    /// <summary>Number of dimensions.</summary>
+    public int Rank => Shape.Rank;
+
+    /// <summary>Number of elements.</summary>
+    public long Numel => Shape.Numel;
+
+    /// <summary>The buffer behind this tensor (shared by its views).</summary>
+    public DeviceBuffer Buffer
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return _buffer;
+        }
+    }
+
+    internal long Offset => _offset;
+
+    internal int[] RawStrides => _strides;
+
+    /// <summary>True once disposed; any further use throws <see cref="ObjectDisposedException"/>.</summary>
+    public bool IsDisposed => _disposed;
+
+    /// <summary>Whether autograd tracks operations on this tensor.</summary>
+    public bool RequiresGrad { get; set; }
+
+    /// <summary>The autograd node that produced this tensor (null for leaves).</summary>
+    internal GradNode? GradFn { get; set; }
+
+    /// <summary>True when no recorded op produced it (user tensors, parameters).</summary>
+    public bool IsLeaf => GradFn is null;
+
+    /// <summary>Accumulated gradient of a leaf after <see cref="Backward()"/>; owned by this tensor.</summary>
+    public Tensor? Grad
+    {
+        get => _grad;
+        set
+        {
+            if (ReferenceEquals(_grad, value))
+                return;
+            _grad?.Dispose();
+            if (value is not null)
+            {
+                if (value.Shape != Shape)
+                    throw new ShapeMismatchException($"Grad: gradient shape {value.Shape} does not match tensor shape {Shape}");
+                value.DetachFromScope();
+            }
+            _grad = value;
+        }
+    }
+
+    /// <summary>Removes and returns the gradient without disposing it (the caller owns it).</summary>
+    internal Tensor? TakeGrad()
+    {
+        var g = _grad;
+        _grad = null;
+        return g;
+    }
+
+    /// <summary>The scope that will dispose this tensor, if any.</summary>
+    internal TensorScope? Scope { get; set; }
+
+    /// <summary>True when elements are dense in row-major order starting at the view's offset.</summary>
+    public bool IsContiguous => View.IsContiguous;
+
+    /// <summary>The kernel-level view.</summary>
+    public StridedView View
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return new StridedView(_buffer.Address + (nint)(_offset * DType.SizeOf()), DType, Shape.Dims, _strides);
+        }
+    }
+
+    internal IBackend Backend => Device.Backend;
+
+    /// <summary>Throws when disposed, naming the tensor.</summary>
+    public void ThrowIfDisposed()
+    {
+        if (_disposed)
+            throw new ObjectDisposedException(nameof(Tensor), $"tensor {Describe()} was used after it was disposed");
+    }
+
+    /// <summary>"name [2, 3] f32 cpu" for messages.</summary>
+    public string Describe() => $"{(Name is null ? "" : Name + " ")}{Shape} {DType.Name()} {Device.Name}";
+
+    /// <inheritdoc/>
+    public override string ToString() => $"Tensor({Describe()}{(RequiresGrad ? ", requires_grad" : "")})";
+
+    /// <summary>Releases the buffer reference, the gradient and the autograd node. Idempotent.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        Interlocked.Decrement(ref s_live);
+        if (Scope is not null)
+            Scope = null;
+        _grad?.Dispose();
+        _grad = null;
+        GradFn?.Release();
+        GradFn = null;
+        _buffer.Release();
+    }
+
+    /// <summary>Removes the tensor from its scope: the caller now owns it.</summary>
+    public Tensor DetachFromScope()
+    {
+        Scope = null;
+        return this;
+    }
+
+    /// <summary>Moves the tensor to the scope enclosing its current one (or out of all scopes).</summary>
+    public Tensor MoveToOuter()
+    {
+        var outer = Scope?.Parent;
+        Scope = null;
+        outer?.Adopt(this);
+        return this;
+    }
+
+    // ---- creation ----
+
+    /// <summary>A new contiguous tensor with uninitialised memory (ops use it for results).</summary>
+    public static Tensor Empty(Shape shape, DType dtype = DType.F32, Device? device = null, MemoryCategory? category = null, string? owner = null)
+    {
+        device ??= Device.Cpu;
+        var bytes = shape.Numel * dtype.SizeOf();
+        var buffer = device.Allocator.Allocate(bytes, category ?? MemoryContext.Category, owner ?? MemoryContext.Owner);
+        return new Tensor(buffer, 0, shape, shape.ContiguousStrides(), dtype, device);
+    }
+
+    /// <summary>A tensor filled with <paramref name="value"/>.</summary>
+    public static Tensor Full(Shape shape, double value, DType dtype = DType.F32, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+    {
+        var t = Empty(shape, dtype, device, category, owner);
+        t.Backend.Fill(t.View, value);
+        return t;
+    }
+
+    /// <summary>Zeros.</summary>
+    public static Tensor Zeros(Shape shape, DType dtype = DType.F32, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+        => Full(shape, 0, dtype, device, category, owner);
+
+    /// <summary>Ones.</summary>
+    public static Tensor Ones(Shape shape, DType dtype = DType.F32, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+        => Full(shape, 1, dtype, device, category, owner);
+
+    /// <summary>A 0-d tensor.</summary>
+    public static Tensor Scalar(double value, DType dtype = DType.F32, Device? device = null) => Full(new Shape(), value, dtype, device);
+
+    /// <summary>A tensor holding a copy of <paramref name="data"/> (row-major) with the given shape.</summary>
+    public static Tensor FromArray<T>(ReadOnlySpan<T> data, Shape shape, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+        where T : unmanaged
+    {
+        var dtype = DTypeOf<T>();
+        if (data.Length != shape.Numel)
+            throw new ShapeMismatchException($"FromArray: {data.Length} {dtype.Name()} values do not fill shape {shape} ({shape.Numel} elements)");
+        var t = Empty(shape, dtype, device, category, owner);
+        t.Backend.Upload(MemoryMarshal.AsBytes(data), t.Buffer.Address);
+        return t;
+    }
+
+    /// <summary>A tensor holding a copy of <paramref name="data"/> (row-major) with the given shape.</summary>
+    public static Tensor FromArray<T>(T[] data, params int[] shape) where T : unmanaged => FromArray<T>(data.AsSpan(), new Shape(shape));
+
+    /// <summary>Uniform [low, high) values from the counter-based generator.</summary>
+    public static Tensor Uniform(Shape shape, double low, double high, ulong seed, DType dtype = DType.F32, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+    {
+        var t = Empty(shape, dtype, device, category, owner);
+        t.Backend.Random(t.View, RandomKind.Uniform, low, high, seed, 0);
+        return t;
+    }
+
+    /// <summary>Normal(mean, std) values from the counter-based generator.</summary>
+    public static Tensor Normal(Shape shape, double mean, double std, ulong seed, DType dtype = DType.F32, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+    {
+        var t = Empty(shape, dtype, device, category, owner);
+        t.Backend.Random(t.View, RandomKind.Normal, mean, std, seed, 0);
+        return t;
+    }
+
+    /// <summary>The <see cref="DType"/> of a .NET element type.</summary>
+    public static DType DTypeOf<T>() where T : unmanaged
+    {
+        if (typeof(T) == typeof(float)) return DType.F32;
+        if (typeof(T) == typeof(double)) return DType.F64;
+        if (typeof(T) == typeof(Half)) return DType.F16;
+        if (typeof(T) == typeof(BFloat16)) return DType.BF16;
+        if (typeof(T) == typeof(sbyte)) return DType.I8;
+        if (typeof(T) == typeof(byte)) return DType.U8;
+        if (typeof(T) == typeof(int)) return DType.I32;
+        throw new NotSupportedException($"no dtype for element type {typeof(T).Name}");
+    }
+
+    // ---- reading back ----
+
+    /// <summary>Copies the elements (row-major) to a new array; <typeparamref name="T"/> must match the dtype.</summary>
+    public T[] ToArray<T>() where T : unmanaged
+    {
+        ThrowIfDisposed();
+        if (DTypeOf<T>() != DType)
+            throw new ArgumentException($"ToArray<{typeof(T).Name}>: tensor {Describe()} holds {DType.Name()}");
+        var result = new T[Numel];
+        using var c = Contiguous();
+        Backend.Download(c.View.Data, MemoryMarshal.AsBytes(result.AsSpan()));
+        return result;
+    }
+
+    /// <summary>The single element of a one-element tensor, as double.</summary>
+    public double Item()
+    {
+        if (Numel != 1)
+            throw new ShapeMismatchException($"Item: tensor {Describe()} has {Numel} elements, not 1");
+        using var f = DType == DType.F64 ? Alias() : To(DType.F64);
+        return f.ToArray<double>()[0];
+    }
+
+    /// <summary>A new tensor over the same buffer and layout (no autograd history); autograd saves tensors this way.</summary>
+    internal Tensor Alias() => AsStrided(Shape, _strides, _offset);
+
+    /// <summary>A tensor over the same buffer with another layout (shares memory; no autograd recording).</summary>
+    internal Tensor AsStrided(Shape shape, int[] strides, long offset)
+    {
+        ThrowIfDisposed();
+        _buffer.Retain();
+        return new Tensor(_buffer, offset, shape, strides, DType, Device);
+    }
+}

@@ -28,6 +28,21 @@ public sealed partial class Tensor
     /// <summary>A leaf sharing this tensor's memory with no history (PyTorch's detach).</summary>
     public Tensor Detach() => Alias();
 
+    /// <summary>A copy on <paramref name="device"/> (an alias when already there), staged through host memory,
+    /// keeping the buffer's category and owner. Not recorded by autograd.</summary>
+    public Tensor ToDevice(Device device)
+    {
+        ThrowIfDisposed();
+        if (ReferenceEquals(device, Device))
+            return Alias();
+        using var c = F.Contiguous(this);
+        var bytes = new byte[Numel * DType.SizeOf()];
+        Backend.Download(c.View.Data, bytes);
+        var t = Empty(Shape, DType, device, Buffer.Category, Buffer.Owner);
+        t.Backend.Upload(bytes, t.Buffer.Address);
+        return t;
+    }
+
     /// <summary>Converts to another dtype.</summary>
     public Tensor To(DType dtype) => F.Cast(this, dtype);
 

@@ -1,0 +1,146 @@
+using Frugal.Memory;
+
+namespace Frugal.Nn;
+
+/// <summary>A layer or model (PyTorch's nn.Module): named parameters and child modules with dotted paths,
+/// train/eval mode, and a state dict. <see cref="Forward"/> runs <see cref="OnForward"/> with the module's path
+/// as the owner of the memory it allocates, so the allocator and the profiler can attribute it.</summary>
+public abstract class Module : IDisposable
+{
+    private readonly List<(string Name, Tensor Value)> _parameters = [];
+    private readonly List<(string Name, Module Value)> _children = [];
+    private bool _disposed;
+
+    /// <summary>Dotted path from the root model ("" for the root, "0.weight" style names below it).</summary>
+    public string Path { get; private set; } = "";
+
+    /// <summary>True in training mode (dropout active), false after <see cref="Eval"/>.</summary>
+    public bool Training { get; private set; } = true;
+
+    /// <summary>Applies the module to <paramref name="x"/>.</summary>
+    public Tensor Forward(Tensor x)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        using (MemoryContext.Owned(Path.Length == 0 ? GetType().Name : Path))
+            return OnForward(x);
+    }
+
+    /// <summary>The computation of the module.</summary>
+    protected abstract Tensor OnForward(Tensor x);
+
+    /// <summary>Registers a trained tensor: it becomes Parameter memory owned by this module, requires grad, and
+    /// leaves any tensor scope (the module owns it until disposed).</summary>
+    protected Tensor RegisterParameter(string name, Tensor value)
+    {
+        value.DetachFromScope();
+        value.Buffer.Recategorize(MemoryCategory.Parameter, Join(Path, name));
+        value.RequiresGrad = true;
+        value.Name = Join(Path, name);
+        _parameters.Add((name, value));
+        return value;
+    }
+
+    /// <summary>Registers a child module under <paramref name="name"/>.</summary>
+    protected T RegisterModule<T>(string name, T module) where T : Module
+    {
+        _children.Add((name, module));
+        module.SetPath(Join(Path, name));
+        return module;
+    }
+
+    private static string Join(string path, string name) => path.Length == 0 ? name : path + "." + name;
+
+    private void SetPath(string path)
+    {
+        Path = path;
+        foreach (var (name, p) in _parameters)
+        {
+            p.Name = Join(path, name);
+            p.Buffer.Recategorize(MemoryCategory.Parameter, p.Name);
+        }
+        foreach (var (name, c) in _children)
+            c.SetPath(Join(path, name));
+    }
+
+    /// <summary>Child modules in registration order.</summary>
+    public IEnumerable<Module> Children() => _children.Select(c => c.Value);
+
+    /// <summary>Every parameter with its dotted name, depth first in registration order.</summary>
+    public IEnumerable<(string Name, Tensor Parameter)> NamedParameters()
+    {
+        foreach (var (name, p) in _parameters)
+            yield return (Join(Path, name), p);
+        foreach (var (_, c) in _children)
+        {
+            foreach (var np in c.NamedParameters())
+                yield return np;
+        }
+    }
+
+    /// <summary>Every parameter.</summary>
+    public IEnumerable<Tensor> Parameters() => NamedParameters().Select(p => p.Parameter);
+
+    /// <summary>Number of trained values.</summary>
+    public long ParameterCount() => Parameters().Sum(p => p.Numel);
+
+    /// <summary>Sets training mode on this module and its children.</summary>
+    public Module Train(bool on = true)
+    {
+        Training = on;
+        foreach (var c in Children())
+            c.Train(on);
+        return this;
+    }
+
+    /// <summary>Sets evaluation mode (dropout off).</summary>
+    public Module Eval() => Train(false);
+
+    /// <summary>Drops every parameter's gradient (PyTorch's zero_grad(set_to_none=True)): gradient memory is freed.</summary>
+    public void ZeroGrad()
+    {
+        foreach (var p in Parameters())
+            p.Grad = null;
+    }
+
+    /// <summary>The parameters by dotted name (the tensors themselves, not copies).</summary>
+    public IReadOnlyDictionary<string, Tensor> StateDict() => NamedParameters().ToDictionary(p => p.Name, p => p.Parameter);
+
+    /// <summary>Copies values from <paramref name="state"/> into the parameters; names, shapes and dtypes must match
+    /// exactly, and every check runs before anything is written.</summary>
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
+    {
+        var mine = StateDict();
+        var missing = mine.Keys.Except(state.Keys).ToList();
+        var extra = state.Keys.Except(mine.Keys).ToList();
+        if (missing.Count > 0 || extra.Count > 0)
+            throw new ArgumentException($"LoadStateDict: missing [{string.Join(", ", missing)}], unexpected [{string.Join(", ", extra)}]");
+        foreach (var (name, p) in mine)
+        {
+            var s = state[name];
+            if (s.Shape != p.Shape || s.DType != p.DType)
+                throw new ShapeMismatchException($"LoadStateDict: '{name}' is {p.Describe()} but the state holds {s.Describe()}");
+        }
+        foreach (var (name, p) in mine)
+        {
+            var s = state[name];
+            using var src = ReferenceEquals(s.Device, p.Device) ? s.Alias() : s.ToDevice(p.Device);
+            F.CopyInto(p, src);
+        }
+    }
+
+    /// <summary>Disposes the parameters (and their gradients) of this module and its children.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        foreach (var (_, p) in _parameters)
+            p.Dispose();
+        foreach (var (_, c) in _children)
+            c.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => GetType().Name;
+}

@@ -1,0 +1,76 @@
+using System.Globalization;
+
+namespace Frugal.Models;
+
+/// <summary>A command-line mistake: the CLI prints the message and the usage, never a stack trace.</summary>
+public sealed class UsageException(string message) : Exception(message);
+
+/// <summary>Parsed <c>--name value</c> options of one command, each option checked against the command's list.</summary>
+public sealed class CliArgs
+{
+    private readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
+
+    /// <summary>Parses <paramref name="args"/> (after the command word) allowing only <paramref name="known"/> options.</summary>
+    public CliArgs(IReadOnlyList<string> args, IReadOnlyCollection<string> known)
+    {
+        for (var i = 0; i < args.Count; i++)
+        {
+            var a = args[i];
+            if (!a.StartsWith("--", StringComparison.Ordinal))
+                throw new UsageException($"unexpected argument '{a}'");
+            var name = a[2..];
+            string value;
+            var eq = name.IndexOf('=', StringComparison.Ordinal);
+            if (eq >= 0)
+            {
+                value = name[(eq + 1)..];
+                name = name[..eq];
+            }
+            else
+            {
+                if (i + 1 >= args.Count)
+                    throw new UsageException($"option --{name} needs a value");
+                value = args[++i];
+            }
+            if (!known.Contains(name))
+                throw new UsageException($"unknown option --{name}");
+            if (!_values.TryAdd(name, value))
+                throw new UsageException($"option --{name} given twice");
+        }
+    }
+
+    /// <summary>A string option, or its default.</summary>
+    public string String(string name, string fallback) => _values.GetValueOrDefault(name, fallback);
+
+    /// <summary>An optional string option.</summary>
+    public string? Optional(string name) => _values.GetValueOrDefault(name);
+
+    /// <summary>A positive integer option.</summary>
+    public int Int(string name, int fallback, int min = 1)
+    {
+        if (!_values.TryGetValue(name, out var s))
+            return fallback;
+        if (!int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) || v < min)
+            throw new UsageException($"--{name} must be an integer >= {min}, got '{s}'");
+        return v;
+    }
+
+    /// <summary>A positive number option.</summary>
+    public double Double(string name, double fallback)
+    {
+        if (!_values.TryGetValue(name, out var s))
+            return fallback;
+        if (!double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) || !(v > 0) || double.IsInfinity(v))
+            throw new UsageException($"--{name} must be a positive number, got '{s}'");
+        return v;
+    }
+
+    /// <summary>One of <paramref name="choices"/>.</summary>
+    public string Choice(string name, string fallback, IReadOnlyCollection<string> choices)
+    {
+        var v = String(name, fallback);
+        if (!choices.Contains(v))
+            throw new UsageException($"--{name} must be one of {string.Join("|", choices)}, got '{v}'");
+        return v;
+    }
+}

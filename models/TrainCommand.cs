@@ -1,0 +1,122 @@
+using System.Globalization;
+using Frugal.Data;
+using Frugal.Memory;
+using Frugal.Nn;
+using Frugal.Optim;
+using Spectre.Console;
+
+namespace Frugal.Models;
+
+/// <summary><c>frugal train</c>: trains a model on Fashion-MNIST with a live progress bar, per-epoch test accuracy,
+/// and the allocator's peak bytes per category at the end.</summary>
+internal static class TrainCommand
+{
+    public const string Usage = """
+        frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
+                     [--data DIR|embedded] [--steps N]
+          --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
+          --epochs     passes over the training set                          default 1
+          --batch      examples per step                                     default 128
+          --lr         learning rate                                         default 0.001 (sgd: 0.05)
+          --seed       initialisation and shuffling seed                     default 1
+          --optimizer  adam, adamw or sgd (momentum 0.9)                     default adam
+          --data       folder with the four Fashion-MNIST IDX files, or 'embedded' for the slice shipped
+                       with Frugal; default: /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)
+                       when installed, else the embedded slice
+          --steps      stop each epoch after N steps (quick runs)            default: whole epoch
+        """;
+
+    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "data", "steps"];
+
+    public static int Run(IReadOnlyList<string> argv)
+    {
+        var args = new CliArgs(argv, Options);
+        var modelName = args.Choice("model", "mlp", Zoo.Names.ToArray());
+        var epochs = args.Int("epochs", 1);
+        var batch = args.Int("batch", 128);
+        var optName = args.Choice("optimizer", "adam", ["adam", "adamw", "sgd"]);
+        var lr = args.Double("lr", optName == "sgd" ? 0.05 : 1e-3);
+        var seed = args.Int("seed", 1, min: 0);
+        var maxSteps = args.Int("steps", 0, min: 0);
+        var dataArg = args.Optional("data");
+
+        var data = dataArg == "embedded" ? EmbeddedData.FashionMnistSlice() : EmbeddedData.LoadFashionMnist(dataArg);
+        AnsiConsole.MarkupLine($"[bold]data[/]: {Markup.Escape(data.Source)} ({data.Train.Count} train, {data.Test.Count} test)");
+        if (data.Source.StartsWith("embedded", StringComparison.Ordinal))
+            AnsiConsole.MarkupLine("[yellow]Fashion-MNIST is not installed: using the embedded slice (apt-get install dataset-fashion-mnist for the full set).[/]");
+
+        var device = Device.Best();
+        Init.ManualSeed((ulong)seed);
+        Rng.ManualSeed((ulong)seed);
+        using var model = Zoo.Create(modelName);
+        using Optimizer opt = optName switch
+        {
+            "sgd" => new SGD(model.Parameters(), lr, momentum: 0.9),
+            "adamw" => new AdamW(model.Parameters(), lr),
+            _ => new Adam(model.Parameters(), lr),
+        };
+        AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters, {optName} lr {lr.ToString(CultureInfo.InvariantCulture)}, batch {batch}, device {device}");
+        device.Allocator.ResetPeak();
+        var trainer = new Trainer(model, opt, device);
+        var results = new List<EpochResult>();
+        for (var epoch = 1; epoch <= epochs; epoch++)
+        {
+            results.Add(RunEpoch(trainer, data, epoch, epochs, batch, seed, maxSteps));
+            var r = results[^1];
+            AnsiConsole.MarkupLine(CultureInfo.InvariantCulture,
+                "epoch {0}/{1}: train loss {2:F4}, test accuracy [bold]{3:F4}[/], {4:F1} s, {5:F0} examples/s",
+                r.Epoch, epochs, r.TrainLoss, r.TestAccuracy, r.Seconds, r.ExamplesPerSecond);
+        }
+        AnsiConsole.Write(MemoryTable(device.Allocator.Stats()));
+        return 0;
+    }
+
+    private static EpochResult RunEpoch(Trainer trainer, FashionMnist data, int epoch, int epochs, int batch, int seed, int maxSteps)
+    {
+        if (!AnsiConsole.Profile.Capabilities.Interactive)
+        {
+            // Redirected output (CI, logs): a line every 10% instead of a redrawn bar.
+            var last = -1;
+            trainer.OnStep = (step, steps, loss, rate) =>
+            {
+                var pct = step * 10 / steps;
+                if (pct == last)
+                    return;
+                last = pct;
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  epoch {epoch} step {step}/{steps} loss {loss:F4} {rate:F0} examples/s"));
+            };
+            return trainer.TrainEpoch(data.Train, data.Test, epoch, batch, seed, maxSteps);
+        }
+        EpochResult? result = null;
+        AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask($"epoch {epoch}/{epochs}");
+                trainer.OnStep = (step, steps, loss, rate) =>
+                {
+                    task.MaxValue = steps;
+                    task.Value = step;
+                    task.Description = string.Create(CultureInfo.InvariantCulture, $"epoch {epoch}/{epochs} loss {loss:F4} {rate,6:F0} ex/s");
+                };
+                result = trainer.TrainEpoch(data.Train, data.Test, epoch, batch, seed, maxSteps);
+            });
+        return result!;
+    }
+
+    /// <summary>Peak and current bytes per category, as a console table.</summary>
+    public static Table MemoryTable(MemoryStats stats)
+    {
+        var table = new Table().Title("allocator memory by category").AddColumn("category").AddColumn(new TableColumn("peak").RightAligned())
+            .AddColumn(new TableColumn("peak bytes").RightAligned()).AddColumn(new TableColumn("current").RightAligned());
+        foreach (var c in MemoryCategories.All)
+        {
+            table.AddRow(c.ToString(), MemoryStats.FormatBytes(stats.Peak(c)), stats.Peak(c).ToString("N0", CultureInfo.InvariantCulture),
+                MemoryStats.FormatBytes(stats.Current(c)));
+        }
+        table.AddRow("[bold]total (at once)[/]", MemoryStats.FormatBytes(stats.PeakTotal), stats.PeakTotal.ToString("N0", CultureInfo.InvariantCulture),
+            MemoryStats.FormatBytes(stats.CurrentTotal));
+        table.Caption($"cache: {MemoryStats.FormatBytes(stats.CachedBytes)} free of {MemoryStats.FormatBytes(stats.ReservedBytes)} reserved");
+        return table;
+    }
+}

@@ -1,0 +1,72 @@
+using System.Diagnostics;
+using Frugal.Data;
+using Frugal.Nn;
+using Frugal.Optim;
+
+namespace Frugal.Models;
+
+/// <summary>Result of one epoch.</summary>
+public sealed record EpochResult(int Epoch, double TrainLoss, double TestAccuracy, double Seconds, double ExamplesPerSecond);
+
+/// <summary>The classification training loop of the CLI: shuffled mini-batches, cross-entropy, one optimizer
+/// step per batch, test accuracy after each epoch.</summary>
+public sealed class Trainer(Module model, Optimizer optimizer, Device device)
+{
+    /// <summary>Called after every step with (step in epoch, steps in epoch, running loss, examples/s).</summary>
+    public Action<int, int, double, double>? OnStep { get; set; }
+
+    /// <summary>Trains one epoch; <paramref name="maxSteps"/> limits the steps (0: all).</summary>
+    public EpochResult TrainEpoch(ImageDataset train, ImageDataset test, int epoch, int batchSize, int seed, int maxSteps = 0)
+    {
+        model.Train();
+        var steps = (train.Count + batchSize - 1) / batchSize;
+        if (maxSteps > 0)
+            steps = Math.Min(steps, maxSteps);
+        var clock = Stopwatch.StartNew();
+        double lossSum = 0;
+        long examples = 0;
+        var step = 0;
+        foreach (var (x, y) in train.Batches(batchSize, shuffle: true, seed: seed + epoch, device))
+        {
+            if (step == steps)
+                break;
+            using (var scope = TensorScope.Begin())
+            {
+                using var logits = model.Forward(x);
+                using var loss = F.CrossEntropy(logits, y);
+                loss.Backward();
+                optimizer.Step();
+                optimizer.ZeroGrad();
+                lossSum += loss.Item();
+            }
+            examples += x.Shape[0];
+            step++;
+            OnStep?.Invoke(step, steps, lossSum / step, examples / clock.Elapsed.TotalSeconds);
+        }
+        var seconds = clock.Elapsed.TotalSeconds;
+        return new EpochResult(epoch, lossSum / Math.Max(step, 1), Evaluate(test), seconds, examples / seconds);
+    }
+
+    /// <summary>Accuracy on <paramref name="data"/> in eval mode without recording autograd.</summary>
+    public double Evaluate(ImageDataset data, int batchSize = 1000)
+    {
+        model.Eval();
+        using var noGrad = Autograd.Autograd.NoGrad();
+        long correct = 0;
+        foreach (var (x, y) in data.Batches(batchSize, device: device))
+        {
+            using var scope = TensorScope.Begin();
+            using var logits = model.Forward(x);
+            using var pred = F.ArgMax(logits, 1);
+            var p = pred.ToArray<int>();
+            var t = y.ToArray<int>();
+            for (var i = 0; i < p.Length; i++)
+            {
+                if (p[i] == t[i])
+                    correct++;
+            }
+        }
+        model.Train();
+        return correct / (double)data.Count;
+    }
+}

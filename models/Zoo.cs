@@ -1,0 +1,41 @@
+using Frugal.Nn;
+
+namespace Frugal.Models;
+
+/// <summary>The model definitions the CLI trains.</summary>
+public static class Zoo
+{
+    /// <summary>Names accepted by <c>--model</c>.</summary>
+    public static IReadOnlyList<string> Names { get; } = ["mlp", "cnn"];
+
+    /// <summary>784-512-512-10 ReLU perceptron over flattened 28×28 images.</summary>
+    public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10) => new(
+        new Flatten(),
+        new Linear(inputs, hidden),
+        new ReLU(),
+        new Linear(hidden, hidden),
+        new ReLU(),
+        new Linear(hidden, classes));
+
+    /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 128-unit and 10-unit
+    /// fully connected layers: the classic small CNN for 28×28 images.</summary>
+    public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10) => new(
+        new Conv2d(channels, 32, 3, padding: 1),
+        new ReLU(),
+        new MaxPool2d(2),
+        new Conv2d(32, 64, 3, padding: 1),
+        new ReLU(),
+        new MaxPool2d(2),
+        new Flatten(),
+        new Linear(64 * (side / 4) * (side / 4), 128),
+        new ReLU(),
+        new Linear(128, classes));
+
+    /// <summary>The model called <paramref name="name"/>.</summary>
+    public static Sequential Create(string name) => name switch
+    {
+        "mlp" => Mlp(),
+        "cnn" => Cnn(),
+        _ => throw new ArgumentException($"unknown model '{name}'; choose one of: {string.Join(", ", Names)}"),
+    };
+}

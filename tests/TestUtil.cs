@@ -1,0 +1,209 @@
+using Frugal.Autograd;
+
+namespace Frugal.Tests;
+
+/// <summary>Shared helpers of the numerical suites: seeded random data, the devices to run on, and a float64
+/// finite-difference gradient checker.</summary>
+internal static class TestUtil
+{
+    // ---- devices ----
+
+    /// <summary>Names of the devices present, as theory data: "cpu" always; CUDA devices join here when the CUDA
+    /// backend finds one (tests then run once per device).</summary>
+    public static TheoryData<string> Devices
+    {
+        get
+        {
+            var d = new TheoryData<string> { "cpu" };
+            if (Device.Best() is { Kind: DeviceKind.Cuda } gpu)
+                d.Add(gpu.Name);
+            return d;
+        }
+    }
+
+    /// <summary>The device named <paramref name="name"/> (as listed by <see cref="Devices"/>).</summary>
+    public static Device DeviceFor(string name)
+    {
+        if (name == "cpu")
+            return Device.Cpu;
+        if (Device.Best() is { } best && best.Name == name)
+            return best;
+        throw new ArgumentException($"no device named {name}");
+    }
+
+    // ---- random data ----
+
+    /// <summary>n values uniform in [low, high), rounded to float so F32 and F64 runs see the same inputs.</summary>
+    public static double[] Uniform(int seed, int n, double low = -1, double high = 1)
+    {
+        var rng = new Random(seed);
+        var v = new double[n];
+        for (var i = 0; i < n; i++)
+            v[i] = (float)(low + (high - low) * rng.NextDouble());
+        return v;
+    }
+
+    /// <summary>Uniform values whose magnitude is at least <paramref name="margin"/>: inputs away from the kink of
+    /// relu/abs at 0, so finite differences never straddle it.</summary>
+    public static double[] AwayFromZero(int seed, int n, double margin = 0.05, double high = 1)
+    {
+        var rng = new Random(seed);
+        var v = new double[n];
+        for (var i = 0; i < n; i++)
+            v[i] = (float)((margin + (high - margin) * rng.NextDouble()) * (rng.Next(2) == 0 ? -1 : 1));
+        return v;
+    }
+
+    /// <summary>n values on the grid k·<paramref name="spacing"/> + <paramref name="phase"/> (k random, distinct when
+    /// possible): two arrays with different phases never tie, and values within one array never tie, so max/min and
+    /// pooling have a unique winner that a step of 1e-6 cannot change.</summary>
+    public static double[] Spaced(int seed, int n, double spacing = 0.1, double phase = 0.025)
+    {
+        var rng = new Random(seed);
+        var ks = Enumerable.Range(-n, 2 * n + 1).OrderBy(_ => rng.Next()).Take(n).ToArray();
+        return [.. ks.Select(k => (double)(float)(k * spacing + phase))];
+    }
+
+    /// <summary>An F64 tensor with uniform values (see <see cref="Uniform"/>).</summary>
+    public static Tensor Rand(int seed, params int[] shape) => F64(Uniform(seed, (int)new Shape(shape).Numel), shape);
+
+    /// <summary>An F64 tensor holding <paramref name="values"/>.</summary>
+    public static Tensor F64(double[] values, params int[] shape) => Tensor.FromArray(values, shape);
+
+    /// <summary>An I32 tensor holding <paramref name="values"/>.</summary>
+    public static Tensor I32(int[] values, params int[] shape) => Tensor.FromArray(values, shape);
+
+    /// <summary>A tensor of <paramref name="values"/> as <paramref name="dtype"/> (F32 or F64) on a device.</summary>
+    public static Tensor On(Device device, DType dtype, double[] values, params int[] shape) => dtype switch
+    {
+        DType.F64 => Tensor.FromArray<double>(values, new Shape(shape), device),
+        DType.F32 => Tensor.FromArray<float>(values.Select(v => (float)v).ToArray(), new Shape(shape), device),
+        _ => throw new ArgumentException($"On: {dtype} is not a compute type"),
+    };
+
+    /// <summary>Any float tensor's elements as doubles (row-major).</summary>
+    public static double[] Values(Tensor t) => t.DType switch
+    {
+        DType.F64 => t.ToArray<double>(),
+        DType.F32 => [.. t.ToArray<float>().Select(v => (double)v)],
+        _ => throw new ArgumentException($"Values: {t.Describe()} is not f32/f64"),
+    };
+
+    // ---- comparison ----
+
+    /// <summary>Asserts |actual - expected| ≤ atol + rtol·|expected| elementwise, naming the first offender.</summary>
+    public static void AssertClose(double[] expected, double[] actual, double atol, double rtol, string what = "")
+    {
+        Assert.True(expected.Length == actual.Length, $"{what}: {actual.Length} values, expected {expected.Length}");
+        for (var i = 0; i < expected.Length; i++)
+        {
+            double e = expected[i], a = actual[i];
+            if (double.IsNaN(e) && double.IsNaN(a))
+                continue;
+            if (e == a)
+                continue;   // equal infinities
+            var tol = atol + rtol * Math.Abs(e);
+            if (!(Math.Abs(a - e) <= tol))
+                Assert.Fail($"{what}: element {i} is {a:R}, expected {e:R} (|diff| {Math.Abs(a - e):E3} > tol {tol:E3})");
+        }
+    }
+
+    // ---- finite-difference gradient check ----
+
+    /// <summary>One disagreement between autograd and central differences.</summary>
+    public readonly record struct Mismatch(int Input, int Element, double Analytic, double Numeric)
+    {
+        public override string ToString() => $"input {Input} element {Element}: autograd {Analytic:R}, finite difference {Numeric:R}";
+    }
+
+    /// <summary>Options of <see cref="GradCheck"/>. <c>Skip(input, element)</c> is the allow-list of non-smooth
+    /// points where a one-sided subgradient and the central difference may legitimately disagree.</summary>
+    public sealed record GradCheckOptions(double H = 1e-6, double Atol = 1e-6, double Rtol = 1e-5, Func<int, int, bool>? Skip = null, int Seed = 7);
+
+    /// <summary>Asserts that autograd's gradients of L = Σ f(inputs)·R (R a fixed random tensor, so every output
+    /// element matters) match central differences (L(x+h) - L(x-h)) / 2h for every element of every input, within
+    /// atol + rtol·|numeric|. Inputs are contiguous F64 leaves; f is re-evaluated on fresh copies for each step.</summary>
+    public static void GradCheck(Func<Tensor[], Tensor> f, Tensor[] inputs, GradCheckOptions? options = null)
+    {
+        var bad = GradCheckMismatches(f, inputs, options);
+        if (bad.Count > 0)
+            Assert.Fail($"{bad.Count} gradient element(s) disagree; first: {string.Join("; ", bad.Take(5))}");
+    }
+
+    /// <summary>The checker itself: returns every mismatch (empty when gradients agree).</summary>
+    public static List<Mismatch> GradCheckMismatches(Func<Tensor[], Tensor> f, Tensor[] inputs, GradCheckOptions? options = null)
+    {
+        var o = options ?? new GradCheckOptions();
+        using var scope = TensorScope.Begin();
+        var data = new double[inputs.Length][];
+        for (var i = 0; i < inputs.Length; i++)
+        {
+            if (inputs[i].DType != DType.F64)
+                throw new ArgumentException($"GradCheck: input {i} is {inputs[i].Describe()}; gradient checks run in f64");
+            data[i] = inputs[i].ToArray<double>();
+        }
+
+        // Analytic: backward of Σ y·R from fresh leaves.
+        var leaves = Leaves(data, inputs, requiresGrad: true);
+        var y = f(leaves);
+        Assert.Equal(DType.F64, y.DType);
+        var r = Uniform(o.Seed, (int)y.Numel, -1, 1);
+        using (var rt = F64(r, y.Shape.ToArray()))
+        using (var weighted = F.Mul(y, rt))
+        using (var loss = F.Sum(weighted))
+            loss.Backward();
+        var analytic = leaves.Select(l => l.Grad is null ? new double[l.Numel] : l.Grad.ToArray<double>()).ToArray();
+
+        // Numeric: central differences, one element at a time, without recording.
+        var bad = new List<Mismatch>();
+        using var noGrad = Autograd.Autograd.NoGrad();
+        for (var i = 0; i < inputs.Length; i++)
+        {
+            for (var e = 0; e < data[i].Length; e++)
+            {
+                if (o.Skip?.Invoke(i, e) == true)
+                    continue;
+                var x0 = data[i][e];
+                data[i][e] = x0 + o.H;
+                var lp = Objective(f, data, inputs, r);
+                data[i][e] = x0 - o.H;
+                var lm = Objective(f, data, inputs, r);
+                data[i][e] = x0;
+                var numeric = (lp - lm) / (2 * o.H);
+                var a = analytic[i][e];
+                if (!(Math.Abs(a - numeric) <= o.Atol + o.Rtol * Math.Abs(numeric)))
+                    bad.Add(new Mismatch(i, e, a, numeric));
+            }
+        }
+        return bad;
+    }
+
+    private static Tensor[] Leaves(double[][] data, Tensor[] like, bool requiresGrad)
+    {
+        var t = new Tensor[data.Length];
+        for (var i = 0; i < data.Length; i++)
+        {
+            t[i] = F64(data[i], like[i].Shape.ToArray());
+            t[i].RequiresGrad = requiresGrad && like[i].RequiresGrad;
+        }
+        return t;
+    }
+
+    private static double Objective(Func<Tensor[], Tensor> f, double[][] data, Tensor[] like, double[] r)
+    {
+        using var scope = TensorScope.Begin();
+        var y = Values(f(Leaves(data, like, requiresGrad: false)));
+        var s = 0.0;
+        for (var k = 0; k < y.Length; k++)
+            s += y[k] * r[k];
+        return s;
+    }
+
+    /// <summary>Marks tensors as requiring gradients (the inputs <see cref="GradCheck"/> differentiates).</summary>
+    public static Tensor[] Params(params Tensor[] ts)
+    {
+        foreach (var t in ts)
+            t.RequiresGrad = true;
+        return ts;
+    }
+}

@@ -6,6 +6,8 @@ var runners = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
 {
     ["sgemm"] = SgemmBench.Run,
     ["sgemm-bdn"] = SgemmBench.RunBenchmarkDotNet,
+    ["train"] = TrainBench.Run,
+    ["ops"] = OpsBench.Run,
 };
 
 if (args.Length == 0 || !runners.TryGetValue(args[0], out var runner))

@@ -62,19 +62,31 @@ public unsafe class GemmTests
         /// <summary>Expected C (storage layout, padding = sentinel) and the per-element error scale.</summary>
         public (double[] Expected, double[] Scale) Reference(double alpha, double beta)
         {
-            var expected = (double[])C.Clone();
-            var scale = new double[C.Length];
-            var aRow = new double[K];
+            // Dense copies of op(A) (m x k) and op(B) transposed (n x k) so the inner loop is a plain dot product.
+            var opA = new double[M * K];
+            var opBt = new double[N * K];
             for (var i = 0; i < M; i++)
             {
                 for (var p = 0; p < K; p++)
-                    aRow[p] = GetA(i, p);
+                    opA[i * K + p] = GetA(i, p);
+            }
+            for (var j = 0; j < N; j++)
+            {
+                for (var p = 0; p < K; p++)
+                    opBt[j * K + p] = GetB(p, j);
+            }
+            var expected = (double[])C.Clone();
+            var scale = new double[C.Length];
+            for (var i = 0; i < M; i++)
+            {
+                var aRow = opA.AsSpan(i * K, K);
                 for (var j = 0; j < N; j++)
                 {
+                    var bCol = opBt.AsSpan(j * K, K);
                     double sum = 0, abs = 0;
-                    for (var p = 0; p < K; p++)
+                    for (var p = 0; p < aRow.Length; p++)
                     {
-                        var prod = aRow[p] * GetB(p, j);
+                        var prod = aRow[p] * bCol[p];
                         sum += prod;
                         abs += Math.Abs(prod);
                     }
@@ -179,7 +191,7 @@ public unsafe class GemmTests
     ];
 
     private static IEnumerable<(double Alpha, double Beta, bool NanC, int Pad)> VariantsFor(int m, int n, int k)
-        => (long)m * n * k > 2_000_000 ? Variants.Take(2) : Variants;
+        => (long)m * n * k > 20_000_000 ? Variants.Take(1) : (long)m * n * k > 2_000_000 ? Variants.Take(2) : Variants;
 
     [Theory]
     [MemberData(nameof(Shapes))]
@@ -311,17 +323,19 @@ public unsafe class GemmTests
         { 7, 17, 33, 65, false, true },
         { 64, 9, 12, 40, false, false },
         { 64, 9, 12, 40, true, false },
-        { 3, 200, 150, 260, false, false },
-        { 3, 200, 150, 260, false, true },
+        { 3, 100, 90, 130, false, true },
+        { 2, 260, 250, 260, false, false }, // large enough to thread inside each product instead of over the batch
+
     };
 
     [Theory]
     [MemberData(nameof(BatchCases))]
     public void Batched_MatchesPerMatrixReference(int batch, int m, int n, int k, bool broadcastA, bool broadcastB)
     {
-        foreach (var (ta, tb) in new[] { (false, false), (true, true), (true, false) })
+        var large = (long)m * n * k > 2_000_000;
+        foreach (var (ta, tb) in new[] { (false, false), (true, true), (true, false) }.Take(large ? 1 : 3))
         {
-            foreach (var (alpha, beta, nanC, pad) in Variants.Take(2))
+            foreach (var (alpha, beta, nanC, pad) in Variants.Take(large ? 1 : 2))
             {
                 var problems = new Problem[batch];
                 for (var i = 0; i < batch; i++)
@@ -380,37 +394,6 @@ public unsafe class GemmTests
         {
             f[offset + e] = (float)src[e];
             d[offset + e] = src[e];
-        }
-    }
-
-    [Fact]
-    public void LargeSquare_MatchesReferenceOnSampledElements()
-    {
-        const int N = 1024;
-        var rng = new Random(42);
-        var a = new float[N * N];
-        var b = new float[N * N];
-        var c = new float[N * N];
-        for (var i = 0; i < a.Length; i++)
-        {
-            a[i] = (float)(rng.NextDouble() * 2 - 1);
-            b[i] = (float)(rng.NextDouble() * 2 - 1);
-        }
-        Array.Fill(c, float.NaN);
-        fixed (float* pa = a, pb = b, pc = c)
-            Gemm.Sgemm(false, false, N, N, N, 1f, pa, N, pb, N, 0f, pc, N);
-        for (var s = 0; s < 2000; s++)
-        {
-            int i = rng.Next(N), j = rng.Next(N);
-            double sum = 0, abs = 0;
-            for (var p = 0; p < N; p++)
-            {
-                var prod = (double)a[i * N + p] * b[p * N + j];
-                sum += prod;
-                abs += Math.Abs(prod);
-            }
-            var tol = 2 * (N + 3) * FloatU * abs;
-            Assert.True(Math.Abs(c[i * N + j] - sum) <= tol, $"C({i},{j}) = {c[i * N + j]}, expected {sum}");
         }
     }
 

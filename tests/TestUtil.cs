@@ -110,10 +110,19 @@ internal static class TestUtil
 
     // ---- finite-difference gradient check ----
 
+    /// <summary>An input of <see cref="GradCheck"/>: F64 values (row-major) and a shape.</summary>
+    public readonly record struct Input(double[] Values, int[] Shape);
+
+    /// <summary>A gradient-check input of uniform [-1, 1) values.</summary>
+    public static Input In(int seed, params int[] shape) => new(Uniform(seed, (int)new Shape(shape).Numel), shape);
+
+    /// <summary>A gradient-check input holding <paramref name="values"/>.</summary>
+    public static Input In(double[] values, params int[] shape) => new(values, shape);
+
     /// <summary>One disagreement between autograd and central differences.</summary>
-    public readonly record struct Mismatch(int Input, int Element, double Analytic, double Numeric)
+    public readonly record struct Mismatch(int InputIndex, int Element, double Analytic, double Numeric)
     {
-        public override string ToString() => $"input {Input} element {Element}: autograd {Analytic:R}, finite difference {Numeric:R}";
+        public override string ToString() => $"input {InputIndex} element {Element}: autograd {Analytic:R}, finite difference {Numeric:R}";
     }
 
     /// <summary>Options of <see cref="GradCheck"/>. <c>Skip(input, element)</c> is the allow-list of non-smooth
@@ -122,8 +131,9 @@ internal static class TestUtil
 
     /// <summary>Asserts that autograd's gradients of L = Σ f(inputs)·R (R a fixed random tensor, so every output
     /// element matters) match central differences (L(x+h) - L(x-h)) / 2h for every element of every input, within
-    /// atol + rtol·|numeric|. Inputs are contiguous F64 leaves; f is re-evaluated on fresh copies for each step.</summary>
-    public static void GradCheck(Func<Tensor[], Tensor> f, Tensor[] inputs, GradCheckOptions? options = null)
+    /// atol + rtol·|numeric|. Every input is differentiated (indices and other constants belong in f's closure); inputs are
+    /// F64 and only their values are used: f is evaluated on fresh leaf copies for each step.</summary>
+    public static void GradCheck(Func<Tensor[], Tensor> f, Input[] inputs, GradCheckOptions? options = null)
     {
         var bad = GradCheckMismatches(f, inputs, options);
         if (bad.Count > 0)
@@ -131,17 +141,11 @@ internal static class TestUtil
     }
 
     /// <summary>The checker itself: returns every mismatch (empty when gradients agree).</summary>
-    public static List<Mismatch> GradCheckMismatches(Func<Tensor[], Tensor> f, Tensor[] inputs, GradCheckOptions? options = null)
+    public static List<Mismatch> GradCheckMismatches(Func<Tensor[], Tensor> f, Input[] inputs, GradCheckOptions? options = null)
     {
         var o = options ?? new GradCheckOptions();
         using var scope = TensorScope.Begin();
-        var data = new double[inputs.Length][];
-        for (var i = 0; i < inputs.Length; i++)
-        {
-            if (inputs[i].DType != DType.F64)
-                throw new ArgumentException($"GradCheck: input {i} is {inputs[i].Describe()}; gradient checks run in f64");
-            data[i] = inputs[i].ToArray<double>();
-        }
+        var data = inputs.Select(x => (double[])x.Values.Clone()).ToArray();
 
         // Analytic: backward of Σ y·R from fresh leaves.
         var leaves = Leaves(data, inputs, requiresGrad: true);
@@ -178,18 +182,18 @@ internal static class TestUtil
         return bad;
     }
 
-    private static Tensor[] Leaves(double[][] data, Tensor[] like, bool requiresGrad)
+    private static Tensor[] Leaves(double[][] data, Input[] like, bool requiresGrad)
     {
         var t = new Tensor[data.Length];
         for (var i = 0; i < data.Length; i++)
         {
-            t[i] = F64(data[i], like[i].Shape.ToArray());
-            t[i].RequiresGrad = requiresGrad && like[i].RequiresGrad;
+            t[i] = F64(data[i], like[i].Shape);
+            t[i].RequiresGrad = requiresGrad;
         }
         return t;
     }
 
-    private static double Objective(Func<Tensor[], Tensor> f, double[][] data, Tensor[] like, double[] r)
+    private static double Objective(Func<Tensor[], Tensor> f, double[][] data, Input[] like, double[] r)
     {
         using var scope = TensorScope.Begin();
         var y = Values(f(Leaves(data, like, requiresGrad: false)));
@@ -197,13 +201,5 @@ internal static class TestUtil
         for (var k = 0; k < y.Length; k++)
             s += y[k] * r[k];
         return s;
-    }
-
-    /// <summary>Marks tensors as requiring gradients (the inputs <see cref="GradCheck"/> differentiates).</summary>
-    public static Tensor[] Params(params Tensor[] ts)
-    {
-        foreach (var t in ts)
-            t.RequiresGrad = true;
-        return ts;
     }
 }

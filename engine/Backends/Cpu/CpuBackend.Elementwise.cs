@@ -85,23 +85,45 @@ public sealed unsafe partial class CpuBackend
                 case UnaryOp.MulScalar: TensorPrimitives.Multiply(g, a, d); break;
                 case UnaryOp.Exp: TensorPrimitives.Multiply(g, new ReadOnlySpan<T>(y + i0, n), d); break;
                 case UnaryOp.Log: TensorPrimitives.Divide(g, new ReadOnlySpan<T>(x + i0, n), d); break;
-                default:
-                    for (var j = 0; j < n; j++)
+                case UnaryOp.Relu:
+                {
+                    var xs = new ReadOnlySpan<T>(x + i0, n);
+                    var j = 0;
+                    for (; j <= n - Vector<T>.Count; j += Vector<T>.Count)
                     {
-                        var i = i0 + j;
-                        d[j] = g[j] * op switch
-                        {
-                            UnaryOp.Tanh => T.One - y[i] * y[i],
-                            UnaryOp.Sigmoid => y[i] * (T.One - y[i]),
-                            UnaryOp.Relu => x[i] > T.Zero ? T.One : T.Zero,
-                            UnaryOp.Gelu => GeluGrad(x[i]),
-                            UnaryOp.Sqrt => half / y[i],
-                            UnaryOp.Abs => x[i] > T.Zero ? T.One : x[i] < T.Zero ? -T.One : T.Zero,
-                            UnaryOp.PowScalar => a * T.Pow(x[i], a - T.One),
-                            _ => throw new NotSupportedException($"cpu UnaryBackward: {op}"),
-                        };
+                        var keep = Vector.GreaterThan(new Vector<T>(xs[j..]), Vector<T>.Zero);
+                        Vector.ConditionalSelect(keep, new Vector<T>(g[j..]), Vector<T>.Zero).CopyTo(d[j..]);
                     }
+                    for (; j < n; j++)
+                        d[j] = xs[j] > T.Zero ? g[j] : T.Zero;
                     break;
+                }
+                case UnaryOp.Tanh:
+                    for (var j = 0; j < n; j++)
+                        d[j] = g[j] * (T.One - y[i0 + j] * y[i0 + j]);
+                    break;
+                case UnaryOp.Sigmoid:
+                    for (var j = 0; j < n; j++)
+                        d[j] = g[j] * y[i0 + j] * (T.One - y[i0 + j]);
+                    break;
+                case UnaryOp.Gelu:
+                    for (var j = 0; j < n; j++)
+                        d[j] = g[j] * GeluGrad(x[i0 + j]);
+                    break;
+                case UnaryOp.Sqrt:
+                    for (var j = 0; j < n; j++)
+                        d[j] = g[j] * half / y[i0 + j];
+                    break;
+                case UnaryOp.Abs:
+                    for (var j = 0; j < n; j++)
+                        d[j] = x[i0 + j] > T.Zero ? g[j] : x[i0 + j] < T.Zero ? -g[j] : T.Zero;
+                    break;
+                case UnaryOp.PowScalar:
+                    for (var j = 0; j < n; j++)
+                        d[j] = g[j] * a * T.Pow(x[i0 + j], a - T.One);
+                    break;
+                default:
+                    throw new NotSupportedException($"cpu UnaryBackward: {op}");
             }
         });
     }

@@ -66,10 +66,26 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
                     Buffer.MemoryCopy(s, d, (long)len * size, (long)len * size);
                     continue;
                 }
-                for (var i = 0; i < len; i++)
-                    Buffer.MemoryCopy(s + (long)i * ss * size, d + (long)i * ds * size, size, size);
+                switch (size)
+                {
+                    case 1: CopyStrided((byte*)s, ss, (byte*)d, ds, len); break;
+                    case 2: CopyStrided((short*)s, ss, (short*)d, ds, len); break;
+                    case 4: CopyStrided((int*)s, ss, (int*)d, ds, len); break;
+                    default: CopyStrided((long*)s, ss, (long*)d, ds, len); break;
+                }
             }
         });
+    }
+
+    private static void CopyStrided<TE>(TE* s, int ss, TE* d, int ds, int len) where TE : unmanaged
+    {
+        if (ss == 0 && ds == 1)
+        {
+            new Span<TE>(d, len).Fill(*s);
+            return;
+        }
+        for (var i = 0; i < len; i++)
+            d[(long)i * ds] = s[(long)i * ss];
     }
 
     /// <inheritdoc/>
@@ -182,9 +198,10 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         var threshold = (float)p;
         StridedLoop.ForRows(xv.Numel, 1, (i0, i1) =>
         {
+            var u = new PhiloxStream(seed);
             for (var i = i0; i < i1; i++)
             {
-                var keep = Philox.Uniform(seed, offset + (ulong)i) >= threshold;
+                var keep = u.Uniform(offset + (ulong)i) >= threshold;
                 m[i] = keep ? (byte)1 : (byte)0;
                 y[i] = keep ? x[i] * scale : T.Zero;
             }
@@ -201,10 +218,11 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         var d = P<T>(dv);
         StridedLoop.ForRows(dv.Numel, 1, (i0, i1) =>
         {
+            var u = new PhiloxStream(seed);
             for (var i = i0; i < i1; i++)
             {
                 var v = kind == RandomKind.Uniform
-                    ? a + (b - a) * Philox.Uniform(seed, offset + (ulong)i)
+                    ? a + (b - a) * u.Uniform(offset + (ulong)i)
                     : a + b * Philox.Normal(seed, offset + (ulong)i);
                 d[i] = T.CreateTruncating(v);
             }

@@ -88,16 +88,20 @@ public static class Autograd
             AccumulateLeaf(root, grad);
             return;
         }
-        if (start.Consumed)
-            throw new InvalidOperationException($"Backward: the graph of {root.Describe()} was already back-propagated and its saved tensors freed");
-
-        // Count consumers of each node within the graph reachable from the root.
+        // Count consumers of each node within the graph reachable from the root; refuse before any gradient is
+        // computed when part of that graph was already back-propagated (its saved tensors are gone).
         var pending = new Dictionary<GradNode, int> { [start] = 0 };
         var stack = new Stack<GradNode>();
         stack.Push(start);
         while (stack.Count > 0)
         {
             var n = stack.Pop();
+            if (n.Consumed)
+            {
+                grad.Dispose();
+                throw new InvalidOperationException(
+                    $"Backward: the graph of {root.Describe()} reaches '{n.Op}', which was already back-propagated and its saved tensors freed");
+            }
             foreach (var up in n.Inputs)
             {
                 if (up is null)

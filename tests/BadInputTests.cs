@@ -124,7 +124,8 @@ public class BadInputTests
         Mentions(Assert.Throws<ShapeMismatchException>(() => t.Reshape(4, 2)), "Reshape", "[2, 3]", "[4, 2]");
         Mentions(Assert.Throws<ShapeMismatchException>(() => t.Reshape(4, -1)), "Reshape", "[2, 3]", "-1");
         Mentions(Assert.Throws<ShapeMismatchException>(() => t.Reshape(-1, -1)), "Reshape", "[2, 3]");
-        Mentions(Assert.ThrowsAny<ArgumentException>(() => t.Reshape(-2, -3)), "[2, 3]");
+        Mentions(Assert.Throws<ShapeMismatchException>(() => t.Reshape(-2, -3)), "Reshape", "[2, 3]", "[-2, -3]");
+        Mentions(Assert.Throws<ShapeMismatchException>(() => t.Reshape(-1, -2)), "Reshape", "[2, 3]", "[-1, -2]");
     }
 
     [Fact]

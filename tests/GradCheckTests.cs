@@ -359,7 +359,7 @@ public class GradCheckTests
             using var b = t[1].Transpose(1, 2);
             using var c = a.MatMul(t[2]);
             return F.MatMul(b, c);
-        }, [In(1, 3, 6), In(2, 2, 4, 3), In(3, 3, 2)]);
+        }, [In(1, 3, 6), In(2, 2, 3, 4), In(3, 3, 2)]);
     }
 
     [Fact]
@@ -441,7 +441,7 @@ public class GradCheckTests
         {
             using var tt = t[0].Transpose(0, 1);
             return F.LayerNorm(tt, t[1], t[2], eps: 1e-3);
-        }, [In(4, 6, 3), In(5, 3), In(6, 3)]);
+        }, [In(4, 6, 3), In(5, 6), In(6, 6)]);
     }
 
     [Fact]

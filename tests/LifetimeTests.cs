@@ -406,6 +406,56 @@ public class LifetimeTests
     }
 
     [Fact]
+    public void BackwardThroughAConsumedPartOfTheGraphThrowsAlready_AndChangesNothing()
+    {
+        var device = Device.CreateCpu("consumed");
+        using var w = Param(device, new Shape(3), 1, "w");
+        var start = Tensor.LiveCount;
+        using var y = w.Exp();
+        using (var loss1 = y.Sum())
+            loss1.Backward();
+        var grad = w.Grad!.ToArray<float>();
+        using var z = y * 2;
+        using var loss2 = z.Sum();
+        var e = Assert.Throws<InvalidOperationException>(loss2.Backward);
+        Assert.Contains("already", e.Message, StringComparison.Ordinal);
+        Assert.Equal(grad, w.Grad!.ToArray<float>());
+        z.Dispose();
+        loss2.Dispose();
+        y.Dispose();
+        Assert.Equal(0, device.Allocator.Current(MemoryCategory.Activation));
+        Assert.Equal(12, device.Allocator.Current(MemoryCategory.Gradient));
+        Assert.Equal(start + 1, Tensor.LiveCount);   // w's gradient
+    }
+
+    [Fact]
+    public void CheckpointedFirstLayer_InputWithoutGrad_ParametersStillGetGradients()
+    {
+        var device = Device.CreateCpu("ckpt-first");
+        using var w = Param(device, new Shape(4, 3), 1, "w");
+        using var x = Tensor.Normal(new Shape(5, 3), 0, 1, 2, device: device);
+        float[] Run(bool checkpoint)
+        {
+            Tensor Layer(Tensor[] i)
+            {
+                using var h = F.Linear(i[0], w);
+                return h.Tanh();
+            }
+            using (var h = checkpoint ? Autograd.Checkpoint.Run(Layer, x) : Layer([x]))
+            using (var loss = h.Sum())
+                loss.Backward();
+            var g = w.Grad!.ToArray<float>();
+            w.Grad = null;
+            return g;
+        }
+        var start = Tensor.LiveCount;
+        Assert.Equal(Run(false), Run(true));
+        Assert.Equal(start, Tensor.LiveCount);
+        Assert.Equal(0, device.Allocator.Current(MemoryCategory.Activation));
+        Assert.Equal(0, device.Allocator.Current(MemoryCategory.Gradient));
+    }
+
+    [Fact]
     public void BackwardOnNonScalarThrowsNamingShape()
     {
         using var w = Param(Device.Cpu, new Shape(2, 3), 1, "w");

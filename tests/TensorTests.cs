@@ -438,6 +438,40 @@ public class TensorTests
     }
 
     [Fact]
+    public void BFloat16_FromDouble_MatchesCorrectlyRoundedReference()
+    {
+        // Reference for normal numbers: scale to an 8-bit significand in [128, 256), round half to even, scale back.
+        static double Reference(double v)
+        {
+            var e = Math.ILogB(v);
+            var r = Math.Round(Math.ScaleB(Math.Abs(v), 7 - e), MidpointRounding.ToEven);
+            return Math.CopySign(Math.ScaleB(r, e - 7), v);
+        }
+        var rng = new Random(17);
+        for (var k = 0; k < 20000; k++)
+        {
+            // Values on, just above and just below the ties between bf16 neighbours, and random ones.
+            var e = rng.Next(-100, 100);
+            var m = 128 + rng.Next(128);
+            var tie = Math.ScaleB(m + 0.5, e);
+            var v = (k % 4) switch
+            {
+                0 => tie,
+                1 => tie + Math.ScaleB(1, e - 30),
+                2 => tie - Math.ScaleB(1, e - 30),
+                _ => Math.ScaleB(1 + rng.NextDouble(), e),
+            };
+            if (rng.Next(2) == 0)
+                v = -v;
+            Assert.Equal(Reference(v), (double)(float)(BFloat16)v);
+        }
+        Assert.True(float.IsNaN((float)(BFloat16)double.NaN));
+        Assert.Equal(float.NegativeInfinity, (float)(BFloat16)double.NegativeInfinity);
+        Assert.Equal(float.PositiveInfinity, (float)(BFloat16)1e300);
+        Assert.Equal(0x8000, ((BFloat16)(-1e-300)).Bits);
+    }
+
+    [Fact]
     public void BFloat16_Struct()
     {
         var one = (BFloat16)1f;

@@ -18,6 +18,8 @@ public static partial class F
     {
         Check.Live("Reshape", x);
         var dims = (int[])shape.Clone();
+        if (dims.Any(d => d < -1))
+            throw new ShapeMismatchException($"Reshape: [{string.Join(", ", shape)}] has a negative size other than -1, for {x.Describe()}");
         var infer = Array.IndexOf(dims, -1);
         long known = 1;
         for (var i = 0; i < dims.Length; i++)

@@ -22,6 +22,19 @@ public readonly struct BFloat16 : IEquatable<BFloat16>
         return new BFloat16((ushort)((u + rounding) >> 16));
     }
 
+    /// <summary>Rounds a double to the nearest bfloat16 once (no double rounding through float): the double is first
+    /// narrowed to float with round-to-odd, which keeps enough bits for the final round-to-nearest-even to be exact.</summary>
+    public static explicit operator BFloat16(double value)
+    {
+        var f = (float)value;
+        if (!float.IsFinite(f) || f == value)
+            return (BFloat16)f;
+        var u = BitConverter.SingleToUInt32Bits(f);
+        if ((u & 1) == 0)
+            u = Math.Abs((double)f) > Math.Abs(value) ? u - 1 : u + 1;
+        return (BFloat16)BitConverter.UInt32BitsToSingle(u);
+    }
+
     /// <summary>Exact widening to float.</summary>
     public static explicit operator float(BFloat16 value) => BitConverter.UInt32BitsToSingle((uint)value.Bits << 16);
 

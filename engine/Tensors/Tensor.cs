@@ -105,13 +105,10 @@ public sealed partial class Tensor : IDisposable
         {
             if (ReferenceEquals(_grad, value))
                 return;
+            if (value is not null && value.Shape != Shape)
+                throw new ShapeMismatchException($"Grad: gradient shape {value.Shape} does not match tensor shape {Shape}");
             _grad?.Dispose();
-            if (value is not null)
-            {
-                if (value.Shape != Shape)
-                    throw new ShapeMismatchException($"Grad: gradient shape {value.Shape} does not match tensor shape {Shape}");
-                value.DetachFromScope();
-            }
+            value?.DetachFromScope();
             _grad = value;
         }
     }
@@ -278,6 +275,7 @@ public sealed partial class Tensor : IDisposable
     /// <summary>The single element of a one-element tensor, as double.</summary>
     public double Item()
     {
+        ThrowIfDisposed();
         if (Numel != 1)
             throw new ShapeMismatchException($"Item: tensor {Describe()} has {Numel} elements, not 1");
         using var f = DType == DType.F64 ? Alias() : To(DType.F64);

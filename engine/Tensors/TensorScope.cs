@@ -45,9 +45,9 @@ public sealed class TensorScope : IDisposable
     {
         if (_disposed)
             return;
-        _disposed = true;
         if (!ReferenceEquals(t_current, this))
             throw new InvalidOperationException("TensorScope disposed out of order: an inner scope is still open");
+        _disposed = true;
         t_current = Parent;
         foreach (var t in _tensors)
         {

@@ -1,0 +1,50 @@
+using Frugal.Data;
+using Frugal.Memory;
+using Frugal.Models;
+using Frugal.Nn;
+using Frugal.Optim;
+
+namespace Frugal.Tests;
+
+/// <summary>The README's C# example, kept compiling and working (on the embedded slice, a few steps).</summary>
+public class ReadmeExampleTests
+{
+    [Fact]
+    public void ReadmeExampleTrainsAndReportsMemory()
+    {
+        var data = EmbeddedData.FashionMnistSlice();
+        var device = Device.CreateCpu("readme");
+        Init.ManualSeed(1);
+        using var model = new Sequential(
+            new Flatten(), new Linear(784, 512, device: device), new ReLU(),
+            new Linear(512, 512, device: device), new ReLU(), new Linear(512, 10, device: device));
+        using var opt = new Adam(model.Parameters(), lr: 1e-3);
+
+        double first = double.NaN, last = double.NaN;
+        var steps = 0;
+        long gradAfterBackward = 0;
+        foreach (var (x, y) in data.Train.Batches(128, shuffle: true, seed: 1, device: device))
+        {
+            using var scope = TensorScope.Begin();
+            var loss = F.CrossEntropy(model.Forward(x), y);
+            loss.Backward();
+            gradAfterBackward = device.Allocator.Current(MemoryCategory.Gradient);
+            opt.Step();
+            opt.ZeroGrad();
+            last = loss.Item();
+            if (steps++ == 0)
+                first = last;
+            if (steps == 40)
+                break;
+        }
+        var stats = device.Allocator.Stats();
+        Assert.True(last < first * 0.6, $"loss went from {first} to {last}");
+        var paramBytes = 4L * (784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10);
+        Assert.Equal(paramBytes, stats.Current(MemoryCategory.Parameter));
+        Assert.Equal(2 * paramBytes, stats.Current(MemoryCategory.OptimizerState));
+        Assert.Equal(0, stats.Current(MemoryCategory.Gradient));
+        Assert.Equal(0, stats.Current(MemoryCategory.Activation));
+        Assert.Equal(paramBytes, gradAfterBackward);
+        Assert.Contains("OptimizerState", stats.ToString(), StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,45 @@
+namespace Frugal.Models;
+
+/// <summary>The <c>frugal</c> command line: dispatches commands, turns argument and data-file errors into a message
+/// and the usage (exit code 2) or a message (exit code 1), never a stack trace.</summary>
+public static class FrugalCli
+{
+    /// <summary>Text of <c>frugal help</c>.</summary>
+    public const string Usage = $"""
+        Frugal: train compressed neural networks in their compressed form.
+
+        usage:
+        {TrainCommand.Usage}
+          frugal help
+        """;
+
+    /// <summary>Runs one command; returns the process exit code.</summary>
+    public static int Run(IReadOnlyList<string> args)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        try
+        {
+            if (args.Count == 0 || args[0] is "help" or "--help" or "-h")
+            {
+                Console.WriteLine(Usage);
+                return args.Count == 0 ? 2 : 0;
+            }
+            return args[0] switch
+            {
+                "train" => TrainCommand.Run(args.Skip(1).ToArray()),
+                _ => throw new UsageException($"unknown command '{args[0]}'"),
+            };
+        }
+        catch (UsageException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}\n");
+            Console.Error.WriteLine(Usage);
+            return 2;
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+    }
+}

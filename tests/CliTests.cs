@@ -1,0 +1,88 @@
+using Frugal.Models;
+using Spectre.Console;
+
+namespace Frugal.Tests;
+
+/// <summary>The <c>frugal</c> CLI run in-process with its console captured.</summary>
+public class CliTests
+{
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (savedOut, savedErr, savedAnsi) = (Console.Out, Console.Error, AnsiConsole.Console);
+        using var stdout = new StringWriter();
+        using var stderr = new StringWriter();
+        Console.SetOut(stdout);
+        Console.SetError(stderr);
+        AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Ansi = AnsiSupport.No,
+            ColorSystem = ColorSystemSupport.NoColors,
+            Interactive = InteractionSupport.No,
+            Out = new AnsiConsoleOutput(stdout),
+        });
+        try
+        {
+            var code = FrugalCli.Run(args);
+            return (code, stdout.ToString(), stderr.ToString());
+        }
+        finally
+        {
+            Console.SetOut(savedOut);
+            Console.SetError(savedErr);
+            AnsiConsole.Console = savedAnsi;
+        }
+    }
+
+    private static void AssertUsageError(string[] args, string message)
+    {
+        var (code, _, err) = Run(args);
+        Assert.Equal(2, code);
+        Assert.Contains(message, err, StringComparison.Ordinal);
+        Assert.Contains("usage:", err, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", err, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ArgumentErrorsPrintTheMessageAndUsage_NotAStackTrace()
+    {
+        AssertUsageError(["train", "--bogus", "1"], "unknown option --bogus");
+        AssertUsageError(["train", "--epochs", "zero"], "--epochs must be an integer >= 1, got 'zero'");
+        AssertUsageError(["train", "--lr", "-1"], "--lr must be a positive number, got '-1'");
+        AssertUsageError(["train", "--model", "resnet"], "--model must be one of mlp|cnn, got 'resnet'");
+        AssertUsageError(["train", "--schedule", "step"], "--schedule must be one of cosine|constant, got 'step'");
+        AssertUsageError(["train", "--batch"], "option --batch needs a value");
+        AssertUsageError(["train", "--seed", "1", "--seed", "2"], "option --seed given twice");
+        AssertUsageError(["fly"], "unknown command 'fly'");
+    }
+
+    [Fact]
+    public void HelpPrintsUsage()
+    {
+        var (code, output, _) = Run("help");
+        Assert.Equal(0, code);
+        Assert.Contains("frugal train --model mlp|cnn", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void MissingDataFolderIsNamed()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "frugal-no-such-folder-" + Guid.NewGuid().ToString("N"));
+        var (code, _, err) = Run("train", "--data", dir, "--steps", "1");
+        Assert.Equal(1, code);
+        Assert.Contains(dir, err, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", err, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void TrainOnTheEmbeddedSlicePrintsAccuracyAndExactParameterBytes()
+    {
+        var (code, output, err) = Run("train", "--model", "mlp", "--data", "embedded", "--steps", "20", "--seed", "4");
+        Assert.True(code == 0, err);
+        Assert.Contains("embedded", output, StringComparison.Ordinal);
+        Assert.Matches(@"epoch 1/1: train loss [0-9.]+, test accuracy 0\.[5-9]", output);
+        Assert.Contains("examples/s", output, StringComparison.Ordinal);
+        // 784·512 + 512 + 512·512 + 512 + 512·10 + 10 = 669,706 floats; Adam holds two more copies.
+        Assert.Matches(@"Parameter\s.*2,678,824", output);
+        Assert.Matches(@"OptimizerState\s.*5,357,648", output);
+    }
+}

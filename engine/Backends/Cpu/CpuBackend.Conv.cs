@@ -146,6 +146,16 @@ public sealed unsafe partial class CpuBackend
         });
     }
 
+    /// <summary>Output positions [Lo, Hi) whose input position <c>o·stride - pad + offset</c> lies in [0, inLen).</summary>
+    private static (int Lo, int Hi) ValidRange(int outLen, int stride, int pad, int offset, int inLen)
+    {
+        var first = pad - offset;
+        var lo = first <= 0 ? 0 : (first + stride - 1) / stride;
+        var last = inLen - 1 + pad - offset;
+        var hi = last < 0 ? 0 : last / stride + 1;
+        return (Math.Min(lo, outLen), Math.Clamp(hi, Math.Min(lo, outLen), outLen));
+    }
+
     /// <summary>Patches of b images into cols [C·KH·KW, b·OH·OW] (zero where the window reads padding).</summary>
     private static void Im2Col<T>(Conv2dArgs a, T* x, int b, T* cols) where T : unmanaged, INumberBase<T>
     {
@@ -153,24 +163,30 @@ public sealed unsafe partial class CpuBackend
         Parallel.For(0, a.C * a.KH * a.KW, row =>
         {
             int kw = row % a.KW, kh = row / a.KW % a.KH, ch = row / (a.KW * a.KH);
+            var (hLo, hHi) = ValidRange(a.OutH, a.StrideH, a.PadH, kh * a.DilationH, a.H);
+            var (wLo, wHi) = ValidRange(a.OutW, a.StrideW, a.PadW, kw * a.DilationW, a.W);
+            var iw0 = wLo * a.StrideW - a.PadW + kw * a.DilationW;
             var dst = cols + (long)row * rowLen;
             for (var i = 0; i < b; i++)
             {
                 var plane = x + ((long)i * a.C + ch) * a.H * a.W;
-                for (var oh = 0; oh < a.OutH; oh++)
+                var img = dst + (long)i * ohw;
+                new Span<T>(img, hLo * a.OutW).Clear();
+                new Span<T>(img + hHi * a.OutW, (a.OutH - hHi) * a.OutW).Clear();
+                for (var oh = hLo; oh < hHi; oh++)
                 {
-                    var ih = oh * a.StrideH - a.PadH + kh * a.DilationH;
-                    var d = dst + (long)i * ohw + oh * a.OutW;
-                    if (ih < 0 || ih >= a.H)
+                    var src = plane + (long)(oh * a.StrideH - a.PadH + kh * a.DilationH) * a.W + iw0;
+                    var d = img + oh * a.OutW;
+                    new Span<T>(d, wLo).Clear();
+                    new Span<T>(d + wHi, a.OutW - wHi).Clear();
+                    if (a.StrideW == 1)
                     {
-                        new Span<T>(d, a.OutW).Clear();
-                        continue;
+                        new ReadOnlySpan<T>(src, wHi - wLo).CopyTo(new Span<T>(d + wLo, wHi - wLo));
                     }
-                    var src = plane + (long)ih * a.W;
-                    for (var ow = 0; ow < a.OutW; ow++)
+                    else
                     {
-                        var iw = ow * a.StrideW - a.PadW + kw * a.DilationW;
-                        d[ow] = iw >= 0 && iw < a.W ? src[iw] : T.Zero;
+                        for (var ow = wLo; ow < wHi; ow++, src += a.StrideW)
+                            d[ow] = *src;
                     }
                 }
             }
@@ -189,21 +205,25 @@ public sealed unsafe partial class CpuBackend
             new Span<T>(plane, a.H * a.W).Clear();
             for (var kh = 0; kh < a.KH; kh++)
             {
+                var (hLo, hHi) = ValidRange(a.OutH, a.StrideH, a.PadH, kh * a.DilationH, a.H);
                 for (var kw = 0; kw < a.KW; kw++)
                 {
+                    var (wLo, wHi) = ValidRange(a.OutW, a.StrideW, a.PadW, kw * a.DilationW, a.W);
+                    var iw0 = wLo * a.StrideW - a.PadW + kw * a.DilationW;
                     var src = cols + ((long)(ch * a.KH + kh) * a.KW + kw) * rowLen + (long)i * ohw;
-                    for (var oh = 0; oh < a.OutH; oh++)
+                    for (var oh = hLo; oh < hHi; oh++)
                     {
-                        var ih = oh * a.StrideH - a.PadH + kh * a.DilationH;
-                        if (ih < 0 || ih >= a.H)
-                            continue;
-                        var row = plane + (long)ih * a.W;
-                        var s = src + oh * a.OutW;
-                        for (var ow = 0; ow < a.OutW; ow++)
+                        var row = plane + (long)(oh * a.StrideH - a.PadH + kh * a.DilationH) * a.W + iw0;
+                        var s = src + oh * a.OutW + wLo;
+                        if (a.StrideW == 1)
                         {
-                            var iw = ow * a.StrideW - a.PadW + kw * a.DilationW;
-                            if (iw >= 0 && iw < a.W)
-                                row[iw] += s[ow];
+                            var to = new Span<T>(row, wHi - wLo);
+                            TensorPrimitives.Add(to, new ReadOnlySpan<T>(s, wHi - wLo), to);
+                        }
+                        else
+                        {
+                            for (var ow = wLo; ow < wHi; ow++, row += a.StrideW)
+                                *row += *s++;
                         }
                     }
                 }

@@ -15,6 +15,12 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
     /// <summary>Called after every step with (step in epoch, steps in epoch, running loss, examples/s).</summary>
     public Action<int, int, double, double>? OnStep { get; set; }
 
+    /// <summary>Learning-rate schedule applied before every step, counted over all epochs (null: constant).</summary>
+    public LrSchedule? Schedule { get; init; }
+
+    /// <summary>Optimizer steps taken so far, over all epochs.</summary>
+    public long GlobalStep { get; private set; }
+
     /// <summary>Trains one epoch; <paramref name="maxSteps"/> limits the steps (0: all).</summary>
     public EpochResult TrainEpoch(ImageDataset train, ImageDataset test, int epoch, int batchSize, int seed, int maxSteps = 0)
     {
@@ -35,7 +41,9 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
                 using var logits = model.Forward(x);
                 using var loss = F.CrossEntropy(logits, y);
                 loss.Backward();
+                Schedule?.Apply(optimizer, GlobalStep);
                 optimizer.Step();
+                GlobalStep++;
                 optimizer.ZeroGrad();
                 lossSum += loss.Item();
             }

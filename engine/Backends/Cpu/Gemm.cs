@@ -168,32 +168,7 @@ internal static unsafe class Gemm
             }
             parts = (int)Math.Min(Math.Min(maxThreads, units), Math.Max(1, macs / ParallelThresholdMacs));
         }
-
-        if (parts <= 1)
-        {
-            RunPart(in args, 0, m, 0, n);
-            return;
-        }
-
-        var mUnits = (m + cfg.MR - 1) / cfg.MR;
-        var nUnits = (n + cfg.NR - 1) / cfg.NR;
-        Parallel.For(0, parts, p =>
-        {
-            if (splitM)
-            {
-                var r0 = (int)Math.Min(m, (long)mUnits * p / parts * cfg.MR);
-                var r1 = (int)Math.Min(m, (long)mUnits * (p + 1) / parts * cfg.MR);
-                if (r1 > r0)
-                    RunPart(in args, r0, r1 - r0, 0, n);
-            }
-            else
-            {
-                var c0 = (int)Math.Min(n, (long)nUnits * p / parts * cfg.NR);
-                var c1 = (int)Math.Min(n, (long)nUnits * (p + 1) / parts * cfg.NR);
-                if (c1 > c0)
-                    RunPart(in args, 0, m, c0, c1 - c0);
-            }
-        });
+        Drive(in args, parts, splitM);
     }
 
     /// <summary>Validating batched entry point.</summary>
@@ -267,69 +242,114 @@ internal static unsafe class Gemm
         }
     }
 
-    /// <summary>Computes rows [row0, row0 + rows) x columns [col0, col0 + cols) of C on the calling thread.</summary>
-    private static void RunPart<T>(in Args<T> g, int row0, int rows, int col0, int cols)
+    /// <summary>Runs <paramref name="body"/> for parts 0 .. parts - 1: inline for one part, else on the thread pool.</summary>
+    private static void ForParts(int parts, Action<int> body)
+    {
+        if (parts == 1)
+            body(0);
+        else
+            Parallel.For(0, parts, body);
+    }
+
+    /// <summary>The blocked product on <paramref name="parts"/> threads. For each KC x NC block of op(B), the threads
+    /// first pack disjoint panels of it into one shared buffer, then each multiplies its share of C (rows when
+    /// <paramref name="splitM"/>, else column panels) against it, packing its own blocks of op(A).</summary>
+    private static void Drive<T>(in Args<T> args, int parts, bool splitM)
         where T : unmanaged, INumberBase<T>
     {
+        var g = args;
         var cfg = g.Cfg;
-        int mr = cfg.MR, nr = cfg.NR;
-        var k = g.K;
+        int mr = cfg.MR, nr = cfg.NR, m = g.M, n = g.N, k = g.K;
 
-        // Even block sizes: KC depends on k only (keeps the summation order independent of the partition).
+        // Even block sizes: KC depends on k only, so the summation order does not depend on the partition.
         var kBlocks = (k + cfg.KC - 1) / cfg.KC;
         var kcStep = (k + kBlocks - 1) / kBlocks;
-        var mBlocks = (rows + cfg.MC - 1) / cfg.MC;
-        var mcStep = RoundUp((rows + mBlocks - 1) / mBlocks, mr);
-        var nBlocks = (cols + cfg.NC - 1) / cfg.NC;
-        var ncStep = RoundUp((cols + nBlocks - 1) / nBlocks, nr);
+        var nBlocks = (n + cfg.NC - 1) / cfg.NC;
+        var ncStep = RoundUp((n + nBlocks - 1) / nBlocks, nr);
+        var mUnits = (m + mr - 1) / mr;
+        var firstMode = g.Beta == T.Zero ? ModeOverwrite : g.Beta == T.One ? ModeAdd : ModeScale;
 
-        var aElems = (long)mcStep * kcStep;
-        var bElems = (long)ncStep * kcStep;
-        var tileElems = (long)mr * nr;
-        var buffer = PackBuffer.Rent((nuint)((aElems + bElems + tileElems) * sizeof(T) + 3 * 64));
+        var bufferB = PackBuffer.Rent((nuint)((long)ncStep * kcStep * sizeof(T) + 64));
         try
         {
-            var bufA = (T*)buffer.Pointer;
-            var bufB = (T*)AlignUp((byte*)(bufA + aElems));
-            var tile = (T*)AlignUp((byte*)(bufB + bElems));
-
-            var a = (T*)g.A;
-            var b = (T*)g.B;
-            var beta = g.Beta;
-            var firstMode = beta == T.Zero ? ModeOverwrite : beta == T.One ? ModeAdd : ModeScale;
-
-            for (var jc = 0; jc < cols; jc += ncStep)
+            var packedB = (T*)AlignUp(bufferB.Pointer);
+            for (var jc = 0; jc < n; jc += ncStep)
             {
-                var nc = Math.Min(ncStep, cols - jc);
+                var nc = Math.Min(ncStep, n - jc);
+                var panels = (nc + nr - 1) / nr;
                 for (var pc = 0; pc < k; pc += kcStep)
                 {
                     var kc = Math.Min(kcStep, k - pc);
-                    PackB(g.TransB, b, g.Ldb, pc, col0 + jc, kc, nc, nr, bufB);
-                    var mode = pc == 0 ? firstMode : ModeAdd;
-                    for (var ic = 0; ic < rows; ic += mcStep)
+                    var (col0, p0, mode) = (jc, pc, pc == 0 ? firstMode : ModeAdd);
+                    ForParts(parts, p =>
                     {
-                        var mc = Math.Min(mcStep, rows - ic);
-                        PackA(g.TransA, a, g.Lda, row0 + ic, pc, mc, kc, mr, g.Alpha, bufA);
-                        for (var jr = 0; jr < nc; jr += nr)
+                        int q0 = panels * p / parts, q1 = panels * (p + 1) / parts;
+                        if (q1 > q0)
+                            PackB(g.TransB, (T*)g.B, g.Ldb, p0, col0 + q0 * nr, kc, Math.Min(nc - q0 * nr, (q1 - q0) * nr), nr, packedB + (long)q0 * nr * kc);
+                    });
+                    ForParts(parts, p =>
+                    {
+                        if (splitM)
                         {
-                            var nrr = Math.Min(nr, nc - jr);
-                            var pb = bufB + (long)jr * kc;
-                            var cCol = (T*)g.C + col0 + jc + jr;
-                            for (var ir = 0; ir < mc; ir += mr)
-                            {
-                                var mrr = Math.Min(mr, mc - ir);
-                                var pa = bufA + (long)ir * kc;
-                                var cc = cCol + (row0 + ic + ir) * g.Ldc;
-                                if (mrr == mr && nrr == nr)
-                                {
-                                    MicroKernel(cfg.Kernel, kc, pa, pb, cc, (nint)g.Ldc, beta, mode);
-                                }
-                                else
-                                {
-                                    MicroKernel(cfg.Kernel, kc, pa, pb, tile, nr, T.Zero, ModeOverwrite);
-                                    MergeTile(tile, nr, cc, g.Ldc, mrr, nrr, beta, mode);
-                                }
-                            }
+                            int r0 = Math.Min(m, mUnits * p / parts * mr), r1 = Math.Min(m, mUnits * (p + 1) / parts * mr);
+                            MultiplyBlock(in g, packedB, r0, r1 - r0, 0, nc, col0, p0, kc, mode);
+                        }
+                        else
+                        {
+                            int q0 = panels * p / parts, q1 = panels * (p + 1) / parts;
+                            MultiplyBlock(in g, packedB, 0, m, q0 * nr, Math.Min(nc, q1 * nr) - q0 * nr, col0, p0, kc, mode);
+                        }
+                    });
+                }
+            }
+        }
+        finally
+        {
+            PackBuffer.Return(bufferB);
+        }
+    }
+
+    /// <summary>C[row0 .. row0 + rows, col0 + j0 .. col0 + j0 + cols] (+)= op(A)[rows, p0 .. p0 + kc] · packed B
+    /// columns j0 .. j0 + cols, on the calling thread, packing op(A) in MC-row blocks.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MultiplyBlock<T>(in Args<T> g, T* packedB, int row0, int rows, int j0, int cols, int col0, int p0, int kc, int mode)
+        where T : unmanaged, INumberBase<T>
+    {
+        if (rows <= 0 || cols <= 0)
+            return;
+        var cfg = g.Cfg;
+        int mr = cfg.MR, nr = cfg.NR;
+        var mBlocks = (rows + cfg.MC - 1) / cfg.MC;
+        var mcStep = RoundUp((rows + mBlocks - 1) / mBlocks, mr);
+        var aElems = (long)mcStep * kc;
+        var buffer = PackBuffer.Rent((nuint)((aElems + (long)mr * nr) * sizeof(T) + 2 * 64));
+        try
+        {
+            var bufA = (T*)AlignUp(buffer.Pointer);
+            var tile = (T*)AlignUp((byte*)(bufA + aElems));
+            var beta = g.Beta;
+            for (var ic = 0; ic < rows; ic += mcStep)
+            {
+                var mc = Math.Min(mcStep, rows - ic);
+                PackA(g.TransA, (T*)g.A, g.Lda, row0 + ic, p0, mc, kc, mr, g.Alpha, bufA);
+                for (var jr = j0; jr < j0 + cols; jr += nr)
+                {
+                    var nrr = Math.Min(nr, j0 + cols - jr);
+                    var pb = packedB + (long)jr * kc;
+                    var cCol = (T*)g.C + col0 + jr;
+                    for (var ir = 0; ir < mc; ir += mr)
+                    {
+                        var mrr = Math.Min(mr, mc - ir);
+                        var pa = bufA + (long)ir * kc;
+                        var cc = cCol + (row0 + ic + ir) * g.Ldc;
+                        if (mrr == mr && nrr == nr)
+                        {
+                            MicroKernel(cfg.Kernel, kc, pa, pb, cc, (nint)g.Ldc, beta, mode);
+                        }
+                        else
+                        {
+                            MicroKernel(cfg.Kernel, kc, pa, pb, tile, nr, T.Zero, ModeOverwrite);
+                            MergeTile(tile, nr, cc, g.Ldc, mrr, nrr, beta, mode);
                         }
                     }
                 }
@@ -367,6 +387,7 @@ internal static unsafe class Gemm
     }
 
     /// <summary>Writes an mr x nr corner of a scratch tile into C according to the mode.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void MergeTile<T>(T* tile, int ldt, T* c, long ldc, int mr, int nr, T beta, int mode)
         where T : unmanaged, INumberBase<T>
     {
@@ -398,6 +419,7 @@ internal static unsafe class Gemm
 
     /// <summary>Packs alpha * op(A)[r0 .. r0 + mc, p0 .. p0 + kc] into MR-row panels: panel q holds rows
     /// q*MR .. q*MR + MR - 1 as kc consecutive groups of MR values (zero padded).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA<T>(bool transA, T* a, long lda, int r0, int p0, int mc, int kc, int mr, T alpha, T* dst)
         where T : unmanaged, INumberBase<T>
     {
@@ -457,6 +479,7 @@ internal static unsafe class Gemm
 
     /// <summary>Packs op(B)[p0 .. p0 + kc, c0 .. c0 + nc] into NR-column panels: panel q holds columns
     /// q*NR .. q*NR + NR - 1 as kc consecutive groups of NR values (zero padded).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackB<T>(bool transB, T* b, long ldb, int p0, int c0, int kc, int nc, int nr, T* dst)
         where T : unmanaged, INumberBase<T>
     {

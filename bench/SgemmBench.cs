@@ -15,6 +15,9 @@ public static unsafe class SgemmBench
 {
     private static readonly int[] DefaultSizes = [256, 1024, 2048];
 
+    /// <summary>C = A·B for n×n row-major matrices.</summary>
+    private delegate void Product(int n, float* a, float* b, float* c);
+
     public static int Run(string[] args)
     {
         var sizes = args.Where(a => !a.StartsWith('-')).Select(int.Parse).ToArray();
@@ -22,38 +25,48 @@ public static unsafe class SgemmBench
             sizes = DefaultSizes;
 
         var cores = Environment.ProcessorCount;
-        var results = new List<(int N, double Best, double Median, int Runs)>();
+        using var openBlas = OpenBlas.TryLoad();
+        var rows = new List<string>();
         // The clock is sampled before and after the timed products and the highest reading kept (another process
         // competing for a core can only make a reading lower), floored at the 2.6 GHz nominal clock, so that the
         // peak is never understated.
         var before = MeasureClockGhz();
-        foreach (var n in sizes)
-        {
-            var (best, median, runs) = Measure(n);
-            results.Add((n, best, median, runs));
-        }
+        var results = sizes.Select(n => (
+            N: n,
+            All: Measure(n, (m, a, b, c) => Gemm.Sgemm(false, false, m, m, m, 1f, a, m, b, m, 0f, c, m)),
+            One: Measure(n, (m, a, b, c) => Gemm.Run(GemmKernel.Auto, 1, false, false, m, m, m, 1f, a, m, b, m, 0f, c, m)),
+            Peer: openBlas is null ? default : Measure(n, openBlas.Sgemm))).ToList();
         var after = MeasureClockGhz();
         var measured = Math.Max(Math.Max(before.Single, before.AllCores), Math.Max(after.Single, after.AllCores));
         var ghz = Math.Max(measured, NominalGhz);
-        // Per core and cycle: 2 FMA pipes x 8 fp32 lanes (256-bit; Zen 4 runs 512-bit ops double-pumped) x 2 flops.
-        var peak = cores * 2 * 8 * 2 * ghz;
+        var fma = FmaWidth.Detect();
+        var corePeak = fma.Units * fma.Lanes * 2 * ghz;
+        var peak = cores * corePeak;
 
         Console.WriteLine($"kernel: {Gemm.BestKernel}, cores: {cores}");
         Console.WriteLine($"clock: dependent integer add/xor chain (1 cycle per op): one core {before.Single:F2} / "
             + $"{after.Single:F2} GHz, all {cores} cores at once {before.AllCores:F2} / {after.AllCores:F2} GHz "
             + $"(before / after); using {ghz:F2} GHz ({(measured >= NominalGhz ? "highest measured" : "nominal, above the measurements")})");
-        Console.WriteLine($"theoretical fp32 peak = {cores} cores x 2 FMA units x 8 lanes x 2 flops x {ghz:F2} GHz"
-            + $" = {peak:F1} GFLOP/s");
+        Console.WriteLine($"FMA width: {fma.Why}");
+        Console.WriteLine($"theoretical fp32 peak = {cores} cores x {fma.Units} FMA units x {fma.Lanes} lanes x 2 flops"
+            + $" x {ghz:F2} GHz = {peak:F1} GFLOP/s ({corePeak:F1} per core)");
+        Console.WriteLine(openBlas is null
+            ? "peer: OpenBLAS not found (apt-get install libopenblas0 for a side-by-side column)"
+            : $"peer: OpenBLAS {openBlas.Describe()}, same matrices, same timing loop");
         Console.WriteLine();
-        Console.WriteLine("| n | GFLOP/s (best) | GFLOP/s (median) | % of peak (best) | runs |");
-        Console.WriteLine("|---:|---:|---:|---:|---:|");
-        foreach (var (n, best, median, runs) in results)
-            Console.WriteLine($"| {n} | {best:F1} | {median:F1} | {100 * best / peak:F1}% | {runs} |");
+        Console.WriteLine("| n | Frugal GFLOP/s | % of peak | median | Frugal 1 thread | % of 1-core peak | OpenBLAS GFLOP/s | Frugal / OpenBLAS |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var (n, all, one, peer) in results)
+        {
+            var peerCols = peer.Best > 0 ? $"{peer.Best:F1} | {all.Best / peer.Best:F2}" : "- | -";
+            Console.WriteLine($"| {n} | {all.Best:F1} | {100 * all.Best / peak:F1}% | {all.Median:F1} | {one.Best:F1} | "
+                + $"{100 * one.Best / corePeak:F1}% | {peerCols} |");
+        }
         return 0;
     }
 
-    /// <summary>Best and median GFLOP/s of C = A * B for n x n matrices.</summary>
-    private static (double Best, double Median, int Runs) Measure(int n)
+    /// <summary>Best and median GFLOP/s of <paramref name="product"/> on n×n matrices (best after warm-up).</summary>
+    private static (double Best, double Median) Measure(int n, Product product)
     {
         var elems = (nuint)n * (nuint)n;
         var a = (float*)NativeMemory.AlignedAlloc(elems * sizeof(float), 64);
@@ -69,12 +82,12 @@ public static unsafe class SgemmBench
             }
             var flops = 2.0 * n * n * n;
 
-            // Warm-up (JIT tiers, pack-buffer pool, thread pool), at least ~0.3 s.
+            // Warm-up (JIT tiers, pack-buffer pool, thread pool), at least 1 s.
             var warm = Stopwatch.StartNew();
             var warmRuns = 0;
-            while (warmRuns < 3 || warm.Elapsed.TotalSeconds < 0.3)
+            while (warmRuns < 3 || warm.Elapsed.TotalSeconds < 1)
             {
-                Gemm.Sgemm(false, false, n, n, n, 1f, a, n, b, n, 0f, c, n);
+                product(n, a, b, c);
                 warmRuns++;
             }
 
@@ -83,11 +96,11 @@ public static unsafe class SgemmBench
             while (times.Count < 5 || (total.Elapsed.TotalSeconds < 2 && times.Count < 200))
             {
                 var sw = Stopwatch.StartNew();
-                Gemm.Sgemm(false, false, n, n, n, 1f, a, n, b, n, 0f, c, n);
+                product(n, a, b, c);
                 times.Add(sw.Elapsed.TotalSeconds);
             }
             times.Sort();
-            return (flops / times[0] / 1e9, flops / times[times.Count / 2] / 1e9, times.Count);
+            return (flops / times[0] / 1e9, flops / times[times.Count / 2] / 1e9);
         }
         finally
         {

@@ -45,6 +45,11 @@ public static class OpsBench
         Time("conv2d fwd", shape, flops, () => { using var y = F.Conv2d(x, w, b, 1, 1); });
         using var dy = Tensor.Uniform(new Shape(n, oc, hw, hw), -1, 1, 4);
         var args = new Backends.Conv2dArgs(n, c, hw, hw, oc, 3, 3, 1, 1, 1, 1);
+        // The GEMMs inside (one column chunk of the CPU backend): what im2col, col2im and the copies add.
+        var cols = (int)Math.Min(n, Math.Max(1, (4L << 20) / (c * 9L * hw * hw))) * hw * hw;
+        Gemm("gemm of fwd", false, false, oc, cols, c * 9, n * hw * hw / cols);
+        Gemm("gemm of bwd input", true, false, c * 9, cols, oc, n * hw * hw / cols);
+        Gemm("gemm of bwd weight", false, true, oc, c * 9, cols, n * hw * hw / cols);
         using var dx = Tensor.Empty(x.Shape);
         using var dw = Tensor.Empty(w.Shape);
         using var db = Tensor.Empty(b.Shape);
@@ -52,12 +57,27 @@ public static class OpsBench
         Time("conv2d bwd weight", shape, flops, () => x.Device.Backend.Conv2dBackwardWeight(args, x.View, dy.View, dw.View, db.View));
     }
 
+    /// <summary>Times <paramref name="repeat"/> products op(A)·op(B) of m×k by k×n, as the convolution issues them.</summary>
+    private static unsafe void Gemm(string op, bool ta, bool tb, int m, int n, int k, int repeat)
+    {
+        using var a = Tensor.Uniform(new Shape(m, k), -1, 1, 5);
+        using var b = Tensor.Uniform(new Shape(k, n), -1, 1, 6);
+        using var c = Tensor.Empty(new Shape(m, n));
+        float* pa = (float*)a.View.Data, pb = (float*)b.View.Data, pc = (float*)c.View.Data;
+        Time(op, $"{(ta ? "T" : "N")}{(tb ? "T" : "N")} {m}x{n}x{k} x{repeat}", 2.0 * m * n * k * repeat, () =>
+        {
+            for (var i = 0; i < repeat; i++)
+                Backends.Cpu.Gemm.Sgemm(ta, tb, m, n, k, 1f, pa, ta ? m : k, pb, tb ? k : n, 0f, pc, n);
+        });
+    }
+
     private static void Time(string op, string shape, double flops, Action body)
     {
         for (var i = 0; i < 3; i++)
             body();
+        // Best of 15: the machine is a shared VM, and a slow run says nothing about the code.
         var best = double.MaxValue;
-        for (var i = 0; i < 5; i++)
+        for (var i = 0; i < 15; i++)
         {
             var sw = Stopwatch.StartNew();
             body();

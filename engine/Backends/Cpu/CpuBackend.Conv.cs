@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using System.Numerics;
 using System.Numerics.Tensors;
 
@@ -25,36 +26,46 @@ public sealed unsafe partial class CpuBackend
 
     private void Conv2dT<T>(Conv2dArgs a, StridedView xv, StridedView wv, StridedView bv, StridedView yv) where T : unmanaged, IFloatingPointIeee754<T>
     {
+        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
+        T* x = P<T>(xv), w = P<T>(wv), y = P<T>(yv), bias = P<T>(bv);
+        ForEachChunk<T>(a, "conv2d.output", (n0, b, c, o) =>
+        {
+            Im2Col(a, x + (long)n0 * a.C * a.H * a.W, b, c);
+            GemmT(false, false, a.OutC, b * ohw, ckk, w, ckk, c, b * ohw, T.Zero, o, b * ohw);
+            // o is [OutC, b, OHW]; y wants [b, OutC, OHW].
+            Parallel.For(0, b, i =>
+            {
+                for (var oc = 0; oc < a.OutC; oc++)
+                {
+                    var from = new ReadOnlySpan<T>(o + ((long)oc * b + i) * ohw, ohw);
+                    var to = new Span<T>(y + (((long)(n0 + i) * a.OutC) + oc) * ohw, ohw);
+                    if (bias != null)
+                        TensorPrimitives.Add(from, bias[oc], to);
+                    else
+                        from.CopyTo(to);
+                }
+            });
+        });
+    }
+
+    private unsafe delegate void ChunkBody<T>(int n0, int images, T* columns, T* perChannel) where T : unmanaged;
+
+    /// <summary>Runs <paramref name="body"/> over chunks of images with two Workspace buffers: the columns
+    /// [C·KH·KW, b·OH·OW] and a per-output-channel buffer [OutC, b·OH·OW] named <paramref name="second"/>.</summary>
+    private void ForEachChunk<T>(Conv2dArgs a, string second, ChunkBody<T> body) where T : unmanaged
+    {
         int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW, chunk = ChunkImages(a);
         var cols = Workspace((long)ckk * chunk * ohw * sizeof(T), "conv2d.columns");
-        var outBuf = Workspace((long)a.OutC * chunk * ohw * sizeof(T), "conv2d.output");
+        var other = Workspace((long)a.OutC * chunk * ohw * sizeof(T), second);
         try
         {
-            T* x = P<T>(xv), w = P<T>(wv), y = P<T>(yv), bias = P<T>(bv), c = (T*)cols.Address, o = (T*)outBuf.Address;
             for (var n0 = 0; n0 < a.N; n0 += chunk)
-            {
-                var b = Math.Min(chunk, a.N - n0);
-                Im2Col(a, x + (long)n0 * a.C * a.H * a.W, b, c);
-                GemmT(false, false, a.OutC, b * ohw, ckk, w, ckk, c, b * ohw, T.Zero, o, b * ohw);
-                // o is [OutC, b, OHW]; y wants [b, OutC, OHW].
-                Parallel.For(0, b, i =>
-                {
-                    for (var oc = 0; oc < a.OutC; oc++)
-                    {
-                        var from = new ReadOnlySpan<T>(o + ((long)oc * b + i) * ohw, ohw);
-                        var to = new Span<T>(y + (((long)(n0 + i) * a.OutC) + oc) * ohw, ohw);
-                        if (bias != null)
-                            TensorPrimitives.Add(from, bias[oc], to);
-                        else
-                            from.CopyTo(to);
-                    }
-                });
-            }
+                body(n0, Math.Min(chunk, a.N - n0), (T*)cols.Address, (T*)other.Address);
         }
         finally
         {
             cols.Release();
-            outBuf.Release();
+            other.Release();
         }
     }
 
@@ -67,25 +78,14 @@ public sealed unsafe partial class CpuBackend
 
     private void Conv2dBackwardInputT<T>(Conv2dArgs a, StridedView dyv, StridedView wv, StridedView dxv) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW, chunk = ChunkImages(a);
-        var cols = Workspace((long)ckk * chunk * ohw * sizeof(T), "conv2d.columns");
-        var gBuf = Workspace((long)a.OutC * chunk * ohw * sizeof(T), "conv2d.grad");
-        try
+        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
+        T* dy = P<T>(dyv), w = P<T>(wv), dx = P<T>(dxv);
+        ForEachChunk<T>(a, "conv2d.grad", (n0, b, c, g) =>
         {
-            T* dy = P<T>(dyv), w = P<T>(wv), dx = P<T>(dxv), c = (T*)cols.Address, g = (T*)gBuf.Address;
-            for (var n0 = 0; n0 < a.N; n0 += chunk)
-            {
-                var b = Math.Min(chunk, a.N - n0);
-                GatherGrad(a, dy, n0, b, g);
-                GemmT(true, false, ckk, b * ohw, a.OutC, w, ckk, g, b * ohw, T.Zero, c, b * ohw);
-                Col2Im(a, c, b, dx + (long)n0 * a.C * a.H * a.W);
-            }
-        }
-        finally
-        {
-            cols.Release();
-            gBuf.Release();
-        }
+            GatherGrad(a, dy, n0, b, g);
+            GemmT(true, false, ckk, b * ohw, a.OutC, w, ckk, g, b * ohw, T.Zero, c, b * ohw);
+            Col2Im(a, c, b, dx + (long)n0 * a.C * a.H * a.W);
+        });
     }
 
     /// <inheritdoc/>
@@ -97,32 +97,21 @@ public sealed unsafe partial class CpuBackend
 
     private void Conv2dBackwardWeightT<T>(Conv2dArgs a, StridedView xv, StridedView dyv, StridedView dwv, StridedView dbv) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW, chunk = ChunkImages(a);
-        var cols = Workspace((long)ckk * chunk * ohw * sizeof(T), "conv2d.columns");
-        var gBuf = Workspace((long)a.OutC * chunk * ohw * sizeof(T), "conv2d.grad");
-        try
+        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
+        T* x = P<T>(xv), dy = P<T>(dyv), dw = P<T>(dwv), db = P<T>(dbv);
+        if (db != null)
+            new Span<T>(db, a.OutC).Clear();
+        ForEachChunk<T>(a, "conv2d.grad", (n0, b, c, g) =>
         {
-            T* x = P<T>(xv), dy = P<T>(dyv), dw = P<T>(dwv), db = P<T>(dbv), c = (T*)cols.Address, g = (T*)gBuf.Address;
+            GatherGrad(a, dy, n0, b, g);
+            Im2Col(a, x + (long)n0 * a.C * a.H * a.W, b, c);
+            GemmT(false, true, a.OutC, ckk, b * ohw, g, b * ohw, c, b * ohw, n0 == 0 ? T.Zero : T.One, dw, ckk);
             if (db != null)
-                new Span<T>(db, a.OutC).Clear();
-            for (var n0 = 0; n0 < a.N; n0 += chunk)
             {
-                var b = Math.Min(chunk, a.N - n0);
-                GatherGrad(a, dy, n0, b, g);
-                Im2Col(a, x + (long)n0 * a.C * a.H * a.W, b, c);
-                GemmT(false, true, a.OutC, ckk, b * ohw, g, b * ohw, c, b * ohw, n0 == 0 ? T.Zero : T.One, dw, ckk);
-                if (db != null)
-                {
-                    for (var oc = 0; oc < a.OutC; oc++)
-                        db[oc] += TensorPrimitives.Sum(new ReadOnlySpan<T>(g + (long)oc * b * ohw, b * ohw));
-                }
+                for (var oc = 0; oc < a.OutC; oc++)
+                    db[oc] += TensorPrimitives.Sum(new ReadOnlySpan<T>(g + (long)oc * b * ohw, b * ohw));
             }
-        }
-        finally
-        {
-            cols.Release();
-            gBuf.Release();
-        }
+        });
     }
 
     private static void GemmT<T>(bool ta, bool tb, int m, int n, int k, T* a, int lda, T* b, int ldb, T beta, T* c, int ldc) where T : unmanaged
@@ -159,35 +148,32 @@ public sealed unsafe partial class CpuBackend
     /// <summary>Patches of b images into cols [C·KH·KW, b·OH·OW] (zero where the window reads padding).</summary>
     private static void Im2Col<T>(Conv2dArgs a, T* x, int b, T* cols) where T : unmanaged, INumberBase<T>
     {
-        int ohw = a.OutH * a.OutW, rowLen = b * ohw;
         Parallel.For(0, a.C * a.KH * a.KW, row =>
         {
+            // Geometry in locals: the inner loops run per feature-map row, a few elements long.
+            int outH = a.OutH, outW = a.OutW, ohw = outH * outW, w = a.W, plane = a.H * w, strideH = a.StrideH, strideW = a.StrideW;
             int kw = row % a.KW, kh = row / a.KW % a.KH, ch = row / (a.KW * a.KH);
-            var (hLo, hHi) = ValidRange(a.OutH, a.StrideH, a.PadH, kh * a.DilationH, a.H);
-            var (wLo, wHi) = ValidRange(a.OutW, a.StrideW, a.PadW, kw * a.DilationW, a.W);
-            var iw0 = wLo * a.StrideW - a.PadW + kw * a.DilationW;
-            var dst = cols + (long)row * rowLen;
+            var (hLo, hHi) = ValidRange(outH, strideH, a.PadH, kh * a.DilationH, a.H);
+            var (wLo, wHi) = ValidRange(outW, strideW, a.PadW, kw * a.DilationW, w);
+            int span = wHi - wLo, ih0 = hLo * strideH - a.PadH + kh * a.DilationH, iw0 = wLo * strideW - a.PadW + kw * a.DilationW;
+            var dst = cols + (long)row * b * ohw;
             for (var i = 0; i < b; i++)
             {
-                var plane = x + ((long)i * a.C + ch) * a.H * a.W;
+                var src0 = x + ((long)i * a.C + ch) * plane + (long)ih0 * w + iw0;
                 var img = dst + (long)i * ohw;
-                new Span<T>(img, hLo * a.OutW).Clear();
-                new Span<T>(img + hHi * a.OutW, (a.OutH - hHi) * a.OutW).Clear();
+                new Span<T>(img, hLo * outW).Clear();
+                new Span<T>(img + hHi * outW, (outH - hHi) * outW).Clear();
                 for (var oh = hLo; oh < hHi; oh++)
                 {
-                    var src = plane + (long)(oh * a.StrideH - a.PadH + kh * a.DilationH) * a.W + iw0;
-                    var d = img + oh * a.OutW;
+                    var src = src0 + (long)(oh - hLo) * strideH * w;
+                    var d = img + oh * outW;
                     new Span<T>(d, wLo).Clear();
-                    new Span<T>(d + wHi, a.OutW - wHi).Clear();
-                    if (a.StrideW == 1)
-                    {
-                        new ReadOnlySpan<T>(src, wHi - wLo).CopyTo(new Span<T>(d + wLo, wHi - wLo));
-                    }
+                    new Span<T>(d + wHi, outW - wHi).Clear();
+                    if (strideW == 1)
+                        new ReadOnlySpan<T>(src, span).CopyTo(new Span<T>(d + wLo, span));
                     else
-                    {
-                        for (var ow = wLo; ow < wHi; ow++, src += a.StrideW)
-                            d[ow] = *src;
-                    }
+                        for (var j = 0; j < span; j++)
+                            d[wLo + j] = src[j * strideW];
                 }
             }
         });
@@ -196,39 +182,45 @@ public sealed unsafe partial class CpuBackend
     /// <summary>Adds cols [C·KH·KW, b·OH·OW] back into b images (dx overwritten): the adjoint of <see cref="Im2Col{T}"/>.</summary>
     private static void Col2Im<T>(Conv2dArgs a, T* cols, int b, T* dx) where T : unmanaged, INumberBase<T>
     {
-        int ohw = a.OutH * a.OutW, rowLen = b * ohw;
         // Parallel over (image, channel) planes: each plane is written by one thread, kernel offsets in fixed order.
         Parallel.For(0, b * a.C, p =>
         {
+            int outH = a.OutH, outW = a.OutW, w = a.W, strideH = a.StrideH, strideW = a.StrideW, kernelW = a.KW;
+            long rowLen = (long)b * outH * outW;
             int i = p / a.C, ch = p % a.C;
-            var plane = dx + ((long)i * a.C + ch) * a.H * a.W;
-            new Span<T>(plane, a.H * a.W).Clear();
+            var plane = dx + ((long)i * a.C + ch) * a.H * w;
+            new Span<T>(plane, a.H * w).Clear();
             for (var kh = 0; kh < a.KH; kh++)
             {
-                var (hLo, hHi) = ValidRange(a.OutH, a.StrideH, a.PadH, kh * a.DilationH, a.H);
-                for (var kw = 0; kw < a.KW; kw++)
+                var (hLo, hHi) = ValidRange(outH, strideH, a.PadH, kh * a.DilationH, a.H);
+                var ih0 = hLo * strideH - a.PadH + kh * a.DilationH;
+                for (var kw = 0; kw < kernelW; kw++)
                 {
-                    var (wLo, wHi) = ValidRange(a.OutW, a.StrideW, a.PadW, kw * a.DilationW, a.W);
-                    var iw0 = wLo * a.StrideW - a.PadW + kw * a.DilationW;
-                    var src = cols + ((long)(ch * a.KH + kh) * a.KW + kw) * rowLen + (long)i * ohw;
-                    for (var oh = hLo; oh < hHi; oh++)
+                    var (wLo, wHi) = ValidRange(outW, strideW, a.PadW, kw * a.DilationW, w);
+                    int span = wHi - wLo, iw0 = wLo * strideW - a.PadW + kw * a.DilationW;
+                    var src = cols + ((long)(ch * a.KH + kh) * kernelW + kw) * rowLen + (long)i * outH * outW + hLo * outW + wLo;
+                    var row = plane + (long)ih0 * w + iw0;
+                    for (var oh = hLo; oh < hHi; oh++, src += outW, row += strideH * w)
                     {
-                        var row = plane + (long)(oh * a.StrideH - a.PadH + kh * a.DilationH) * a.W + iw0;
-                        var s = src + oh * a.OutW + wLo;
-                        if (a.StrideW == 1)
-                        {
-                            var to = new Span<T>(row, wHi - wLo);
-                            TensorPrimitives.Add(to, new ReadOnlySpan<T>(s, wHi - wLo), to);
-                        }
+                        if (strideW == 1)
+                            AddRow(row, src, span);
                         else
-                        {
-                            for (var ow = wLo; ow < wHi; ow++, row += a.StrideW)
-                                *row += *s++;
-                        }
+                            for (var j = 0; j < span; j++)
+                                row[j * strideW] += src[j];
                     }
                 }
             }
         });
+    }
+
+    /// <summary>dst[0..n) += src[0..n) for the short rows of a feature map: whole vectors, then the tail.</summary>
+    private static void AddRow<T>(T* dst, T* src, int n) where T : unmanaged, INumberBase<T>
+    {
+        var j = 0;
+        for (; j + Vector256<T>.Count <= n; j += Vector256<T>.Count)
+            Vector256.Store(Vector256.Load(dst + j) + Vector256.Load(src + j), dst + j);
+        for (; j < n; j++)
+            dst[j] += src[j];
     }
 
     /// <inheritdoc/>

@@ -6,6 +6,20 @@ namespace Frugal.Tests;
 /// finite-difference gradient checker.</summary>
 internal static class TestUtil
 {
+    /// <summary>The unary ops that are tensor methods, by name, shared by the conformance and gradient tests.</summary>
+    public static readonly IReadOnlyDictionary<string, Func<Tensor, Tensor>> UnaryMethods = new Dictionary<string, Func<Tensor, Tensor>>
+    {
+        ["Neg"] = t => t.Neg(),
+        ["Exp"] = t => t.Exp(),
+        ["Log"] = t => t.Log(),
+        ["Tanh"] = t => t.Tanh(),
+        ["Sigmoid"] = t => t.Sigmoid(),
+        ["Relu"] = t => t.Relu(),
+        ["Gelu"] = t => t.Gelu(),
+        ["Sqrt"] = t => t.Sqrt(),
+        ["Abs"] = t => t.Abs(),
+    };
+
     // ---- devices ----
 
     /// <summary>Names of the devices present, as theory data: "cpu" always; CUDA devices join here when the CUDA

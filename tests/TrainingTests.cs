@@ -37,4 +37,27 @@ public class TrainingTests
         Assert.True(losses[^1] < losses[0] * 0.7, $"running loss {losses[0]:F3} -> {losses[^1]:F3}");
         Assert.True(r.TestAccuracy >= 0.6, $"test accuracy {r.TestAccuracy:F4} after 40 steps");
     }
+
+    [Fact]
+    public void TrainingIsBitwiseReproducible()
+    {
+        var data = EmbeddedData.FashionMnistSlice();
+        float[][] Train(string model)
+        {
+            Init.ManualSeed(11);
+            Rng.ManualSeed(11);
+            using var m = Zoo.Create(model);
+            using var opt = new Adam(m.Parameters(), 1e-3);
+            new Trainer(m, opt, Device.Cpu).TrainEpoch(data.Train, data.Test, epoch: 1, batchSize: 128, seed: 11, maxSteps: 12);
+            return m.Parameters().Select(p => p.ToArray<float>()).ToArray();
+        }
+        foreach (var model in Zoo.Names)
+        {
+            var first = Train(model);
+            var second = Train(model);
+            Assert.Equal(first.Length, second.Length);
+            for (var i = 0; i < first.Length; i++)
+                Assert.True(first[i].AsSpan().SequenceEqual(second[i]), $"{model}: parameter {i} differs between two identical runs");
+        }
+    }
 }

@@ -168,6 +168,7 @@ public unsafe class GemmTests
             [3, 5, 7], [12, 32, 5], [13, 33, 6], [11, 31, 129], [24, 64, 64], [17, 33, 65], [5, 200, 3], [200, 5, 3],
             [1, 257, 300], [257, 1, 300], [64, 64, 64], [36, 96, 520], [127, 129, 255], [300, 520, 700],
             [800, 40, 150], [3, 4200, 5], [100, 100, 1100],
+            [20, 9, 8200], [33, 70, 12300],   // small C, long k: cut along k into chunks
         ];
         var data = new TheoryData<bool, bool, int, int, int>();
         foreach (var s in shapes)
@@ -260,7 +261,7 @@ public unsafe class GemmTests
     [Fact]
     public void Threading_IsBitwiseDeterministic()
     {
-        foreach (var (m, n, k) in new[] { (301, 257, 333), (40, 900, 260), (1000, 30, 64) })
+        foreach (var (m, n, k) in new[] { (301, 257, 333), (40, 900, 260), (1000, 30, 64), (30, 20, 9000) })
         {
             var p = Problem.Create(5, false, true, m, n, k, 2, false);
             var one = RunFloat(p, 0.5, 0.25, GemmKernel.Auto, 1);

@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -46,6 +47,13 @@ internal static unsafe class Gemm
 {
     /// <summary>Problems with fewer multiply-adds than this run on the calling thread.</summary>
     private const long ParallelThresholdMacs = 1L << 21;
+
+    // Products with a small C and a long k (a convolution's weight gradient: C is OutC x C·KH·KW, k runs over
+    // every output pixel of the batch) are cut along k into chunks of KChunk, multiplied in parallel into private
+    // partial products and summed in chunk order. The cut depends on the shape only, so the result does not
+    // depend on the number of threads.
+    private const int KChunk = 4096;
+    private const long SmallOutputElements = 1L << 15;
 
     private const int ModeOverwrite = 0;
     private const int ModeAdd = 1;
@@ -148,6 +156,11 @@ internal static unsafe class Gemm
             throw new ArgumentNullException(a == null ? nameof(a) : b == null ? nameof(b) : nameof(c));
 
         var cfg = GetConfig<T>(kernel);
+        if ((long)m * n <= SmallOutputElements && k >= 2 * KChunk)
+        {
+            SplitK(cfg, maxThreads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            return;
+        }
         var args = new Args<T>(cfg, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 
         var macs = (long)m * n * k;
@@ -169,6 +182,39 @@ internal static unsafe class Gemm
             parts = (int)Math.Min(Math.Min(maxThreads, units), Math.Max(1, macs / ParallelThresholdMacs));
         }
         Drive(in args, parts, splitM);
+    }
+
+    /// <summary>C = beta·C + Σ_j alpha·op(A)[:, chunk j]·op(B)[chunk j, :], chunks of <see cref="KChunk"/> along k
+    /// multiplied in parallel (one thread each) and summed in order.</summary>
+    private static void SplitK<T>(Config cfg, int maxThreads, bool transA, bool transB, int m, int n, int k,
+        T alpha, T* a, long lda, T* b, long ldb, T beta, T* c, long ldc)
+        where T : unmanaged, INumberBase<T>
+    {
+        var chunks = (k + KChunk - 1) / KChunk;
+        var size = (long)m * n;
+        var buffer = PackBuffer.Rent((nuint)(chunks * size * sizeof(T) + 64));
+        try
+        {
+            var partial = (nint)AlignUp(buffer.Pointer);
+            var (pa, pb) = ((nint)a, (nint)b);
+            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, maxThreads) }, j =>
+            {
+                var k0 = (long)j * KChunk;
+                var kk = (int)Math.Min(KChunk, k - k0);
+                var aj = (T*)pa + (transA ? k0 * lda : k0);
+                var bj = (T*)pb + (transB ? k0 : k0 * ldb);
+                var part = new Args<T>(cfg, transA, transB, m, n, kk, alpha, aj, lda, bj, ldb, T.Zero, (T*)partial + j * size, n);
+                Drive(in part, 1, true);
+            });
+            var sums = new Span<T>((T*)partial, (int)size);
+            for (var j = 1; j < chunks; j++)
+                TensorPrimitives.Add(sums, new ReadOnlySpan<T>((T*)partial + j * size, (int)size), sums);
+            MergeTile((T*)partial, n, c, ldc, m, n, beta, ModeFor(beta));
+        }
+        finally
+        {
+            PackBuffer.Return(buffer);
+        }
     }
 
     /// <summary>Validating batched entry point.</summary>
@@ -267,7 +313,7 @@ internal static unsafe class Gemm
         var nBlocks = (n + cfg.NC - 1) / cfg.NC;
         var ncStep = RoundUp((n + nBlocks - 1) / nBlocks, nr);
         var mUnits = (m + mr - 1) / mr;
-        var firstMode = g.Beta == T.Zero ? ModeOverwrite : g.Beta == T.One ? ModeAdd : ModeScale;
+        var firstMode = ModeFor(g.Beta);
 
         var bufferB = PackBuffer.Rent((nuint)((long)ncStep * kcStep * sizeof(T) + 64));
         try
@@ -360,6 +406,10 @@ internal static unsafe class Gemm
             PackBuffer.Return(buffer);
         }
     }
+
+    /// <summary>How the first k-block treats C: overwrite (beta 0), add (beta 1) or scale and add.</summary>
+    private static int ModeFor<T>(T beta) where T : INumberBase<T>
+        => beta == T.Zero ? ModeOverwrite : beta == T.One ? ModeAdd : ModeScale;
 
     private static int RoundUp(int x, int to) => (x + to - 1) / to * to;
 

@@ -17,9 +17,9 @@ public static class Zoo
         new ReLU(),
         new Linear(hidden, classes));
 
-    /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 128-unit and 10-unit
+    /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 256-unit and 10-unit
     /// fully connected layers: the classic small CNN for 28×28 images.</summary>
-    public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10) => new(
+    public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10, int hidden = 256) => new(
         new Conv2d(channels, 32, 3, padding: 1),
         new ReLU(),
         new MaxPool2d(2),
@@ -27,9 +27,9 @@ public static class Zoo
         new ReLU(),
         new MaxPool2d(2),
         new Flatten(),
-        new Linear(64 * (side / 4) * (side / 4), 128),
+        new Linear(64 * (side / 4) * (side / 4), hidden),
         new ReLU(),
-        new Linear(128, classes));
+        new Linear(hidden, classes));
 
     /// <summary>The model called <paramref name="name"/>.</summary>
     public static Sequential Create(string name) => name switch

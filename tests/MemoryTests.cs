@@ -358,11 +358,15 @@ public class MemoryTests
         owned.Dispose();
         nested.Dispose();
         Assert.Equal(0, alloc.Current(MemoryCategory.Workspace));
-        // Explicit categories of creation functions are not overridden by the context.
+        // Factories: Other outside any scope, the scope's category inside one, an explicit category always wins.
+        using (var data = Tensor.Zeros(new Shape(3), device: device))
+            Assert.Equal(MemoryCategory.Other, data.Buffer.Category);
         using (MemoryContext.Use(MemoryCategory.Workspace))
         {
             using var z = Tensor.Zeros(new Shape(3), device: device);
-            Assert.Equal(MemoryCategory.Other, z.Buffer.Category);
+            Assert.Equal(MemoryCategory.Workspace, z.Buffer.Category);
+            using var u = Tensor.Uniform(new Shape(3), 0, 1, 1, device: device, category: MemoryCategory.FormatMeta);
+            Assert.Equal(MemoryCategory.FormatMeta, u.Buffer.Category);
             using var e = Tensor.Empty(new Shape(3), device: device);
             Assert.Equal(MemoryCategory.Workspace, e.Buffer.Category);
         }
@@ -532,5 +536,42 @@ public class MemoryTests
         {
             Rng.State = saved;
         }
+    }
+
+    // ---- exact peaks of a whole training step ----
+
+    [Fact]
+    public void MlpTrainingStep_PeakBytesPerCategoryMatchTheHandCount()
+    {
+        var device = Device.CreateCpu("mlp-step");
+        var data = Frugal.Models.EmbeddedData.FashionMnistSlice();
+        Frugal.Nn.Init.ManualSeed(1);
+        using var model = new Frugal.Nn.Sequential(
+            new Frugal.Nn.Flatten(), new Frugal.Nn.Linear(784, 512, device: device), new Frugal.Nn.ReLU(),
+            new Frugal.Nn.Linear(512, 512, device: device), new Frugal.Nn.ReLU(), new Frugal.Nn.Linear(512, 10, device: device));
+        using var opt = new Frugal.Optim.Adam(model.Parameters(), 1e-3);
+        const int batch = 128;
+        foreach (var (x, y) in Frugal.Data.DataLoader.Batches(data.Train, batch, shuffle: true, seed: 1, device: device))
+        {
+            using var scope = TensorScope.Begin();
+            F.CrossEntropy(model.Forward(x), y).Backward();
+            opt.Step();
+            opt.ZeroGrad();
+            break;
+        }
+        var stats = device.Allocator.Stats();
+        const long parameters = 784L * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10;
+        Assert.Equal(4 * parameters, stats.Peak(MemoryCategory.Parameter));
+        Assert.Equal(2 * 4 * parameters, stats.Peak(MemoryCategory.OptimizerState));
+        // Saved for backward: two Linear outputs and two ReLU outputs of [128, 512], the logits and the softmax
+        // that cross-entropy keeps, [128, 10] each.
+        Assert.Equal(4L * (4 * batch * 512 + 2 * batch * 10), stats.Peak(MemoryCategory.Activation));
+        // Every parameter's gradient, plus the one [128, 512] input gradient in flight when the first layer's
+        // weight gradient is made.
+        Assert.Equal(4 * parameters + 4L * batch * 512, stats.Peak(MemoryCategory.Gradient));
+        // The batch itself: [128, 1, 28, 28] floats and [128] int labels.
+        Assert.Equal(4L * batch * 784 + 4L * batch, stats.Peak(MemoryCategory.Other));
+        Assert.Equal(0, stats.Peak(MemoryCategory.Workspace));
+        Assert.Equal(0, stats.Current(MemoryCategory.Activation) + stats.Current(MemoryCategory.Gradient));
     }
 }

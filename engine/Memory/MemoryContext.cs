@@ -10,6 +10,10 @@ public static class MemoryContext
     /// <summary>Category for op results on this thread (Activation unless a scope says otherwise).</summary>
     public static MemoryCategory Category => t_category ?? MemoryCategory.Activation;
 
+    /// <summary>Category for tensors made by the factories (<c>Tensor.Zeros</c>, <c>Uniform</c>, <c>FromArray</c> ...)
+    /// without an explicit one: the ambient category when a scope set one, else Other (user data).</summary>
+    public static MemoryCategory CreationCategory => t_category ?? MemoryCategory.Other;
+
     /// <summary>Owner label for op results on this thread.</summary>
     public static string Owner => t_owner ?? "";
 

@@ -22,14 +22,14 @@ public sealed class Linear : Module
         InFeatures = inFeatures;
         OutFeatures = outFeatures;
         var shape = new Shape(outFeatures, inFeatures);
-        Weight = RegisterParameter("weight", init switch
+        Weight = RegisterParameter("weight", () => init switch
         {
             InitKind.Kaiming => Init.KaimingUniform(shape, inFeatures, device, dtype),
             InitKind.Xavier => Init.XavierUniform(shape, inFeatures, outFeatures, device, dtype),
             _ => Init.Default(shape, inFeatures, device, dtype),
         });
         if (bias)
-            Bias = RegisterParameter("bias", Init.Default(new Shape(outFeatures), inFeatures, device, dtype));
+            Bias = RegisterParameter("bias", () => Init.Default(new Shape(outFeatures), inFeatures, device, dtype));
     }
 
     /// <summary>Input width.</summary>
@@ -62,14 +62,14 @@ public sealed class Conv2d : Module
         (Stride, Padding, Dilation) = (stride, padding, dilation);
         var fanIn = inChannels * kernel * kernel;
         var shape = new Shape(outChannels, inChannels, kernel, kernel);
-        Weight = RegisterParameter("weight", init switch
+        Weight = RegisterParameter("weight", () => init switch
         {
             InitKind.Kaiming => Init.KaimingUniform(shape, fanIn, device, dtype),
             InitKind.Xavier => Init.XavierUniform(shape, fanIn, outChannels * kernel * kernel, device, dtype),
             _ => Init.Default(shape, fanIn, device, dtype),
         });
         if (bias)
-            Bias = RegisterParameter("bias", Init.Default(new Shape(outChannels), fanIn, device, dtype));
+            Bias = RegisterParameter("bias", () => Init.Default(new Shape(outChannels), fanIn, device, dtype));
     }
 
     /// <summary>Weight [out, in, k, k].</summary>
@@ -161,8 +161,8 @@ public sealed class LayerNorm : Module
     public LayerNorm(int features, double eps = 1e-5, Device? device = null, DType dtype = DType.F32)
     {
         Eps = eps;
-        Gamma = RegisterParameter("weight", Tensor.Ones(new Shape(features), dtype, device));
-        Beta = RegisterParameter("bias", Tensor.Zeros(new Shape(features), dtype, device));
+        Gamma = RegisterParameter("weight", () => Tensor.Ones(new Shape(features), dtype, device));
+        Beta = RegisterParameter("bias", () => Tensor.Zeros(new Shape(features), dtype, device));
     }
 
     /// <summary>Scale [features].</summary>
@@ -183,7 +183,7 @@ public sealed class Embedding : Module
 {
     /// <summary>A table of <paramref name="count"/> vectors of width <paramref name="dim"/>.</summary>
     public Embedding(int count, int dim, Device? device = null, DType dtype = DType.F32)
-        => Weight = RegisterParameter("weight", Tensor.Normal(new Shape(count, dim), 0, 1, Init.NextSeed(), dtype, device));
+        => Weight = RegisterParameter("weight", () => Tensor.Normal(new Shape(count, dim), 0, 1, Init.NextSeed(), dtype, device));
 
     /// <summary>Table [count, dim].</summary>
     public Tensor Weight { get; }

@@ -40,6 +40,15 @@ public abstract class Module : IDisposable
         return value;
     }
 
+    /// <summary>Creates a trained tensor with <paramref name="create"/> directly as Parameter memory (no transient in
+    /// another category) and registers it as <see cref="RegisterParameter(string, Tensor)"/> does.</summary>
+    protected Tensor RegisterParameter(string name, Func<Tensor> create)
+    {
+        ArgumentNullException.ThrowIfNull(create);
+        using (MemoryContext.Use(MemoryCategory.Parameter, Join(Path, name)))
+            return RegisterParameter(name, create());
+    }
+
     /// <summary>Registers a child module under <paramref name="name"/>.</summary>
     protected T RegisterModule<T>(string name, T module) where T : Module
     {

@@ -196,32 +196,32 @@ public sealed partial class Tensor : IDisposable
     }
 
     /// <summary>A tensor filled with <paramref name="value"/>.</summary>
-    public static Tensor Full(Shape shape, double value, DType dtype = DType.F32, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+    public static Tensor Full(Shape shape, double value, DType dtype = DType.F32, Device? device = null, MemoryCategory? category = null, string? owner = null)
     {
-        var t = Empty(shape, dtype, device, category, owner);
+        var t = Empty(shape, dtype, device, category ?? MemoryContext.CreationCategory, owner);
         t.Backend.Fill(t.View, value);
         return t;
     }
 
     /// <summary>Zeros.</summary>
-    public static Tensor Zeros(Shape shape, DType dtype = DType.F32, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+    public static Tensor Zeros(Shape shape, DType dtype = DType.F32, Device? device = null, MemoryCategory? category = null, string? owner = null)
         => Full(shape, 0, dtype, device, category, owner);
 
     /// <summary>Ones.</summary>
-    public static Tensor Ones(Shape shape, DType dtype = DType.F32, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+    public static Tensor Ones(Shape shape, DType dtype = DType.F32, Device? device = null, MemoryCategory? category = null, string? owner = null)
         => Full(shape, 1, dtype, device, category, owner);
 
     /// <summary>A 0-d tensor.</summary>
     public static Tensor Scalar(double value, DType dtype = DType.F32, Device? device = null) => Full(new Shape(), value, dtype, device);
 
     /// <summary>A tensor holding a copy of <paramref name="data"/> (row-major) with the given shape.</summary>
-    public static Tensor FromArray<T>(ReadOnlySpan<T> data, Shape shape, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+    public static Tensor FromArray<T>(ReadOnlySpan<T> data, Shape shape, Device? device = null, MemoryCategory? category = null, string? owner = null)
         where T : unmanaged
     {
         var dtype = DTypeOf<T>();
         if (data.Length != shape.Numel)
             throw new ShapeMismatchException($"FromArray: {data.Length} {dtype.Name()} values do not fill shape {shape} ({shape.Numel} elements)");
-        var t = Empty(shape, dtype, device, category, owner);
+        var t = Empty(shape, dtype, device, category ?? MemoryContext.CreationCategory, owner);
         t.Backend.Upload(MemoryMarshal.AsBytes(data), t.Buffer.Address);
         return t;
     }
@@ -230,17 +230,17 @@ public sealed partial class Tensor : IDisposable
     public static Tensor FromArray<T>(T[] data, params int[] shape) where T : unmanaged => FromArray<T>(data.AsSpan(), new Shape(shape));
 
     /// <summary>Uniform [low, high) values from the counter-based generator.</summary>
-    public static Tensor Uniform(Shape shape, double low, double high, ulong seed, DType dtype = DType.F32, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+    public static Tensor Uniform(Shape shape, double low, double high, ulong seed, DType dtype = DType.F32, Device? device = null, MemoryCategory? category = null, string? owner = null)
     {
-        var t = Empty(shape, dtype, device, category, owner);
+        var t = Empty(shape, dtype, device, category ?? MemoryContext.CreationCategory, owner);
         t.Backend.Random(t.View, RandomKind.Uniform, low, high, seed, 0);
         return t;
     }
 
     /// <summary>Normal(mean, std) values from the counter-based generator.</summary>
-    public static Tensor Normal(Shape shape, double mean, double std, ulong seed, DType dtype = DType.F32, Device? device = null, MemoryCategory category = MemoryCategory.Other, string? owner = null)
+    public static Tensor Normal(Shape shape, double mean, double std, ulong seed, DType dtype = DType.F32, Device? device = null, MemoryCategory? category = null, string? owner = null)
     {
-        var t = Empty(shape, dtype, device, category, owner);
+        var t = Empty(shape, dtype, device, category ?? MemoryContext.CreationCategory, owner);
         t.Backend.Random(t.View, RandomKind.Normal, mean, std, seed, 0);
         return t;
     }

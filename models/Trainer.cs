@@ -52,7 +52,8 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
             OnStep?.Invoke(step, steps, lossSum / step, examples / clock.Elapsed.TotalSeconds);
         }
         var seconds = clock.Elapsed.TotalSeconds;
-        return new EpochResult(epoch, lossSum / Math.Max(step, 1), Evaluate(test), seconds, examples / seconds);
+        // Evaluation at the training batch size: the allocator's peak then describes training, not a larger eval batch.
+        return new EpochResult(epoch, lossSum / Math.Max(step, 1), Evaluate(test, batchSize), seconds, examples / seconds);
     }
 
     /// <summary>Accuracy on <paramref name="data"/> in eval mode without recording autograd.</summary>

@@ -34,7 +34,7 @@ Task("Bench")
     .IsDependentOn("Build")
     .Does(() =>
 {
-    foreach (var runner in new[] { "sgemm", "train" })
+    foreach (var runner in new[] { "sgemm", "train", "ops" })
     {
         var exit = StartProcess("dotnet", new ProcessSettings {
             Arguments = $"run -c {configuration} --no-build --project bench -- {runner}",

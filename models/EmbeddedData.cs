@@ -28,7 +28,7 @@ internal static class EmbeddedData
         var trainY = Idx.ReadUInt8(trainLabels, FashionMnistResources[1]);
         var testX = Idx.ReadUInt8(testImages, FashionMnistResources[2]);
         var testY = Idx.ReadUInt8(testLabels, FashionMnistResources[3]);
-        var source = $"embedded slice ({trainY.Count} train + {testY.Count} test)";
+        var source = "embedded slice of Fashion-MNIST";
         return FashionMnist.FromIdx(trainX, trainY, testX, testY, source);
     }
 

@@ -44,7 +44,7 @@ internal static class TrainCommand
 
         var data = dataArg == "embedded" ? EmbeddedData.FashionMnistSlice() : EmbeddedData.LoadFashionMnist(dataArg);
         AnsiConsole.MarkupLine($"[bold]data[/]: {Markup.Escape(data.Source)} ({data.Train.Count} train, {data.Test.Count} test)");
-        if (data.Source.StartsWith("embedded", StringComparison.Ordinal))
+        if (dataArg is null && data.Source.StartsWith("embedded", StringComparison.Ordinal))
             AnsiConsole.MarkupLine("[yellow]Fashion-MNIST is not installed: using the embedded slice (apt-get install dataset-fashion-mnist for the full set).[/]");
 
         var device = Device.Best();

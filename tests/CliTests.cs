@@ -78,7 +78,8 @@ public class CliTests
     {
         var (code, output, err) = Run("train", "--model", "mlp", "--data", "embedded", "--steps", "20", "--seed", "4");
         Assert.True(code == 0, err);
-        Assert.Contains("embedded", output, StringComparison.Ordinal);
+        Assert.Contains("data: embedded slice of Fashion-MNIST (10000 train, 2000 test)", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("not installed", output, StringComparison.Ordinal);   // asked for, not a fallback
         Assert.Matches(@"epoch 1/1: train loss [0-9.]+, test accuracy 0\.[5-9]", output);
         Assert.Contains("examples/s", output, StringComparison.Ordinal);
         // 784·512 + 512 + 512·512 + 512 + 512·10 + 10 = 669,706 floats; Adam holds two more copies.

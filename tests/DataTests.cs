@@ -350,7 +350,7 @@ public sealed class DataTests : IDisposable
     public void Embedded_slice_loads_class_balanced()
     {
         var ds = EmbeddedData.FashionMnistSlice();
-        Assert.Equal("embedded slice (10000 train + 2000 test)", ds.Source);
+        Assert.Equal("embedded slice of Fashion-MNIST", ds.Source);
         Assert.Equal(10000, ds.Train.Count);
         Assert.Equal(2000, ds.Test.Count);
         Assert.Equal(28, ds.Train.Height);

@@ -252,7 +252,7 @@ public sealed class FashionMnist
     /// <summary>Test split.</summary>
     public ImageDataset Test { get; }
 
-    /// <summary>Where the data came from: a folder path or a description such as "embedded slice (10000 train + 2000 test)".</summary>
+    /// <summary>Where the data came from: a folder path or a description such as "embedded slice of Fashion-MNIST".</summary>
     public string Source { get; }
 
     /// <summary>

@@ -1,0 +1,92 @@
+// Frugal's CUDA C prelude, included first by every kernel file.
+//
+// The kernels are compiled at run time by NVRTC, where CUDA's built-in declarations exist. The KernelCheck
+// (build.cake) also compiles them with clang in CUDA device-only mode without the CUDA toolkit's headers
+// (-nocudainc -nocudalib); for that case only, this header declares the few built-ins the kernels use.
+// Layouts shared with C# are defined here once and mirrored in engine/Backends/Cuda/KernelAbi.cs; both sides
+// assert their sizes, and a test checks that every op code below matches its C# enum value.
+#pragma once
+
+#if !defined(__CUDACC_RTC__)
+#if !defined(__clang__) || !defined(__CUDA__)
+#error "Frugal kernels are compiled by NVRTC (at run time) or by clang -x cuda (KernelCheck)"
+#endif
+#define __global__ __attribute__((global))
+#define __device__ __attribute__((device))
+#define __host__ __attribute__((host))
+#define __shared__ __attribute__((shared))
+#define __constant__ __attribute__((constant))
+#define __forceinline__ __inline__ __attribute__((always_inline))
+#include <__clang_cuda_builtin_vars.h>
+extern "C" {
+__device__ float expf(float);
+__device__ float logf(float);
+__device__ float tanhf(float);
+__device__ float sqrtf(float);
+__device__ float fabsf(float);
+__device__ float powf(float, float);
+__device__ double exp(double);
+__device__ double log(double);
+__device__ double tanh(double);
+__device__ double sqrt(double);
+__device__ double fabs(double);
+__device__ double pow(double, double);
+}
+#endif
+
+typedef long long i64;
+
+// ---- layouts shared with C# (KernelAbi.cs) ----
+
+#define FRUGAL_MAX_DIMS 8
+
+// Shape and strides (in elements) of one operand, passed by value as a kernel parameter. 136 bytes.
+struct Strided {
+    int rank;
+    int pad;
+    i64 shape[FRUGAL_MAX_DIMS];
+    i64 stride[FRUGAL_MAX_DIMS];
+};
+static_assert(sizeof(Strided) == 136, "Strided must match KernelAbi.Strided (136 bytes)");
+
+// Offset in elements of the element with row-major linear index i.
+__device__ __forceinline__ i64 offset_of(const Strided& v, i64 i) {
+    i64 off = 0;
+    for (int d = v.rank - 1; d >= 0; --d) {
+        i64 n = v.shape[d];
+        off += (i % n) * v.stride[d];
+        i /= n;
+    }
+    return off;
+}
+
+// ---- op codes: the values of Frugal.Backends.UnaryOp and BinaryOp ----
+
+enum UnaryCode {
+    UNARY_NEG = 0, UNARY_EXP = 1, UNARY_LOG = 2, UNARY_TANH = 3, UNARY_SIGMOID = 4, UNARY_RELU = 5,
+    UNARY_GELU = 6, UNARY_SQRT = 7, UNARY_ABS = 8, UNARY_ADD_SCALAR = 9, UNARY_MUL_SCALAR = 10, UNARY_POW_SCALAR = 11
+};
+
+enum BinaryCode {
+    BINARY_ADD = 0, BINARY_SUB = 1, BINARY_MUL = 2, BINARY_DIV = 3, BINARY_POW = 4, BINARY_MAXIMUM = 5,
+    BINARY_MINIMUM = 6, BINARY_EQ = 7, BINARY_NE = 8, BINARY_LT = 9, BINARY_LE = 10, BINARY_GT = 11, BINARY_GE = 12
+};
+
+// ---- math overloads over float and double ----
+
+__device__ __forceinline__ float fr_exp(float x) { return expf(x); }
+__device__ __forceinline__ double fr_exp(double x) { return exp(x); }
+__device__ __forceinline__ float fr_log(float x) { return logf(x); }
+__device__ __forceinline__ double fr_log(double x) { return log(x); }
+__device__ __forceinline__ float fr_tanh(float x) { return tanhf(x); }
+__device__ __forceinline__ double fr_tanh(double x) { return tanh(x); }
+__device__ __forceinline__ float fr_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double fr_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float fr_abs(float x) { return fabsf(x); }
+__device__ __forceinline__ double fr_abs(double x) { return fabs(x); }
+__device__ __forceinline__ float fr_pow(float x, float y) { return powf(x, y); }
+__device__ __forceinline__ double fr_pow(double x, double y) { return pow(x, y); }
+
+// One thread per element over a grid-stride loop.
+#define FOR_EACH_ELEMENT(i, n) \
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)

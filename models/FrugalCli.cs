@@ -10,8 +10,18 @@ public static class FrugalCli
 
         usage:
         {TrainCommand.Usage}
+          frugal devices      the CPU and what the CUDA driver reports (or why CUDA is unavailable)
           frugal help
         """;
+
+    private static int Devices(int argCount)
+    {
+        if (argCount > 1)
+            throw new UsageException("frugal devices takes no options");
+        Console.WriteLine($"cpu: {Environment.ProcessorCount} cores, {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated switch { true => "AVX-512", false => System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "AVX2" : "no wide vectors" }}");
+        Console.WriteLine(Device.CudaStatus);
+        return 0;
+    }
 
     /// <summary>Runs one command; returns the process exit code.</summary>
     public static int Run(IReadOnlyList<string> args)
@@ -27,6 +37,7 @@ public static class FrugalCli
             return args[0] switch
             {
                 "train" => TrainCommand.Run(args.Skip(1).ToArray()),
+                "devices" => Devices(args.Count),
                 _ => throw new UsageException($"unknown command '{args[0]}'"),
             };
         }

@@ -86,4 +86,14 @@ public class CliTests
         Assert.Matches(@"Parameter\s.*2,678,824", output);
         Assert.Matches(@"OptimizerState\s.*5,357,648", output);
     }
+
+    [Fact]
+    public void DevicesReportsTheCpuAndTheCudaStatus()
+    {
+        var (code, output, _) = Run("devices");
+        Assert.Equal(0, code);
+        Assert.Contains($"cpu: {Environment.ProcessorCount} cores", output, StringComparison.Ordinal);
+        Assert.Contains(Device.CudaStatus.ToString(), output, StringComparison.Ordinal);
+        AssertUsageError(["devices", "--all"], "frugal devices takes no options");
+    }
 }

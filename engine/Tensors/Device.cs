@@ -1,5 +1,6 @@
 using Frugal.Backends;
 using Frugal.Backends.Cpu;
+using Frugal.Backends.Cuda;
 using Frugal.Memory;
 
 namespace Frugal;
@@ -34,6 +35,13 @@ public sealed class Device
 
     /// <summary>The best device present: a CUDA GPU when the CUDA backend finds one, else <see cref="Cpu"/>.</summary>
     public static Device Best() => Cpu;
+
+    /// <summary>True when the CUDA driver loads and reports at least one GPU; never throws (see <see cref="CudaStatus"/>).</summary>
+    public static bool IsCudaAvailable => CudaProbe.Status.Available;
+
+    /// <summary>The CUDA driver's answer: its version and GPUs, or why CUDA cannot be used here (which library is
+    /// missing and where it was looked for, or the driver's error).</summary>
+    public static CudaStatus CudaStatus => CudaProbe.Status;
 
     /// <summary>A new CPU device with its own allocator and counters (same kernels as <see cref="Cpu"/>).</summary>
     public static Device CreateCpu(string name) => new(DeviceKind.Cpu, 0, name, new CpuAllocator(name), d => new CpuBackend(d));

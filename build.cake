@@ -1,4 +1,4 @@
-// Frugal build targets: dotnet cake --target=<Build|Test|Demo|Bench|KernelCheck>
+// Frugal build targets: dotnet cake --target=<Build|Test|Demo|Bench|KernelCheck|GpuBundle>
 var target = Argument("target", "Test");
 var configuration = Argument("configuration", "Release");
 
@@ -76,6 +76,53 @@ Task("KernelCheck")
     }
     if (failures.Count > 0) throw new Exception($"KernelCheck failed: {string.Join(", ", failures)}");
     Information($"KernelCheck: {sources.Count} kernel files compile for sm_80 and sm_90");
+});
+
+Task("GpuBundle")
+    .Does(() =>
+{
+    // A folder (< 60 MiB) that runs on a Linux x86-64 CUDA machine with no .NET and no network: the .NET runtime
+    // this build uses and the framework-dependent test, bench and CLI builds, each as tar.xz, plus run.sh
+    // (bench/gpu/run.sh) which writes one Markdown report.
+    var bundle = Directory("gpu-bundle");
+    var stage = Directory("artifacts/gpu-bundle-stage");
+    CleanDirectory(bundle);
+    CleanDirectory(stage);
+    foreach (var (project, name) in new[] { ("tests", "tests"), ("bench", "bench"), ("models", "cli") })
+    {
+        DotNetPublish(project, new DotNetPublishSettings {
+            Configuration = configuration, SelfContained = false, OutputDirectory = stage + Directory($"app/{name}"),
+        });
+    }
+
+    // The shared runtime the projects target: the newest Microsoft.NETCore.App 10.x that `dotnet` lists.
+    IEnumerable<string> listed;
+    StartProcess("dotnet", new ProcessSettings { Arguments = "--list-runtimes", RedirectStandardOutput = true }, out listed);
+    var runtime = listed.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"^Microsoft\.NETCore\.App (10\.\S+) \[(.+)\]$"))
+        .Where(m => m.Success).Select(m => (Version: m.Groups[1].Value, Dir: m.Groups[2].Value))
+        .OrderBy(r => Version.Parse(r.Version.Split('-')[0])).LastOrDefault();
+    if (runtime.Version is null) throw new Exception("GpuBundle: no Microsoft.NETCore.App 10.x runtime found by `dotnet --list-runtimes`");
+    var dotnetRoot = System.IO.Path.GetFullPath(System.IO.Path.Combine(runtime.Dir, "..", ".."));
+
+    void Tar(string archive, string from, string what)
+    {
+        var exit = StartProcess("tar", new ProcessSettings {
+            Arguments = $"-c -I \"xz -T0 -6\" -f \"{MakeAbsolute(File(archive)).FullPath}\" -C \"{from}\" {what}",
+        });
+        if (exit != 0) throw new Exception($"GpuBundle: tar of {what} failed (exit {exit})");
+    }
+    Tar($"{bundle}/runtime.tar.xz", dotnetRoot, $"dotnet host shared/Microsoft.NETCore.App/{runtime.Version}");
+    Tar($"{bundle}/app.tar.xz", MakeAbsolute(stage).FullPath, "app");
+    CopyFile("bench/gpu/run.sh", $"{bundle}/run.sh");
+    StartProcess("chmod", new ProcessSettings { Arguments = $"+x {bundle}/run.sh" });
+    if (DirectoryExists("bench/torch")) CopyDirectory("bench/torch", $"{bundle}/torch");
+    IEnumerable<string> head;
+    StartProcess("git", new ProcessSettings { Arguments = "describe --always --dirty", RedirectStandardOutput = true }, out head);
+    System.IO.File.WriteAllText($"{bundle}/VERSION", $"{string.Join("", head)}, .NET runtime {runtime.Version}\n");
+
+    var bytes = GetFiles($"{bundle}/**/*").Sum(f => new System.IO.FileInfo(f.FullPath).Length);
+    Information($"GpuBundle: {bundle} holds {bytes / 1048576.0:F1} MiB (runtime {runtime.Version} from {dotnetRoot})");
+    if (bytes >= 60L * 1024 * 1024) throw new Exception($"GpuBundle: {bytes / 1048576.0:F1} MiB is over the 60 MiB limit");
 });
 
 RunTarget(target);

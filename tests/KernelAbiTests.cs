@@ -15,6 +15,9 @@ public partial class KernelAbiTests
     [Fact]
     public void EveryKernelSourceIsEmbedded()
     {
+        var folder = Path.Combine(RepoRoot(), "kernels");
+        if (!Directory.Exists(folder))
+            Assert.Skip($"no source tree at {folder}: this run is from a published build (the GPU bundle), not a checkout");
         var onDisk = Directory.GetFiles(Path.Combine(RepoRoot(), "kernels"), "*.cu*", SearchOption.AllDirectories)
             .Select(f => Path.GetRelativePath(Path.Combine(RepoRoot(), "kernels"), f).Replace('\\', '/')).Order(StringComparer.Ordinal);
         Assert.Equal(onDisk, KernelSources.Names);

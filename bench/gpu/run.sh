@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The Frugal GPU bundle's one script. Runs on a Linux x86-64 machine with no .NET and no network:
+# unpacks the bundled .NET runtime and the published test/bench/CLI builds, then writes one Markdown report with
+# the machine, the CUDA driver's answer, every test's outcome (CPU and, where present, CUDA), the benchmarks and,
+# when `python3 -c "import torch"` works, the PyTorch peer scripts in torch/.
+# Usage: run.sh [OUT_DIR]   (default: $OUT, else ./out); the report is OUT_DIR/report.md.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-${OUT:-$here/out}}
+mkdir -p "$out"
+report="$out/report.md"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+tar -xJf "$here/runtime.tar.xz" -C "$work" && tar -xJf "$here/app.tar.xz" -C "$work" || { echo "run.sh: cannot unpack the bundle" >&2; exit 2; }
+export DOTNET_ROOT="$work" DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
+export FRUGAL_CACHE="${FRUGAL_CACHE:-$work/kernel-cache}"
+dn="$work/dotnet"
+
+begin() { printf '\n## %s\n\n```\n' "$1" >> "$report"; echo "== $1" >&2; }
+end() { printf '```\n' >> "$report"; }
+
+{
+  echo "# Frugal GPU bundle report"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "- host: $(uname -srm)"
+  echo "- cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    echo "- gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+  else
+    echo "- gpu: nvidia-smi not found"
+  fi
+  echo "- bundle: $(cat "$here/VERSION" 2>/dev/null || echo unknown)"
+} > "$report"
+
+begin "frugal devices"
+"$dn" "$work/app/cli/Frugal.Cli.dll" devices >> "$report" 2>&1
+end
+
+begin "tests: every test, on every available device"
+"$dn" exec "$work/app/tests/Frugal.Tests.dll" --no-ansi --progress off --show-test-results all >> "$report" 2>&1
+tests_rc=$?
+end
+
+begin "bench sgemm (CPU)"
+"$dn" "$work/app/bench/Frugal.Bench.dll" sgemm >> "$report" 2>&1
+end
+
+if ls "$here"/torch/*.py >/dev/null 2>&1; then
+  if python3 -c "import torch" >/dev/null 2>&1; then
+    for script in "$here"/torch/*.py; do
+      begin "peer: $(basename "$script")"
+      python3 "$script" >> "$report" 2>&1
+      end
+    done
+  else
+    printf '\n## peers\n\nPyTorch is not importable here: the torch/ scripts did not run.\n' >> "$report"
+  fi
+fi
+
+printf '\n## result\n\ntests exit code: %s\n' "$tests_rc" >> "$report"
+echo "report: $report" >&2
+exit "$tests_rc"

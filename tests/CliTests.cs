@@ -96,4 +96,22 @@ public class CliTests
         Assert.Contains(Device.CudaStatus.ToString(), output, StringComparison.Ordinal);
         AssertUsageError(["devices", "--all"], "frugal devices takes no options");
     }
+
+    [Fact]
+    public void KernelsCompilesWithNvrtcOrSaysWhyNot()
+    {
+        AssertUsageError(["kernels", "--arch", "90"], "architecture must look like sm_90, got '90'");
+        var (code, output, err) = Run("kernels", "--arch", "sm_90");
+        if (code == 0)
+        {
+            Assert.Contains("elementwise.cu: sm_90 CUBIN", output, StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.Equal(1, code);
+            Assert.Contains("NVRTC unavailable: libnvrtc.so.13 / libnvrtc.so.12 not found; tried", err, StringComparison.Ordinal);
+        }
+        if (!Device.IsCudaAvailable)
+            AssertUsageError(["kernels"], "no GPU to take the architecture from");
+    }
 }

@@ -37,6 +37,10 @@ begin "frugal devices"
 "$dn" "$work/app/cli/Frugal.Cli.dll" devices >> "$report" 2>&1
 end
 
+begin "frugal kernels: every embedded kernel through NVRTC for cuda:0's architecture"
+"$dn" "$work/app/cli/Frugal.Cli.dll" kernels >> "$report" 2>&1
+end
+
 begin "tests: every test, on every available device"
 "$dn" exec "$work/app/tests/Frugal.Tests.dll" --no-ansi --progress off --show-test-results all >> "$report" 2>&1
 tests_rc=$?

@@ -5,8 +5,8 @@
 // ---- memory: fill with a bit pattern, strided copy (element sizes 1, 2, 4, 8 bytes) ----
 
 template <typename T>
-__device__ void fill(T* y, T bits, i64 n) {
-    FOR_EACH_ELEMENT(i, n) y[i] = bits;
+__device__ void fill(T* y, Strided ys, T bits, i64 n) {
+    FOR_EACH_ELEMENT(i, n) y[offset_of(ys, i)] = bits;
 }
 
 template <typename T>
@@ -117,7 +117,7 @@ __device__ void where(const unsigned char* c, Strided cs, const T* a, Strided as
 // ---- entry points (extern "C": names the backend looks up with cuModuleGetFunction) ----
 
 #define FRUGAL_MEMORY_ENTRIES(T, S)                                                                        \
-    extern "C" __global__ void fill_##S(T* y, T bits, i64 n) { fill(y, bits, n); }                       \
+    extern "C" __global__ void fill_##S(T* y, Strided ys, T bits, i64 n) { fill(y, ys, bits, n); }       \
     extern "C" __global__ void copy_strided_##S(const T* x, Strided xs, T* y, Strided ys, i64 n) {        \
         copy_strided(x, xs, y, ys, n);                                                                    \
     }

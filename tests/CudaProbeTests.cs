@@ -42,6 +42,22 @@ public class CudaProbeTests
     }
 
     [Fact]
+    public void CudaDeviceWithoutADriverSaysWhatIsMissing()
+    {
+        if (Device.IsCudaAvailable)
+        {
+            var gpu = Device.Cuda(0);
+            Assert.Equal(("cuda:0", DeviceKind.Cuda), (gpu.Name, gpu.Kind));
+            Assert.Same(gpu, Device.Cuda(0));
+            Assert.Throws<ArgumentOutOfRangeException>(() => Device.Cuda(Device.CudaStatus.Devices.Count));
+            return;
+        }
+        var e = Assert.Throws<InvalidOperationException>(() => Device.Cuda(0));
+        Assert.StartsWith("cuda:0: CUDA unavailable: ", e.Message, StringComparison.Ordinal);
+        Assert.Contains(Device.CudaStatus.Reason, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void CudaExceptionNamesFunctionStatusAndNumber()
     {
         var e = new CudaException("cuMemAlloc_v2", 2, "CUDA_ERROR_OUT_OF_MEMORY");

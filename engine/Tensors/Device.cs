@@ -20,6 +20,8 @@ public enum DeviceKind
 public sealed class Device
 {
     private static readonly Lazy<Device> s_cpu = new(() => CreateCpu("cpu"));
+    private static readonly Lock s_cudaLock = new();
+    private static readonly Dictionary<int, Device> s_cuda = [];
 
     private Device(DeviceKind kind, int index, string name, Allocator allocator, Func<Device, IBackend> backend)
     {
@@ -42,6 +44,29 @@ public sealed class Device
     /// <summary>The CUDA driver's answer: its version and GPUs, or why CUDA cannot be used here (which library is
     /// missing and where it was looked for, or the driver's error).</summary>
     public static CudaStatus CudaStatus => CudaProbe.Status;
+
+    /// <summary>GPU <paramref name="index"/> (one context, one stream, a caching allocator with the CPU's categories).
+    /// Internal while the CUDA kernel table is being built (memory and elementwise kernels so far): the tests and
+    /// the GPU bundle use it; <see cref="Best"/> keeps choosing the CPU until every op runs on the GPU.</summary>
+    /// <exception cref="InvalidOperationException">CUDA is unavailable: the message says which library or device is missing.</exception>
+    internal static Device Cuda(int index = 0)
+    {
+        var status = CudaStatus;
+        if (!status.Available)
+            throw new InvalidOperationException($"cuda:{index}: {status}");
+        if (index < 0 || index >= status.Devices.Count)
+            throw new ArgumentOutOfRangeException(nameof(index), $"cuda:{index}: the CUDA driver reports {status.Devices.Count} device(s)");
+        lock (s_cudaLock)
+        {
+            if (!s_cuda.TryGetValue(index, out var device))
+            {
+                var context = new CudaContext(index, status.Devices[index]);
+                var name = $"cuda:{index}";
+                s_cuda[index] = device = new Device(DeviceKind.Cuda, index, name, new CudaAllocator(context, name), _ => new CudaBackend(context));
+            }
+            return device;
+        }
+    }
 
     /// <summary>A new CPU device with its own allocator and counters (same kernels as <see cref="Cpu"/>).</summary>
     public static Device CreateCpu(string name) => new(DeviceKind.Cpu, 0, name, new CpuAllocator(name), d => new CpuBackend(d));

@@ -102,37 +102,8 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         StridedLoop.ForRows(n, 1, (i0, i1) =>
         {
             for (var i = i0; i < i1; i++)
-                Write(d, dt, i, Read(s, st, i));
+                DTypeCodec.Write(d, dt, i, DTypeCodec.Read(s, st, i));
         });
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static double Read(byte* p, DType t, long i) => t switch
-    {
-        DType.F32 => ((float*)p)[i],
-        DType.F64 => ((double*)p)[i],
-        DType.F16 => (double)((Half*)p)[i],
-        DType.BF16 => (float)((BFloat16*)p)[i],
-        DType.I8 => ((sbyte*)p)[i],
-        DType.U8 => p[i],
-        DType.I32 => ((int*)p)[i],
-        _ => throw new NotSupportedException(t.ToString()),
-    };
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Write(byte* p, DType t, long i, double v)
-    {
-        switch (t)
-        {
-            case DType.F32: ((float*)p)[i] = (float)v; break;
-            case DType.F64: ((double*)p)[i] = v; break;
-            case DType.F16: ((Half*)p)[i] = (Half)v; break;
-            case DType.BF16: ((BFloat16*)p)[i] = (BFloat16)v; break;
-            case DType.I8: ((sbyte*)p)[i] = (sbyte)Math.Clamp(Math.Round(v), sbyte.MinValue, sbyte.MaxValue); break;
-            case DType.U8: p[i] = (byte)Math.Clamp(Math.Round(v), 0, byte.MaxValue); break;
-            case DType.I32: ((int*)p)[i] = (int)Math.Clamp(Math.Round(v), int.MinValue, int.MaxValue); break;
-            default: throw new NotSupportedException(t.ToString());
-        }
     }
 
     /// <inheritdoc/>
@@ -147,7 +118,7 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
             {
                 var off = plan.Offset(0, r);
                 for (var i = 0; i < plan.RowLength; i++)
-                    Write(b + (off + (long)i * plan.Strides[0][^1]) * size, dst.DType, 0, value);
+                    DTypeCodec.Write(b + (off + (long)i * plan.Strides[0][^1]) * size, dst.DType, 0, value);
             }
             return;
         }
@@ -158,7 +129,7 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
             default:
                 var n = dst.Numel;
                 for (long i = 0; i < n; i++)
-                    Write((byte*)dst.Data, dst.DType, i, value);
+                    DTypeCodec.Write((byte*)dst.Data, dst.DType, i, value);
                 break;
         }
     }

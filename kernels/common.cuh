@@ -31,6 +31,7 @@ __device__ double tanh(double);
 __device__ double sqrt(double);
 __device__ double fabs(double);
 __device__ double pow(double, double);
+__device__ double cos(double);
 }
 #endif
 

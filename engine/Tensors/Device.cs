@@ -46,7 +46,7 @@ public sealed class Device
     public static CudaStatus CudaStatus => CudaProbe.Status;
 
     /// <summary>GPU <paramref name="index"/> (one context, one stream, a caching allocator with the CPU's categories).
-    /// Internal while the CUDA kernel table is being built (memory and elementwise kernels so far): the tests and
+    /// Internal while the CUDA kernel table is being built (see CudaBackend for what runs on the GPU): the tests and
     /// the GPU bundle use it; <see cref="Best"/> keeps choosing the CPU until every op runs on the GPU.</summary>
     /// <exception cref="InvalidOperationException">CUDA is unavailable: the message says which library or device is missing.</exception>
     internal static Device Cuda(int index = 0)

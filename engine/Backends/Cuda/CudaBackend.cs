@@ -2,13 +2,16 @@ using Frugal.Backends.Cuda.Native;
 
 namespace Frugal.Backends.Cuda;
 
-/// <summary>The CUDA kernel table, in progress: memory (upload, download, strided copy, fill) and the elementwise
-/// kernels (unary with derivatives, binary, comparisons, where) of <c>kernels/elementwise.cu</c> run on the GPU;
+/// <summary>The CUDA kernel table, in progress: memory (upload, download, strided copy, fill), the elementwise
+/// kernels (unary with derivatives, binary, comparisons, where), Philox randomness and dropout, and the fused SGD
+/// and Adam/AdamW updates (<c>kernels/elementwise.cu</c>, <c>random.cu</c>, <c>optim.cu</c>), and GEMM through cuBLAS;
 /// the other entries throw <see cref="NotSupportedException"/> naming the op until their kernels land. Every
 /// operation is queued on the device's stream; <see cref="Download"/> synchronises.</summary>
 internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
 {
     private const string Elementwise = "elementwise.cu";
+    private const string RandomKernels = "random.cu";
+    private const string Optimizers = "optim.cu";
 
     /// <inheritdoc/>
     public string Name => $"cuda:{context.Ordinal}";
@@ -122,6 +125,120 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
             k.Add(y.Numel);
         });
 
+    // ---- matrix products: cuBLAS ----
+
+    /// <summary>Lets F32 products use TF32 tensor cores (10-bit mantissa inputs, F32 accumulation); off by default,
+    /// as PyTorch's <c>allow_tf32</c> for matmul.</summary>
+    public static bool AllowTf32 { get; set; }
+
+    /// <inheritdoc/>
+    public void Gemm(in GemmArgs args, DType dtype, nint a, nint b, nint c)
+    {
+        if (args.Batch == 0 || args.M == 0 || args.N == 0)
+            return;
+        context.MakeCurrent();
+        // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands and m, n.
+        var (opA, opB) = (args.TransA ? Cublas.OpT : Cublas.OpN, args.TransB ? Cublas.OpT : Cublas.OpN);
+        int status;
+        switch (dtype)
+        {
+            case DType.F32:
+            {
+                float alpha = (float)args.Alpha, beta = (float)args.Beta;
+                status = Cublas.GemmStridedBatchedEx(context.Cublas, opB, opA, args.N, args.M, args.K, &alpha,
+                    b, Cublas.R32F, args.Ldb, args.StrideB, a, Cublas.R32F, args.Lda, args.StrideA, &beta,
+                    c, Cublas.R32F, args.Ldc, args.StrideC, args.Batch, AllowTf32 ? Cublas.Compute32FFastTf32 : Cublas.Compute32F, Cublas.GemmDefault);
+                break;
+            }
+            case DType.F64:
+            {
+                double alpha = args.Alpha, beta = args.Beta;
+                status = Cublas.GemmStridedBatchedEx(context.Cublas, opB, opA, args.N, args.M, args.K, &alpha,
+                    b, Cublas.R64F, args.Ldb, args.StrideB, a, Cublas.R64F, args.Lda, args.StrideA, &beta,
+                    c, Cublas.R64F, args.Ldc, args.StrideC, args.Batch, Cublas.Compute64F, Cublas.GemmDefault);
+                break;
+            }
+            default:
+                throw new NotSupportedException($"{Name} Gemm: dtype {dtype.Name()} is a storage type; compute in f32 or f64");
+        }
+        Cublas.Check(status, "cublasGemmStridedBatchedEx");
+    }
+
+    // ---- randomness (the CPU's Philox stream) ----
+
+    /// <inheritdoc/>
+    public void Random(StridedView dst, RandomKind kind, double a, double b, ulong seed, ulong offset)
+        => Run(RandomKernels, $"random_{FloatSuffix("Random", dst.DType)}", dst.Numel, (ref KernelArgs k) =>
+        {
+            k.Add(dst.Data);
+            k.Add(kind == RandomKind.Normal ? 1 : 0);
+            k.Add(a);
+            k.Add(b);
+            k.Add(seed);
+            k.Add(offset);
+            k.Add(dst.Numel);
+        });
+
+    /// <inheritdoc/>
+    public void Dropout(StridedView x, double p, ulong seed, ulong offset, StridedView y, StridedView mask)
+        => Run(RandomKernels, $"dropout_{FloatSuffix("Dropout", x.DType)}", x.Numel, (ref KernelArgs k) =>
+        {
+            k.Add(x.Data);
+            k.Add((float)p);
+            AddScalar(ref k, x.DType, 1.0 / (1.0 - p));
+            k.Add(seed);
+            k.Add(offset);
+            k.Add(y.Data);
+            k.Add(mask.Data);
+            k.Add(x.Numel);
+        });
+
+    // ---- optimizers ----
+
+    /// <inheritdoc/>
+    public void SgdStep(StridedView param, StridedView grad, StridedView momentum, in SgdArgs args)
+    {
+        var s = args;
+        var t = param.DType;
+        Run(Optimizers, $"sgd_{FloatSuffix("SgdStep", t)}", param.Numel, (ref KernelArgs k) =>
+        {
+            k.Add(param.Data);
+            k.Add(grad.Data);
+            k.Add(momentum.Data);
+            AddScalar(ref k, t, s.Lr);
+            AddScalar(ref k, t, s.Momentum);
+            AddScalar(ref k, t, 1 - s.Dampening);
+            AddScalar(ref k, t, s.WeightDecay);
+            k.Add(s.Momentum != 0 ? 1 : 0);
+            k.Add(s.FirstStep ? 1 : 0);
+            k.Add(s.Nesterov ? 1 : 0);
+            k.Add(param.Numel);
+        });
+    }
+
+    /// <inheritdoc/>
+    public void AdamStep(StridedView param, StridedView grad, StridedView m, StridedView v, in AdamArgs args)
+    {
+        var s = args;
+        var t = param.DType;
+        Run(Optimizers, $"adam_{FloatSuffix("AdamStep", t)}", param.Numel, (ref KernelArgs k) =>
+        {
+            k.Add(param.Data);
+            k.Add(grad.Data);
+            k.Add(m.Data);
+            k.Add(v.Data);
+            // The same factors, computed in double on the host, as the CPU kernel uses.
+            foreach (var factor in new[]
+            {
+                s.Lr, s.Beta1, s.Beta2, 1 - s.Beta1, 1 - s.Beta2, s.Eps, s.WeightDecay,
+                1 / (1 - Math.Pow(s.Beta1, s.Step)), 1 / Math.Sqrt(1 - Math.Pow(s.Beta2, s.Step)), 1 - s.Lr * s.WeightDecay,
+            })
+                AddScalar(ref k, t, factor);
+            k.Add(s.Decoupled ? 1 : 0);
+            k.Add(param.Numel);
+        });
+    }
+
     // ---- not yet on the GPU ----
 
     /// <inheritdoc/>
@@ -133,8 +250,6 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
     /// <inheritdoc/>
     public void ArgMax(StridedView x, int axis, StridedView y) => throw NotYet(nameof(ArgMax));
 
-    /// <inheritdoc/>
-    public void Gemm(in GemmArgs args, DType dtype, nint a, nint b, nint c) => throw NotYet(nameof(Gemm));
 
     /// <inheritdoc/>
     public void Softmax(StridedView x, StridedView y, bool log) => throw NotYet(nameof(Softmax));
@@ -185,31 +300,22 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
     /// <inheritdoc/>
     public void AvgPool2dBackward(in Pool2dArgs args, StridedView dy, StridedView dx) => throw NotYet(nameof(AvgPool2dBackward));
 
-    /// <inheritdoc/>
-    public void Dropout(StridedView x, double p, ulong seed, ulong offset, StridedView y, StridedView mask) => throw NotYet(nameof(Dropout));
-
-    /// <inheritdoc/>
-    public void Random(StridedView dst, RandomKind kind, double a, double b, ulong seed, ulong offset) => throw NotYet(nameof(Random));
-
-    /// <inheritdoc/>
-    public void SgdStep(StridedView param, StridedView grad, StridedView momentum, in SgdArgs args) => throw NotYet(nameof(SgdStep));
-
-    /// <inheritdoc/>
-    public void AdamStep(StridedView param, StridedView grad, StridedView m, StridedView v, in AdamArgs args) => throw NotYet(nameof(AdamStep));
 
     // ---- helpers ----
 
     private delegate void ArgWriter(ref KernelArgs args);
 
-    private void Run(string entry, long elements, ArgWriter write)
+    private void Run(string entry, long elements, ArgWriter write) => Run(Elementwise, entry, elements, write);
+
+    private void Run(string file, string entry, long elements, ArgWriter write)
     {
         if (elements == 0)
             return;
         context.MakeCurrent();
-        var function = context.Function(Elementwise, entry);
+        var function = context.Function(file, entry);
         var storage = stackalloc byte[1024];
-        var pointers = stackalloc void*[16];
-        var args = new KernelArgs(storage, 1024, pointers, 16);
+        var pointers = stackalloc void*[24];
+        var args = new KernelArgs(storage, 1024, pointers, 24);
         write(ref args);
         context.Launch(function, elements, args, entry);
     }
@@ -240,5 +346,5 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
     };
 
     private NotSupportedException NotYet(string op)
-        => new($"{Name}: {op} has no CUDA kernel yet (the CUDA backend is being built: memory and elementwise ops run on the GPU so far)");
+        => new($"{Name}: {op} has no CUDA kernel yet (the CUDA backend is being built: memory, elementwise, random, optimizer kernels and GEMM run on the GPU so far)");
 }

@@ -37,6 +37,7 @@ internal sealed unsafe class CudaContext : IDisposable
     private readonly Dictionary<string, ModuleHandle> _modules = new(StringComparer.Ordinal);
     private readonly Dictionary<(string, string), nint> _functions = [];
     private readonly Lock _lock = new();
+    private CublasHandle? _cublas;
 
     public CudaContext(int ordinal, CudaDeviceInfo info)
     {
@@ -92,6 +93,25 @@ internal sealed unsafe class CudaContext : IDisposable
         }
     }
 
+    /// <summary>The cuBLAS handle of this device, created on first use and bound to the stream.</summary>
+    public nint Cublas
+    {
+        get
+        {
+            lock (_lock)
+            {
+                if (_cublas is null)
+                {
+                    MakeCurrent();
+                    Native.Cublas.Check(Native.Cublas.Create(out var handle), "cublasCreate_v2");
+                    _cublas = new CublasHandle(handle);
+                    Native.Cublas.Check(Native.Cublas.SetStream(handle, Stream), "cublasSetStream_v2");
+                }
+                return _cublas.DangerousGetHandle();
+            }
+        }
+    }
+
     /// <summary>Launches a grid-stride kernel over <paramref name="elements"/> elements on the stream.</summary>
     public void Launch(nint function, long elements, in KernelArgs args, string what)
     {
@@ -109,6 +129,7 @@ internal sealed unsafe class CudaContext : IDisposable
                 m.Dispose();
             _modules.Clear();
             _functions.Clear();
+            _cublas?.Dispose();
         }
         _stream.Dispose();
         _context.Dispose();

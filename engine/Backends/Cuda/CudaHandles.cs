@@ -43,3 +43,10 @@ internal sealed class ModuleHandle(nint module) : CudaHandle(module)
     /// <inheritdoc/>
     protected override bool ReleaseHandle() => Driver.ModuleUnload(handle) == 0;
 }
+
+/// <summary>A cuBLAS handle bound to the device's stream.</summary>
+internal sealed class CublasHandle(nint cublas) : CudaHandle(cublas)
+{
+    /// <inheritdoc/>
+    protected override bool ReleaseHandle() => Cublas.Destroy(handle) == 0;
+}

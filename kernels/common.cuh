@@ -32,6 +32,16 @@ __device__ double sqrt(double);
 __device__ double fabs(double);
 __device__ double pow(double, double);
 __device__ double cos(double);
+__device__ double rint(double);
+}
+__device__ __forceinline__ float __shfl_down_sync(unsigned mask, float v, unsigned delta) {
+    return __nvvm_shfl_sync_down_f32(mask, v, delta, 0x1f);
+}
+__device__ __forceinline__ double __shfl_down_sync(unsigned mask, double v, unsigned delta) {
+    long long bits = __builtin_bit_cast(long long, v);
+    int lo = __nvvm_shfl_sync_down_i32(mask, (int)bits, delta, 0x1f);
+    int hi = __nvvm_shfl_sync_down_i32(mask, (int)(bits >> 32), delta, 0x1f);
+    return __builtin_bit_cast(double, ((long long)hi << 32) | (unsigned int)lo);
 }
 #endif
 
@@ -61,7 +71,7 @@ __device__ __forceinline__ i64 offset_of(const Strided& v, i64 i) {
     return off;
 }
 
-// ---- op codes: the values of Frugal.Backends.UnaryOp and BinaryOp ----
+// ---- op codes: the values of Frugal.Backends.UnaryOp, BinaryOp and ReduceOp ----
 
 enum UnaryCode {
     UNARY_NEG = 0, UNARY_EXP = 1, UNARY_LOG = 2, UNARY_TANH = 3, UNARY_SIGMOID = 4, UNARY_RELU = 5,
@@ -72,6 +82,11 @@ enum BinaryCode {
     BINARY_ADD = 0, BINARY_SUB = 1, BINARY_MUL = 2, BINARY_DIV = 3, BINARY_POW = 4, BINARY_MAXIMUM = 5,
     BINARY_MINIMUM = 6, BINARY_EQ = 7, BINARY_NE = 8, BINARY_LT = 9, BINARY_LE = 10, BINARY_GT = 11, BINARY_GE = 12
 };
+
+enum ReduceCode { REDUCE_SUM = 0, REDUCE_MEAN = 1, REDUCE_MAX = 2, REDUCE_MIN = 3 };
+
+// The values of Frugal.DType.
+enum DTypeCode { DTYPE_F32 = 0, DTYPE_F64 = 1, DTYPE_F16 = 2, DTYPE_BF16 = 3, DTYPE_I8 = 4, DTYPE_U8 = 5, DTYPE_I32 = 6 };
 
 // ---- math overloads over float and double ----
 
@@ -87,6 +102,37 @@ __device__ __forceinline__ float fr_abs(float x) { return fabsf(x); }
 __device__ __forceinline__ double fr_abs(double x) { return fabs(x); }
 __device__ __forceinline__ float fr_pow(float x, float y) { return powf(x, y); }
 __device__ __forceinline__ double fr_pow(double x, double y) { return pow(x, y); }
+
+// NaN-propagating maximum and minimum (as .NET's Math.Max/Min and the CPU backend).
+template <typename T> __device__ __forceinline__ T nan_max(T a, T b) { return a != a ? a : b != b ? b : (a > b ? a : b); }
+template <typename T> __device__ __forceinline__ T nan_min(T a, T b) { return a != a ? a : b != b ? b : (a < b ? a : b); }
+
+struct SumOp { template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; } };
+struct MaxOp { template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return nan_max(a, b); } };
+
+// Reduction of one value per thread over the whole block (blockDim.x a multiple of 32, at most 1024): warp
+// shuffles, then one value per warp through shared memory. Every thread gets the result.
+template <typename T, typename Op>
+__device__ T block_reduce(T v, Op op, T identity) {
+    __shared__ T partial[32];
+    for (int offset = 16; offset > 0; offset >>= 1)
+        v = op(v, __shfl_down_sync(0xffffffffu, v, offset));
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    __syncthreads();  // partial[] may still be read by a previous call
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    v = (int)threadIdx.x < (int)(blockDim.x >> 5) ? partial[threadIdx.x] : identity;
+    if (warp == 0)
+        for (int offset = 16; offset > 0; offset >>= 1)
+            v = op(v, __shfl_down_sync(0xffffffffu, v, offset));
+    if (threadIdx.x == 0) partial[0] = v;
+    __syncthreads();
+    return partial[0];
+}
+
+// One block per row over a grid-stride loop of rows; threads stride over the row's columns.
+#define FOR_EACH_ROW(r, rows) for (i64 r = blockIdx.x; r < (rows); r += gridDim.x)
+#define FOR_EACH_COLUMN(c, cols) for (i64 c = threadIdx.x; c < (cols); c += blockDim.x)
 
 // One thread per element over a grid-stride loop.
 #define FOR_EACH_ELEMENT(i, n) \

@@ -43,11 +43,13 @@ public partial class KernelAbiTests
     {
         AssertCodes<UnaryOp>("UNARY");
         AssertCodes<BinaryOp>("BINARY");
+        AssertCodes<ReduceOp>("REDUCE");
+        AssertCodes<DType>("DTYPE");
     }
 
     private static void AssertCodes<TEnum>(string prefix) where TEnum : struct, Enum
     {
-        var codes = Regex.Matches(Header, $@"\b{prefix}_([A-Z_]+) = (\d+)")
+        var codes = Regex.Matches(Header, $@"\b{prefix}_([A-Z0-9_]+) = (\d+)")
             .ToDictionary(m => m.Groups[1].Value.Replace("_", "", StringComparison.Ordinal), m => int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture),
                 StringComparer.OrdinalIgnoreCase);
         foreach (var value in Enum.GetValues<TEnum>())

@@ -12,6 +12,10 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
     private const string Elementwise = "elementwise.cu";
     private const string RandomKernels = "random.cu";
     private const string Optimizers = "optim.cu";
+    private const string Rows = "rows.cu";
+    private const string Reductions = "reduce.cu";
+    private const string Indexing = "indexing.cu";
+    private const string Casts = "cast.cu";
 
     /// <inheritdoc/>
     public string Name => $"cuda:{context.Ordinal}";
@@ -124,6 +128,187 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
             k.Add(y.Data);
             k.Add(y.Numel);
         });
+
+    /// <inheritdoc/>
+    public void Cast(StridedView src, StridedView dst)
+        => Run(Casts, "cast", dst.Numel, (ref KernelArgs k) =>
+        {
+            k.Add(src.Data);
+            k.Add((int)src.DType);
+            k.Add(dst.Data);
+            k.Add((int)dst.DType);
+            k.Add(dst.Numel);
+        });
+
+    // ---- reductions ----
+
+    /// <inheritdoc/>
+    public void Reduce(ReduceOp op, StridedView x, int[] axes, StridedView y)
+    {
+        var kept = Enumerable.Range(0, x.Rank).Where(d => !axes.Contains(d)).ToArray();
+        var keptView = Select(x, kept);
+        var reducedView = Select(x, axes);
+        Run(Reductions, $"reduce_{FloatSuffix("Reduce", x.DType)}", y.Numel, (ref KernelArgs k) =>
+        {
+            k.Add((int)op);
+            k.Add(x.Data);
+            k.Add(KernelAbi.Strided.From(keptView, "kept axes of x"));
+            k.Add(KernelAbi.Strided.From(reducedView, "reduced axes of x"));
+            k.Add(reducedView.Numel);
+            k.Add(y.Data);
+            k.Add(y.Numel);
+        });
+    }
+
+    /// <inheritdoc/>
+    public void ArgMax(StridedView x, int axis, StridedView y)
+    {
+        var keptView = Select(x, [.. Enumerable.Range(0, x.Rank).Where(d => d != axis)]);
+        Run(Reductions, $"argmax_{FloatSuffix("ArgMax", x.DType)}", y.Numel, (ref KernelArgs k) =>
+        {
+            k.Add(x.Data);
+            k.Add(KernelAbi.Strided.From(keptView, "kept axes of x"));
+            k.Add((long)x.Shape[axis]);
+            k.Add((long)x.Strides[axis]);
+            k.Add(y.Data);
+            k.Add(y.Numel);
+        });
+    }
+
+    /// <summary>The axes <paramref name="axes"/> of <paramref name="v"/>, in that order, as a view (same data).</summary>
+    private static StridedView Select(StridedView v, int[] axes)
+        => new(v.Data, v.DType, [.. axes.Select(d => v.Shape[d])], [.. axes.Select(d => v.Strides[d])]);
+
+    // ---- rows: softmax, cross-entropy, layer normalisation ----
+
+    /// <inheritdoc/>
+    public void Softmax(StridedView x, StridedView y, bool log)
+        => RunRows($"softmax_{FloatSuffix("Softmax", x.DType)}", x, (ref KernelArgs k) =>
+        {
+            k.Add(x.Data);
+            k.Add(y.Data);
+            AddRowsCols(ref k, x);
+            k.Add(log ? 1 : 0);
+        });
+
+    /// <inheritdoc/>
+    public void SoftmaxBackward(StridedView y, StridedView dy, StridedView dx, bool log)
+        => RunRows($"softmax_backward_{FloatSuffix("SoftmaxBackward", y.DType)}", y, (ref KernelArgs k) =>
+        {
+            k.Add(y.Data);
+            k.Add(dy.Data);
+            k.Add(dx.Data);
+            AddRowsCols(ref k, y);
+            k.Add(log ? 1 : 0);
+        });
+
+    /// <inheritdoc/>
+    public void CrossEntropy(StridedView logits, StridedView targets, StridedView loss, int ignoreIndex)
+        => RunRows($"cross_entropy_{FloatSuffix("CrossEntropy", logits.DType)}", logits, (ref KernelArgs k) =>
+        {
+            k.Add(logits.Data);
+            k.Add(targets.Data);
+            k.Add(loss.Data);
+            AddRowsCols(ref k, logits);
+            k.Add(ignoreIndex);
+        });
+
+    /// <inheritdoc/>
+    public void CrossEntropyBackward(StridedView logits, StridedView targets, StridedView dloss, StridedView dlogits, int ignoreIndex)
+        => RunRows($"cross_entropy_backward_{FloatSuffix("CrossEntropyBackward", logits.DType)}", logits, (ref KernelArgs k) =>
+        {
+            k.Add(logits.Data);
+            k.Add(targets.Data);
+            k.Add(dloss.Data);
+            k.Add(dlogits.Data);
+            AddRowsCols(ref k, logits);
+            k.Add(ignoreIndex);
+        });
+
+    /// <inheritdoc/>
+    public void LayerNorm(StridedView x, StridedView gamma, StridedView beta, double eps, StridedView y, StridedView mean, StridedView rstd)
+        => RunRows($"layernorm_{FloatSuffix("LayerNorm", x.DType)}", x, (ref KernelArgs k) =>
+        {
+            k.Add(x.Data);
+            k.Add(gamma.Data);
+            k.Add(beta.Data);
+            AddScalar(ref k, x.DType, eps);
+            k.Add(y.Data);
+            k.Add(mean.Data);
+            k.Add(rstd.Data);
+            AddRowsCols(ref k, x);
+        });
+
+    /// <inheritdoc/>
+    public void LayerNormBackward(StridedView x, StridedView gamma, StridedView mean, StridedView rstd, StridedView dy, StridedView dx, StridedView dgamma, StridedView dbeta)
+    {
+        var suffix = FloatSuffix("LayerNormBackward", x.DType);
+        RunRows($"layernorm_backward_input_{suffix}", x, (ref KernelArgs k) =>
+        {
+            k.Add(x.Data);
+            k.Add(gamma.Data);
+            k.Add(mean.Data);
+            k.Add(rstd.Data);
+            k.Add(dy.Data);
+            k.Add(dx.Data);
+            AddRowsCols(ref k, x);
+        });
+        if (dgamma.Data == 0 && dbeta.Data == 0)
+            return;
+        Run(Rows, $"layernorm_backward_params_{suffix}", x.Shape[1], (ref KernelArgs k) =>
+        {
+            k.Add(x.Data);
+            k.Add(mean.Data);
+            k.Add(rstd.Data);
+            k.Add(dy.Data);
+            k.Add(dgamma.Data);
+            k.Add(dbeta.Data);
+            AddRowsCols(ref k, x);
+        });
+    }
+
+    // ---- indexing ----
+
+    /// <inheritdoc/>
+    public void IndexSelect(StridedView src, int axis, StridedView index, StridedView dst)
+    {
+        var (_, inner) = AroundAxis(src, axis);
+        Run(Indexing, "index_select_bytes", dst.Numel, (ref KernelArgs k) =>
+        {
+            k.Add(src.Data);
+            k.Add(index.Data);
+            k.Add(dst.Data);
+            k.Add((long)index.Shape[0]);
+            k.Add((long)src.Shape[axis]);
+            k.Add(inner);
+            k.Add((long)src.DType.SizeOf());
+            k.Add(dst.Numel);
+        });
+    }
+
+    /// <inheritdoc/>
+    public void IndexAdd(StridedView src, int axis, StridedView index, StridedView dst)
+    {
+        var (outer, inner) = AroundAxis(dst, axis);
+        Run(Indexing, $"index_add_{FloatSuffix("IndexAdd", src.DType)}", outer * inner, (ref KernelArgs k) =>
+        {
+            k.Add(src.Data);
+            k.Add(index.Data);
+            k.Add(dst.Data);
+            k.Add(outer);
+            k.Add((long)index.Shape[0]);
+            k.Add((long)dst.Shape[axis]);
+            k.Add(inner);
+        });
+    }
+
+    private static (long Outer, long Inner) AroundAxis(StridedView v, int axis)
+    {
+        long outer = 1, inner = 1;
+        for (var i = 0; i < axis; i++) outer *= v.Shape[i];
+        for (var i = axis + 1; i < v.Rank; i++) inner *= v.Shape[i];
+        return (outer, inner);
+    }
 
     // ---- matrix products: cuBLAS ----
 
@@ -241,42 +426,6 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
 
     // ---- not yet on the GPU ----
 
-    /// <inheritdoc/>
-    public void Cast(StridedView src, StridedView dst) => throw NotYet(nameof(Cast));
-
-    /// <inheritdoc/>
-    public void Reduce(ReduceOp op, StridedView x, int[] axes, StridedView y) => throw NotYet(nameof(Reduce));
-
-    /// <inheritdoc/>
-    public void ArgMax(StridedView x, int axis, StridedView y) => throw NotYet(nameof(ArgMax));
-
-
-    /// <inheritdoc/>
-    public void Softmax(StridedView x, StridedView y, bool log) => throw NotYet(nameof(Softmax));
-
-    /// <inheritdoc/>
-    public void SoftmaxBackward(StridedView y, StridedView dy, StridedView dx, bool log) => throw NotYet(nameof(SoftmaxBackward));
-
-    /// <inheritdoc/>
-    public void CrossEntropy(StridedView logits, StridedView targets, StridedView loss, int ignoreIndex) => throw NotYet(nameof(CrossEntropy));
-
-    /// <inheritdoc/>
-    public void CrossEntropyBackward(StridedView logits, StridedView targets, StridedView dloss, StridedView dlogits, int ignoreIndex)
-        => throw NotYet(nameof(CrossEntropyBackward));
-
-    /// <inheritdoc/>
-    public void LayerNorm(StridedView x, StridedView gamma, StridedView beta, double eps, StridedView y, StridedView mean, StridedView rstd)
-        => throw NotYet(nameof(LayerNorm));
-
-    /// <inheritdoc/>
-    public void LayerNormBackward(StridedView x, StridedView gamma, StridedView mean, StridedView rstd, StridedView dy, StridedView dx, StridedView dgamma, StridedView dbeta)
-        => throw NotYet(nameof(LayerNormBackward));
-
-    /// <inheritdoc/>
-    public void IndexSelect(StridedView src, int axis, StridedView index, StridedView dst) => throw NotYet(nameof(IndexSelect));
-
-    /// <inheritdoc/>
-    public void IndexAdd(StridedView src, int axis, StridedView index, StridedView dst) => throw NotYet(nameof(IndexAdd));
 
     /// <inheritdoc/>
     public void Conv2d(in Conv2dArgs args, StridedView x, StridedView w, StridedView bias, StridedView y) => throw NotYet(nameof(Conv2d));
@@ -307,9 +456,15 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
 
     private void Run(string entry, long elements, ArgWriter write) => Run(Elementwise, entry, elements, write);
 
-    private void Run(string file, string entry, long elements, ArgWriter write)
+    private void Run(string file, string entry, long elements, ArgWriter write) => Launch(file, entry, elements, perRow: false, write);
+
+    private void RunRows(string entry, StridedView rowsByCols, ArgWriter write) => Launch(Rows, entry, rowsByCols.Shape[0], perRow: true, write);
+
+    /// <summary>Packs the arguments and launches <paramref name="entry"/> of <paramref name="file"/> over
+    /// <paramref name="count"/> elements (grid-stride) or rows (a block per row).</summary>
+    private void Launch(string file, string entry, long count, bool perRow, ArgWriter write)
     {
-        if (elements == 0)
+        if (count == 0)
             return;
         context.MakeCurrent();
         var function = context.Function(file, entry);
@@ -317,7 +472,16 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
         var pointers = stackalloc void*[24];
         var args = new KernelArgs(storage, 1024, pointers, 24);
         write(ref args);
-        context.Launch(function, elements, args, entry);
+        if (perRow)
+            context.LaunchRows(function, count, args, entry);
+        else
+            context.Launch(function, count, args, entry);
+    }
+
+    private static void AddRowsCols(ref KernelArgs args, StridedView rowsByCols)
+    {
+        args.Add((long)rowsByCols.Shape[0]);
+        args.Add((long)rowsByCols.Shape[1]);
     }
 
     private static void AddScalar(ref KernelArgs args, DType dtype, double value)

@@ -121,6 +121,15 @@ internal sealed unsafe class CudaContext : IDisposable
         Driver.Check(Driver.LaunchKernel(function, blocks, 1, 1, ThreadsPerBlock, 1, 1, 0, Stream, args.Pointers, null), $"cuLaunchKernel({what})");
     }
 
+    /// <summary>Launches a row kernel: one block of 256 threads per row, rows beyond the grid taken in turn.</summary>
+    public void LaunchRows(nint function, long rows, in KernelArgs args, string what)
+    {
+        if (rows == 0)
+            return;
+        var blocks = (uint)Math.Min(rows, 65535);
+        Driver.Check(Driver.LaunchKernel(function, blocks, 1, 1, ThreadsPerBlock, 1, 1, 0, Stream, args.Pointers, null), $"cuLaunchKernel({what})");
+    }
+
     public void Dispose()
     {
         lock (_lock)

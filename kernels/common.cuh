@@ -60,6 +60,16 @@ struct Strided {
 };
 static_assert(sizeof(Strided) == 136, "Strided must match KernelAbi.Strided (136 bytes)");
 
+// Geometry of a 2-D convolution or pooling window over NCHW input (out_c unused by pooling; dilation 1 there).
+// 64 bytes.
+struct Window {
+    int n, c, h, w;
+    int out_c, kh, kw, out_h;
+    int out_w, stride_h, stride_w, pad_h;
+    int pad_w, dilation_h, dilation_w, pad;
+};
+static_assert(sizeof(Window) == 64, "Window must match KernelAbi.Window (64 bytes)");
+
 // Offset in elements of the element with row-major linear index i.
 __device__ __forceinline__ i64 offset_of(const Strided& v, i64 i) {
     i64 off = 0;

@@ -34,6 +34,8 @@ public partial class KernelAbiTests
         var asserted = int.Parse(SizeAssert().Match(Header).Groups[1].Value, CultureInfo.InvariantCulture);
         Assert.Equal(asserted, Unsafe.SizeOf<KernelAbi.Strided>());
         Assert.Equal(136, asserted);
+        var window = int.Parse(WindowSizeAssert().Match(Header).Groups[1].Value, CultureInfo.InvariantCulture);
+        Assert.Equal(window, Unsafe.SizeOf<KernelAbi.Window>());
         var maxDims = int.Parse(MaxDims().Match(Header).Groups[1].Value, CultureInfo.InvariantCulture);
         Assert.Equal(KernelAbi.MaxDims, maxDims);
     }
@@ -94,6 +96,9 @@ public partial class KernelAbiTests
 
     [GeneratedRegex(@"static_assert\(sizeof\(Strided\) == (\d+)")]
     private static partial Regex SizeAssert();
+
+    [GeneratedRegex(@"static_assert\(sizeof\(Window\) == (\d+)")]
+    private static partial Regex WindowSizeAssert();
 
     [GeneratedRegex(@"#define FRUGAL_MAX_DIMS (\d+)")]
     private static partial Regex MaxDims();

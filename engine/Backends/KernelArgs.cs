@@ -96,6 +96,14 @@ public readonly record struct Conv2dArgs(
 
     /// <summary>Output width.</summary>
     public int OutW => (W + 2 * PadW - DilationW * (KW - 1) - 1) / StrideW + 1;
+
+    /// <summary>How many images' im2col columns (C·KH·KW × OH·OW values each) fit in <paramref name="budgetElements"/>:
+    /// at least 1, at most N. Backends convolve in chunks of this many images.</summary>
+    public int ImagesPerChunk(long budgetElements)
+    {
+        var perImage = (long)C * KH * KW * OutH * OutW;
+        return (int)Math.Clamp(budgetElements / Math.Max(perImage, 1), 1, N);
+    }
 }
 
 /// <summary>Geometry of a 2-D pooling window over NCHW input.</summary>

@@ -46,8 +46,8 @@ public sealed class Device
     public static CudaStatus CudaStatus => CudaProbe.Status;
 
     /// <summary>GPU <paramref name="index"/> (one context, one stream, a caching allocator with the CPU's categories).
-    /// Internal while the CUDA kernel table is being built (see CudaBackend for what runs on the GPU): the tests and
-    /// the GPU bundle use it; <see cref="Best"/> keeps choosing the CPU until every op runs on the GPU.</summary>
+    /// Internal until the CUDA backend has passed the conformance suite on a GPU (the GPU bundle's report): the tests
+    /// and the bundle use it; <see cref="Best"/> keeps choosing the CPU until then.</summary>
     /// <exception cref="InvalidOperationException">CUDA is unavailable: the message says which library or device is missing.</exception>
     internal static Device Cuda(int index = 0)
     {
@@ -62,7 +62,7 @@ public sealed class Device
             {
                 var context = new CudaContext(index, status.Devices[index]);
                 var name = $"cuda:{index}";
-                s_cuda[index] = device = new Device(DeviceKind.Cuda, index, name, new CudaAllocator(context, name), _ => new CudaBackend(context));
+                s_cuda[index] = device = new Device(DeviceKind.Cuda, index, name, new CudaAllocator(context, name), d => new CudaBackend(context, d.Allocator));
             }
             return device;
         }

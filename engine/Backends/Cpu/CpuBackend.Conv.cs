@@ -11,11 +11,6 @@ public sealed unsafe partial class CpuBackend
     // buffer (Workspace memory) to about 16 MiB.
     private const long ColumnBudgetElements = 4L << 20;
 
-    private static int ChunkImages(in Conv2dArgs a)
-    {
-        var perImage = (long)a.C * a.KH * a.KW * a.OutH * a.OutW;
-        return (int)Math.Clamp(ColumnBudgetElements / Math.Max(perImage, 1), 1, a.N);
-    }
 
     /// <inheritdoc/>
     public void Conv2d(in Conv2dArgs args, StridedView x, StridedView w, StridedView bias, StridedView y)
@@ -28,8 +23,9 @@ public sealed unsafe partial class CpuBackend
     {
         int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
         T* x = P<T>(xv), w = P<T>(wv), y = P<T>(yv), bias = P<T>(bv);
-        ForEachChunk<T>(a, "conv2d.output", (n0, b, c, o) =>
+        ForEachChunk<T>(a, "conv2d.output", (n0, b, cp, op) =>
         {
+            T* c = (T*)cp, o = (T*)op;
             Im2Col(a, x + (long)n0 * a.C * a.H * a.W, b, c);
             GemmT(false, false, a.OutC, b * ohw, ckk, w, ckk, c, b * ohw, T.Zero, o, b * ohw);
             // o is [OutC, b, OHW]; y wants [b, OutC, OHW].
@@ -48,26 +44,8 @@ public sealed unsafe partial class CpuBackend
         });
     }
 
-    private unsafe delegate void ChunkBody<T>(int n0, int images, T* columns, T* perChannel) where T : unmanaged;
-
-    /// <summary>Runs <paramref name="body"/> over chunks of images with two Workspace buffers: the columns
-    /// [C·KH·KW, b·OH·OW] and a per-output-channel buffer [OutC, b·OH·OW] named <paramref name="second"/>.</summary>
-    private void ForEachChunk<T>(Conv2dArgs a, string second, ChunkBody<T> body) where T : unmanaged
-    {
-        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW, chunk = ChunkImages(a);
-        var cols = Workspace((long)ckk * chunk * ohw * sizeof(T), "conv2d.columns");
-        var other = Workspace((long)a.OutC * chunk * ohw * sizeof(T), second);
-        try
-        {
-            for (var n0 = 0; n0 < a.N; n0 += chunk)
-                body(n0, Math.Min(chunk, a.N - n0), (T*)cols.Address, (T*)other.Address);
-        }
-        finally
-        {
-            cols.Release();
-            other.Release();
-        }
-    }
+    private void ForEachChunk<T>(in Conv2dArgs a, string second, ConvChunks.Body body) where T : unmanaged
+        => ConvChunks.Run(_device.Allocator, a, sizeof(T), ColumnBudgetElements, second, body);
 
     /// <inheritdoc/>
     public void Conv2dBackwardInput(in Conv2dArgs args, StridedView dy, StridedView w, StridedView dx)
@@ -80,8 +58,9 @@ public sealed unsafe partial class CpuBackend
     {
         int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
         T* dy = P<T>(dyv), w = P<T>(wv), dx = P<T>(dxv);
-        ForEachChunk<T>(a, "conv2d.grad", (n0, b, c, g) =>
+        ForEachChunk<T>(a, "conv2d.grad", (n0, b, cp, gp) =>
         {
+            T* c = (T*)cp, g = (T*)gp;
             GatherGrad(a, dy, n0, b, g);
             GemmT(true, false, ckk, b * ohw, a.OutC, w, ckk, g, b * ohw, T.Zero, c, b * ohw);
             Col2Im(a, c, b, dx + (long)n0 * a.C * a.H * a.W);
@@ -101,8 +80,9 @@ public sealed unsafe partial class CpuBackend
         T* x = P<T>(xv), dy = P<T>(dyv), dw = P<T>(dwv), db = P<T>(dbv);
         if (db != null)
             new Span<T>(db, a.OutC).Clear();
-        ForEachChunk<T>(a, "conv2d.grad", (n0, b, c, g) =>
+        ForEachChunk<T>(a, "conv2d.grad", (n0, b, cp, gp) =>
         {
+            T* c = (T*)cp, g = (T*)gp;
             GatherGrad(a, dy, n0, b, g);
             Im2Col(a, x + (long)n0 * a.C * a.H * a.W, b, c);
             GemmT(false, true, a.OutC, ckk, b * ohw, g, b * ohw, c, b * ohw, n0 == 0 ? T.Zero : T.One, dw, ckk);

@@ -14,9 +14,6 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
     /// <inheritdoc/>
     public string Name => "cpu";
 
-    /// <summary>Allocates scratch memory accounted as Workspace; the caller releases it.</summary>
-    private DeviceBuffer Workspace(long bytes, string owner) => _device.Allocator.Allocate(bytes, MemoryCategory.Workspace, owner);
-
     private static T* P<T>(StridedView v) where T : unmanaged => (T*)v.Data;
 
     private static Span<T> Span<T>(StridedView v) where T : unmanaged => new((void*)v.Data, checked((int)v.Numel));

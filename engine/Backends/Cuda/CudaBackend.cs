@@ -1,13 +1,14 @@
 using Frugal.Backends.Cuda.Native;
+using Frugal.Memory;
 
 namespace Frugal.Backends.Cuda;
 
-/// <summary>The CUDA kernel table, in progress: memory (upload, download, strided copy, fill), the elementwise
-/// kernels (unary with derivatives, binary, comparisons, where), Philox randomness and dropout, and the fused SGD
-/// and Adam/AdamW updates (<c>kernels/elementwise.cu</c>, <c>random.cu</c>, <c>optim.cu</c>), and GEMM through cuBLAS;
-/// the other entries throw <see cref="NotSupportedException"/> naming the op until their kernels land. Every
-/// operation is queued on the device's stream; <see cref="Download"/> synchronises.</summary>
-internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
+/// <summary>The CUDA kernel table: every entry of <see cref="IBackend"/> as NVRTC-compiled kernels of
+/// <c>kernels/*.cu</c> (elementwise, random, optimizer, row, reduction, indexing, cast, convolution and pooling
+/// kernels) and cuBLAS for GEMM, with the CPU backend's semantics (same Philox stream, same rounding, sums in the
+/// CPU's order wherever one thread owns an output). Every operation is queued on the device's stream;
+/// <see cref="Download"/> (and <see cref="Upload"/>, whose source may die on return) synchronise.</summary>
+internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocator) : IBackend
 {
     private const string Elementwise = "elementwise.cu";
     private const string RandomKernels = "random.cu";
@@ -16,6 +17,10 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
     private const string Reductions = "reduce.cu";
     private const string Indexing = "indexing.cu";
     private const string Casts = "cast.cu";
+    private const string Convolution = "conv.cu";
+
+    // im2col columns per chunk of images: 32M values (128 MiB in F32) keep cuBLAS's products large.
+    private const long ColumnBudgetElements = 32L << 20;
 
     /// <inheritdoc/>
     public string Name => $"cuda:{context.Ordinal}";
@@ -310,6 +315,147 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
         return (outer, inner);
     }
 
+    // ---- convolution (im2col + cuBLAS) and pooling ----
+
+    /// <inheritdoc/>
+    public void Conv2d(in Conv2dArgs args, StridedView x, StridedView w, StridedView bias, StridedView y)
+    {
+        var (a, t) = (args, x.DType);
+        var (s, g, size) = (FloatSuffix("Conv2d", t), KernelAbi.Window.From(a), t.SizeOf());
+        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
+        ConvChunks.Run(allocator, a, size, ColumnBudgetElements, "conv2d.output", (n0, b, cols, o) =>
+        {
+            Run(Convolution, $"im2col_{s}", (long)ckk * b * ohw, (ref KernelArgs k) =>
+            {
+                k.Add(x.Data + (nint)((long)n0 * a.C * a.H * a.W * size));
+                k.Add(g);
+                k.Add(b);
+                k.Add(cols);
+            });
+            Gemm(new GemmArgs(false, false, 1, a.OutC, b * ohw, ckk, 1, ckk, 0, b * ohw, 0, 0, b * ohw, 0), t, w.Data, cols, o);
+            Run(Convolution, $"conv_output_{s}", (long)b * a.OutC * ohw, (ref KernelArgs k) =>
+            {
+                k.Add(o);
+                k.Add(bias.Data);
+                k.Add(g);
+                k.Add(n0);
+                k.Add(b);
+                k.Add(y.Data);
+            });
+        });
+    }
+
+    /// <inheritdoc/>
+    public void Conv2dBackwardInput(in Conv2dArgs args, StridedView dy, StridedView w, StridedView dx)
+    {
+        var (a, t) = (args, dy.DType);
+        var (s, g, size) = (FloatSuffix("Conv2dBackwardInput", t), KernelAbi.Window.From(a), t.SizeOf());
+        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
+        ConvChunks.Run(allocator, a, size, ColumnBudgetElements, "conv2d.grad", (n0, b, cols, gathered) =>
+        {
+            GatherGrad(s, g, dy, n0, b, gathered);
+            Gemm(new GemmArgs(true, false, 1, ckk, b * ohw, a.OutC, 1, ckk, 0, b * ohw, 0, 0, b * ohw, 0), t, w.Data, gathered, cols);
+            Run(Convolution, $"col2im_{s}", (long)b * a.C * a.H * a.W, (ref KernelArgs k) =>
+            {
+                k.Add(cols);
+                k.Add(g);
+                k.Add(b);
+                k.Add(dx.Data + (nint)((long)n0 * a.C * a.H * a.W * size));
+            });
+        });
+    }
+
+    /// <inheritdoc/>
+    public void Conv2dBackwardWeight(in Conv2dArgs args, StridedView x, StridedView dy, StridedView dw, StridedView dbias)
+    {
+        var (a, t) = (args, x.DType);
+        var (s, g, size) = (FloatSuffix("Conv2dBackwardWeight", t), KernelAbi.Window.From(a), t.SizeOf());
+        int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
+        ConvChunks.Run(allocator, a, size, ColumnBudgetElements, "conv2d.grad", (n0, b, cols, gathered) =>
+        {
+            GatherGrad(s, g, dy, n0, b, gathered);
+            Run(Convolution, $"im2col_{s}", (long)ckk * b * ohw, (ref KernelArgs k) =>
+            {
+                k.Add(x.Data + (nint)((long)n0 * a.C * a.H * a.W * size));
+                k.Add(g);
+                k.Add(b);
+                k.Add(cols);
+            });
+            Gemm(new GemmArgs(false, true, 1, a.OutC, ckk, b * ohw, 1, b * ohw, 0, b * ohw, 0, n0 == 0 ? 0 : 1, ckk, 0), t, gathered, cols, dw.Data);
+            if (dbias.Data != 0)
+            {
+                Run(Convolution, $"bias_grad_{s}", a.OutC, (ref KernelArgs k) =>
+                {
+                    k.Add(gathered);
+                    k.Add((long)b * ohw);
+                    k.Add(a.OutC);
+                    k.Add(n0 == 0 ? 0 : 1);
+                    k.Add(dbias.Data);
+                });
+            }
+        });
+    }
+
+    private void GatherGrad(string suffix, KernelAbi.Window g, StridedView dy, int n0, int b, nint gathered)
+        => Run(Convolution, $"gather_grad_{suffix}", (long)b * g.OutC * g.OutH * g.OutW, (ref KernelArgs k) =>
+        {
+            k.Add(dy.Data);
+            k.Add(g);
+            k.Add(n0);
+            k.Add(b);
+            k.Add(gathered);
+        });
+
+    /// <inheritdoc/>
+    public void MaxPool2d(in Pool2dArgs args, StridedView x, StridedView y, StridedView argmax)
+    {
+        var g = KernelAbi.Window.From(args);
+        Run(Convolution, $"maxpool_{FloatSuffix("MaxPool2d", x.DType)}", y.Numel, (ref KernelArgs k) =>
+        {
+            k.Add(x.Data);
+            k.Add(g);
+            k.Add(y.Data);
+            k.Add(argmax.Data);
+        });
+    }
+
+    /// <inheritdoc/>
+    public void MaxPool2dBackward(in Pool2dArgs args, StridedView dy, StridedView argmax, StridedView dx)
+    {
+        var g = KernelAbi.Window.From(args);
+        Run(Convolution, $"maxpool_backward_{FloatSuffix("MaxPool2dBackward", dy.DType)}", (long)args.N * args.C, (ref KernelArgs k) =>
+        {
+            k.Add(dy.Data);
+            k.Add(argmax.Data);
+            k.Add(g);
+            k.Add(dx.Data);
+        });
+    }
+
+    /// <inheritdoc/>
+    public void AvgPool2d(in Pool2dArgs args, StridedView x, StridedView y)
+    {
+        var g = KernelAbi.Window.From(args);
+        Run(Convolution, $"avgpool_{FloatSuffix("AvgPool2d", x.DType)}", y.Numel, (ref KernelArgs k) =>
+        {
+            k.Add(x.Data);
+            k.Add(g);
+            k.Add(y.Data);
+        });
+    }
+
+    /// <inheritdoc/>
+    public void AvgPool2dBackward(in Pool2dArgs args, StridedView dy, StridedView dx)
+    {
+        var g = KernelAbi.Window.From(args);
+        Run(Convolution, $"avgpool_backward_{FloatSuffix("AvgPool2dBackward", dy.DType)}", (long)args.N * args.C, (ref KernelArgs k) =>
+        {
+            k.Add(dy.Data);
+            k.Add(g);
+            k.Add(dx.Data);
+        });
+    }
+
     // ---- matrix products: cuBLAS ----
 
     /// <summary>Lets F32 products use TF32 tensor cores (10-bit mantissa inputs, F32 accumulation); off by default,
@@ -424,32 +570,6 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
         });
     }
 
-    // ---- not yet on the GPU ----
-
-
-    /// <inheritdoc/>
-    public void Conv2d(in Conv2dArgs args, StridedView x, StridedView w, StridedView bias, StridedView y) => throw NotYet(nameof(Conv2d));
-
-    /// <inheritdoc/>
-    public void Conv2dBackwardInput(in Conv2dArgs args, StridedView dy, StridedView w, StridedView dx) => throw NotYet(nameof(Conv2dBackwardInput));
-
-    /// <inheritdoc/>
-    public void Conv2dBackwardWeight(in Conv2dArgs args, StridedView x, StridedView dy, StridedView dw, StridedView dbias)
-        => throw NotYet(nameof(Conv2dBackwardWeight));
-
-    /// <inheritdoc/>
-    public void MaxPool2d(in Pool2dArgs args, StridedView x, StridedView y, StridedView argmax) => throw NotYet(nameof(MaxPool2d));
-
-    /// <inheritdoc/>
-    public void MaxPool2dBackward(in Pool2dArgs args, StridedView dy, StridedView argmax, StridedView dx) => throw NotYet(nameof(MaxPool2dBackward));
-
-    /// <inheritdoc/>
-    public void AvgPool2d(in Pool2dArgs args, StridedView x, StridedView y) => throw NotYet(nameof(AvgPool2d));
-
-    /// <inheritdoc/>
-    public void AvgPool2dBackward(in Pool2dArgs args, StridedView dy, StridedView dx) => throw NotYet(nameof(AvgPool2dBackward));
-
-
     // ---- helpers ----
 
     private delegate void ArgWriter(ref KernelArgs args);
@@ -508,7 +628,4 @@ internal sealed unsafe class CudaBackend(CudaContext context) : IBackend
         DType.F64 => "f64",
         _ => throw new NotSupportedException($"{Name} {kernel}: dtype {dtype.Name()} is a storage type; compute in f32 or f64"),
     };
-
-    private NotSupportedException NotYet(string op)
-        => new($"{Name}: {op} has no CUDA kernel yet (the CUDA backend is being built: memory, elementwise, random, optimizer kernels and GEMM run on the GPU so far)");
 }

@@ -34,6 +34,28 @@ internal static class KernelAbi
         }
     }
 
+    /// <summary>Geometry of a convolution or pooling window: <c>struct Window</c>, 64 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Window
+    {
+        public int N, C, H, W;
+        public int OutC, KH, KW, OutH;
+        public int OutW, StrideH, StrideW, PadH;
+        public int PadW, DilationH, DilationW, Pad;
+
+        public static Window From(in Conv2dArgs a) => new()
+        {
+            N = a.N, C = a.C, H = a.H, W = a.W, OutC = a.OutC, KH = a.KH, KW = a.KW, OutH = a.OutH, OutW = a.OutW,
+            StrideH = a.StrideH, StrideW = a.StrideW, PadH = a.PadH, PadW = a.PadW, DilationH = a.DilationH, DilationW = a.DilationW,
+        };
+
+        public static Window From(in Pool2dArgs a) => new()
+        {
+            N = a.N, C = a.C, H = a.H, W = a.W, KH = a.KH, KW = a.KW, OutH = a.OutH, OutW = a.OutW,
+            StrideH = a.StrideH, StrideW = a.StrideW, PadH = a.PadH, PadW = a.PadW, DilationH = 1, DilationW = 1,
+        };
+    }
+
     /// <summary><c>i64[FRUGAL_MAX_DIMS]</c>.</summary>
     [InlineArray(MaxDims)]
     public struct Dims

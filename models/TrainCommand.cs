@@ -50,7 +50,7 @@ internal static class TrainCommand
         var device = Device.Best();
         Init.ManualSeed((ulong)seed);
         Rng.ManualSeed((ulong)seed);
-        using var model = Zoo.Create(modelName);
+        using var model = Zoo.Create(modelName, device);
         using Optimizer opt = optName switch
         {
             "sgd" => new SGD(model.Parameters(), lr, momentum: 0.9),

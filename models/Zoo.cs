@@ -9,33 +9,33 @@ public static class Zoo
     public static IReadOnlyList<string> Names { get; } = ["mlp", "cnn"];
 
     /// <summary>784-512-512-10 ReLU perceptron over flattened 28×28 images.</summary>
-    public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10) => new(
+    public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null) => new(
         new Flatten(),
-        new Linear(inputs, hidden),
+        new Linear(inputs, hidden, device: device),
         new ReLU(),
-        new Linear(hidden, hidden),
+        new Linear(hidden, hidden, device: device),
         new ReLU(),
-        new Linear(hidden, classes));
+        new Linear(hidden, classes, device: device));
 
     /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 256-unit and 10-unit
     /// fully connected layers: the classic small CNN for 28×28 images.</summary>
-    public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10, int hidden = 256) => new(
-        new Conv2d(channels, 32, 3, padding: 1),
+    public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10, int hidden = 256, Device? device = null) => new(
+        new Conv2d(channels, 32, 3, padding: 1, device: device),
         new ReLU(),
         new MaxPool2d(2),
-        new Conv2d(32, 64, 3, padding: 1),
+        new Conv2d(32, 64, 3, padding: 1, device: device),
         new ReLU(),
         new MaxPool2d(2),
         new Flatten(),
-        new Linear(64 * (side / 4) * (side / 4), hidden),
+        new Linear(64 * (side / 4) * (side / 4), hidden, device: device),
         new ReLU(),
-        new Linear(hidden, classes));
+        new Linear(hidden, classes, device: device));
 
     /// <summary>The model called <paramref name="name"/>.</summary>
-    public static Sequential Create(string name) => name switch
+    public static Sequential Create(string name, Device? device = null) => name switch
     {
-        "mlp" => Mlp(),
-        "cnn" => Cnn(),
+        "mlp" => Mlp(device: device),
+        "cnn" => Cnn(device: device),
         _ => throw new ArgumentException($"unknown model '{name}'; choose one of: {string.Join(", ", Names)}"),
     };
 }

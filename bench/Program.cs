@@ -8,6 +8,7 @@ var runners = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["sgemm-bdn"] = SgemmBench.RunBenchmarkDotNet,
     ["train"] = TrainBench.Run,
     ["ops"] = OpsBench.Run,
+    ["gpu"] = GpuBench.Run,
 };
 
 if (args.Length == 0 || !runners.TryGetValue(args[0], out var runner))

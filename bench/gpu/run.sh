@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Frugal GPU bundle's one script. Runs on a Linux x86-64 machine with no .NET and no network:
 # unpacks the bundled .NET runtime and the published test/bench/CLI builds, then writes one Markdown report with
-# the machine, the CUDA driver's answer, every test's outcome (CPU and, where present, CUDA), the benchmarks and,
-# when `python3 -c "import torch"` works, the PyTorch peer scripts in torch/.
+# the machine, the CUDA driver's answer, the kernels compiled by NVRTC, every test's outcome (CPU and CUDA), the
+# CPU SGEMM and the GPU benchmarks beside PyTorch's (torch/peers.py, when `python3 -c "import torch"` works).
 # Usage: run.sh [OUT_DIR]   (default: $OUT, else ./out); the report is OUT_DIR/report.md.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -50,17 +50,18 @@ begin "bench sgemm (CPU)"
 "$dn" "$work/app/bench/Frugal.Bench.dll" sgemm >> "$report" 2>&1
 end
 
-if ls "$here"/torch/*.py >/dev/null 2>&1; then
-  if python3 -c "import torch" >/dev/null 2>&1; then
-    for script in "$here"/torch/*.py; do
-      begin "peer: $(basename "$script")"
-      python3 "$script" >> "$report" 2>&1
-      end
-    done
-  else
-    printf '\n## peers\n\nPyTorch is not importable here: the torch/ scripts did not run.\n' >> "$report"
-  fi
+peer="$work/peer.json"
+if python3 -c "import torch" >/dev/null 2>&1 && [ -f "$here/torch/peers.py" ]; then
+  begin "peer: PyTorch (torch/peers.py)"
+  python3 "$here/torch/peers.py" "$peer" >> "$report" 2>&1
+  end
+else
+  printf '\n## peer\n\nPyTorch is not importable here: no torch column.\n' >> "$report"
 fi
+
+begin "bench gpu: GEMM, memory-bound ops and training steps on cuda:0 beside PyTorch"
+"$dn" "$work/app/bench/Frugal.Bench.dll" gpu --peer "$peer" >> "$report" 2>&1
+end
 
 printf '\n## result\n\ntests exit code: %s\n' "$tests_rc" >> "$report"
 echo "report: $report" >&2

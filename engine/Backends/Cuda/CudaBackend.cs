@@ -489,8 +489,18 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
                     c, Cublas.R64F, args.Ldc, args.StrideC, args.Batch, Cublas.Compute64F, Cublas.GemmDefault);
                 break;
             }
+            case DType.F16 or DType.BF16:
+            {
+                // 16-bit inputs and output, F32 accumulation (tensor cores).
+                var type = dtype == DType.F16 ? Cublas.R16F : Cublas.R16BF;
+                float alpha = (float)args.Alpha, beta = (float)args.Beta;
+                status = Cublas.GemmStridedBatchedEx(context.Cublas, opB, opA, args.N, args.M, args.K, &alpha,
+                    b, type, args.Ldb, args.StrideB, a, type, args.Lda, args.StrideA, &beta,
+                    c, type, args.Ldc, args.StrideC, args.Batch, Cublas.Compute32F, Cublas.GemmDefault);
+                break;
+            }
             default:
-                throw new NotSupportedException($"{Name} Gemm: dtype {dtype.Name()} is a storage type; compute in f32 or f64");
+                throw new NotSupportedException($"{Name} Gemm: dtype {dtype.Name()} has no GEMM; use f32, f64, f16 or bf16");
         }
         Cublas.Check(status, "cublasGemmStridedBatchedEx");
     }

@@ -580,6 +580,26 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
         });
     }
 
+    // ---- user kernels (CustomOp) ----
+
+    /// <summary>Runs the user kernel <paramref name="entry"/> of <paramref name="source"/> (named
+    /// <paramref name="name"/> in the cache) as <c>entry(in0, ..., inK, out, n)</c>, one thread per element.</summary>
+    public void LaunchCustom(string name, string source, string entry, int threads, IReadOnlyList<nint> inputs, nint output, long n)
+    {
+        if (n == 0)
+            return;
+        context.MakeCurrent();
+        var function = context.Function($"custom/{name}", () => source, entry);
+        var storage = stackalloc byte[1024];
+        var pointers = stackalloc void*[24];
+        var args = new KernelArgs(storage, 1024, pointers, 24);
+        foreach (var input in inputs)
+            args.Add(input);
+        args.Add(output);
+        args.Add(n);
+        context.LaunchPerElement(function, n, threads, args, $"{name}:{entry}");
+    }
+
     // ---- helpers ----
 
     private delegate void ArgWriter(ref KernelArgs args);

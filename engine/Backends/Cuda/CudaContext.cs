@@ -70,7 +70,11 @@ internal sealed unsafe class CudaContext : IDisposable
     public void Synchronize() => Driver.Check(Driver.StreamSynchronize(Stream), "cuStreamSynchronize");
 
     /// <summary>The kernel <paramref name="entry"/> of the embedded file <paramref name="file"/>, compiled and loaded on first use.</summary>
-    public nint Function(string file, string entry)
+    public nint Function(string file, string entry) => Function(file, () => KernelSources.Read(file), entry);
+
+    /// <summary>The kernel <paramref name="entry"/> of the source named <paramref name="file"/> (text from
+    /// <paramref name="source"/> on first use), compiled through the kernel cache and loaded once.</summary>
+    public nint Function(string file, Func<string> source, string entry)
     {
         lock (_lock)
         {
@@ -78,7 +82,7 @@ internal sealed unsafe class CudaContext : IDisposable
                 return cached;
             if (!_modules.TryGetValue(file, out var module))
             {
-                var cubin = _kernels.Cubin(file, KernelSources.Read(file), Architecture);
+                var cubin = _kernels.Cubin(file, source(), Architecture);
                 nint loaded;
                 fixed (byte* image = cubin)
                     Driver.Check(Driver.ModuleLoadData(out loaded, image), $"cuModuleLoadData({file})");
@@ -119,6 +123,18 @@ internal sealed unsafe class CudaContext : IDisposable
             return;
         var blocks = (uint)Math.Clamp((elements + ThreadsPerBlock - 1) / ThreadsPerBlock, 1, 32L * Math.Max(Info.Multiprocessors, 1));
         Driver.Check(Driver.LaunchKernel(function, blocks, 1, 1, ThreadsPerBlock, 1, 1, 0, Stream, args.Pointers, null), $"cuLaunchKernel({what})");
+    }
+
+    /// <summary>Launches one thread per element (blocks of <paramref name="threads"/>, as many blocks as needed):
+    /// the convention of user kernels, which may test <c>i &lt; n</c> without a grid-stride loop.</summary>
+    public void LaunchPerElement(nint function, long elements, int threads, in KernelArgs args, string what)
+    {
+        if (elements == 0)
+            return;
+        var blocks = (elements + threads - 1) / threads;
+        if (blocks > int.MaxValue)
+            throw new ArgumentOutOfRangeException(nameof(elements), $"{what}: {elements} elements need more than 2^31 - 1 blocks of {threads} threads");
+        Driver.Check(Driver.LaunchKernel(function, (uint)blocks, 1, 1, (uint)threads, 1, 1, 0, Stream, args.Pointers, null), $"cuLaunchKernel({what})");
     }
 
     /// <summary>Launches a row kernel: one block of 256 threads per row, rows beyond the grid taken in turn.</summary>

@@ -16,6 +16,25 @@ __device__ void reduce(int op, const T* x, Strided kept, Strided reduced, i64 co
     }
 }
 
+// Few outputs with long reductions (a loss, a norm): one block per output, threads striding over the reduced
+// elements, then a block reduction (a different summation order from the CPU's: equal within rounding).
+template <typename T>
+__device__ void reduce_blocks(int op, const T* x, Strided kept, Strided reduced, i64 count, T* y, i64 outputs) {
+    for (i64 o = blockIdx.x; o < outputs; o += gridDim.x) {
+        const T* base = x + offset_of(kept, o);
+        T identity = op == REDUCE_MAX ? -T(1) / T(0) : op == REDUCE_MIN ? T(1) / T(0) : T(0);
+        T acc = identity;
+        for (i64 r = threadIdx.x; r < count; r += blockDim.x) {
+            T v = base[offset_of(reduced, r)];
+            acc = op == REDUCE_MAX ? nan_max(acc, v) : op == REDUCE_MIN ? nan_min(acc, v) : acc + v;
+        }
+        if (op == REDUCE_MAX) acc = block_reduce(acc, MaxOp(), identity);
+        else if (op == REDUCE_MIN) acc = -block_reduce(-acc, MaxOp(), -identity);
+        else acc = block_reduce(acc, SumOp(), identity);
+        if (threadIdx.x == 0) y[o] = op == REDUCE_MEAN ? acc / T(count) : acc;
+    }
+}
+
 // y[o] = index of the first maximum along the axis (a NaN counts as the maximum).
 template <typename T>
 __device__ void argmax(const T* x, Strided kept, i64 n, i64 stride, int* y, i64 outputs) {
@@ -35,6 +54,10 @@ __device__ void argmax(const T* x, Strided kept, i64 n, i64 stride, int* y, i64 
     extern "C" __global__ void reduce_##S(int op, const T* x, Strided kept, Strided reduced, i64 count, T* y, \
                                           i64 outputs) {                                                      \
         reduce(op, x, kept, reduced, count, y, outputs);                                                      \
+    }                                                                                                         \
+    extern "C" __global__ void reduce_blocks_##S(int op, const T* x, Strided kept, Strided reduced, i64 count, \
+                                                 T* y, i64 outputs) {                                         \
+        reduce_blocks(op, x, kept, reduced, count, y, outputs);                                               \
     }                                                                                                         \
     extern "C" __global__ void argmax_##S(const T* x, Strided kept, i64 n, i64 stride, int* y, i64 outputs) { \
         argmax(x, kept, n, stride, y, outputs);                                                               \

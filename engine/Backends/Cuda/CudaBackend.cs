@@ -153,7 +153,9 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
         var kept = Enumerable.Range(0, x.Rank).Where(d => !axes.Contains(d)).ToArray();
         var keptView = Select(x, kept);
         var reducedView = Select(x, axes);
-        Run(Reductions, $"reduce_{FloatSuffix("Reduce", x.DType)}", y.Numel, (ref KernelArgs k) =>
+        // A thread per output when there are many; a block per output when few outputs each reduce many values.
+        var perBlock = y.Numel < 4096 && reducedView.Numel >= 1024;
+        Launch(Reductions, $"{(perBlock ? "reduce_blocks" : "reduce")}_{FloatSuffix("Reduce", x.DType)}", y.Numel, perBlock, (ref KernelArgs k) =>
         {
             k.Add((int)op);
             k.Add(x.Data);

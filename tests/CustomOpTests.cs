@@ -41,6 +41,27 @@ public class CustomOpTests
     }
 
     [Fact]
+    public void ReadmeExample()
+    {
+        const string source = """
+            extern "C" __global__ void scaled_square(const float* x, float* y, long long n) {
+                long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+                if (i < n) y[i] = 3.0f * x[i] * x[i];
+            }
+            """;
+        var scaledSquare = new CustomOp("scaled_square", source, "scaled_square",
+            cpu: a => { for (var i = 0; i < a.Length; i++) a.Output[i] = 3f * a.Input(0)[i] * a.Input(0)[i]; },
+            backward: (inputs, _, g) => [g * inputs[0] * 6.0]);
+        using var scope = TensorScope.Begin();
+        var x = Tensor.FromArray([1f, -2f, 3f], new Shape(3));
+        x.RequiresGrad = true;
+        var y = scaledSquare.Apply(x);
+        Assert.Equal([3f, 12f, 27f], y.ToArray<float>());
+        F.Sum(y).Backward();
+        Assert.Equal([6f, -12f, 18f], x.Grad!.ToArray<float>());
+    }
+
+    [Fact]
     public void WorksOnStridedInputs()
     {
         using var scope = TensorScope.Begin();

@@ -38,29 +38,30 @@ begin "frugal devices"
 end
 
 begin "frugal kernels: every embedded kernel through NVRTC for cuda:0's architecture"
-"$dn" "$work/app/cli/Frugal.Cli.dll" kernels >> "$report" 2>&1
+timeout 180 "$dn" "$work/app/cli/Frugal.Cli.dll" kernels >> "$report" 2>&1
 end
 
 begin "tests: every test, on every available device"
-"$dn" exec "$work/app/tests/Frugal.Tests.dll" --no-ansi --progress off --show-test-results all >> "$report" 2>&1
+# Time limits keep a hung kernel from spending the device's whole loan; exit 124 in the report means one hit.
+timeout 360 "$dn" exec "$work/app/tests/Frugal.Tests.dll" --no-ansi --progress off --show-test-results all >> "$report" 2>&1
 tests_rc=$?
 end
 
 begin "bench sgemm (CPU)"
-"$dn" "$work/app/bench/Frugal.Bench.dll" sgemm >> "$report" 2>&1
+timeout 120 "$dn" "$work/app/bench/Frugal.Bench.dll" sgemm 1024 2048 >> "$report" 2>&1
 end
 
 peer="$work/peer.json"
 if python3 -c "import torch" >/dev/null 2>&1 && [ -f "$here/torch/peers.py" ]; then
   begin "peer: PyTorch (torch/peers.py)"
-  python3 "$here/torch/peers.py" "$peer" >> "$report" 2>&1
+  timeout 180 python3 "$here/torch/peers.py" "$peer" >> "$report" 2>&1
   end
 else
   printf '\n## peer\n\nPyTorch is not importable here: no torch column.\n' >> "$report"
 fi
 
 begin "bench gpu: GEMM, memory-bound ops and training steps on cuda:0 beside PyTorch"
-"$dn" "$work/app/bench/Frugal.Bench.dll" gpu --peer "$peer" >> "$report" 2>&1
+timeout 240 "$dn" "$work/app/bench/Frugal.Bench.dll" gpu --peer "$peer" >> "$report" 2>&1 || echo "bench gpu exit $?" >> "$report"
 end
 
 printf '\n## result\n\ntests exit code: %s\n' "$tests_rc" >> "$report"

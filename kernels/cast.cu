@@ -16,7 +16,7 @@ __device__ __forceinline__ unsigned short double_to_half(double v) {
 }
 
 __device__ __forceinline__ unsigned short float_to_bf16(float f) {
-    unsigned int u = __builtin_bit_cast(unsigned int, f);
+    unsigned int u = fr_float_bits(f);
     if (f != f) return (unsigned short)((u >> 16) | 0x40);
     return (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1)) >> 16);
 }
@@ -24,9 +24,9 @@ __device__ __forceinline__ unsigned short float_to_bf16(float f) {
 __device__ __forceinline__ unsigned short double_to_bf16(double v) {
     float f = (float)v;
     if (f != f || f - f != 0.0f || (double)f == v) return float_to_bf16(f);
-    unsigned int u = __builtin_bit_cast(unsigned int, f);
+    unsigned int u = fr_float_bits(f);
     if ((u & 1) == 0) u = fr_abs((double)f) > fr_abs(v) ? u - 1 : u + 1;
-    return float_to_bf16(__builtin_bit_cast(float, u));
+    return float_to_bf16(fr_bits_float(u));
 }
 
 __device__ __forceinline__ double clamp_round(double v, double lo, double hi) {
@@ -39,7 +39,7 @@ __device__ double read_as_double(const unsigned char* p, int t, i64 i) {
         case DTYPE_F32: return ((const float*)p)[i];
         case DTYPE_F64: return ((const double*)p)[i];
         case DTYPE_F16: return half_to_double(((const unsigned short*)p)[i]);
-        case DTYPE_BF16: return __builtin_bit_cast(float, (unsigned int)((const unsigned short*)p)[i] << 16);
+        case DTYPE_BF16: return fr_bits_float((unsigned int)((const unsigned short*)p)[i] << 16);
         case DTYPE_I8: return ((const signed char*)p)[i];
         case DTYPE_U8: return p[i];
         default: return ((const int*)p)[i];  // DTYPE_I32

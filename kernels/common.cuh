@@ -113,6 +113,22 @@ __device__ __forceinline__ double fr_abs(double x) { return fabs(x); }
 __device__ __forceinline__ float fr_pow(float x, float y) { return powf(x, y); }
 __device__ __forceinline__ double fr_pow(double x, double y) { return pow(x, y); }
 
+// Bit casts: CUDA's intrinsics under NVRTC, the compiler built-in under clang.
+#if defined(__CUDACC_RTC__)
+__device__ __forceinline__ unsigned int fr_float_bits(float f) { return __float_as_uint(f); }
+__device__ __forceinline__ float fr_bits_float(unsigned int u) { return __uint_as_float(u); }
+__device__ __forceinline__ double fr_bits_double(unsigned long long u) { return __longlong_as_double((long long)u); }
+#else
+__device__ __forceinline__ unsigned int fr_float_bits(float f) { return __builtin_bit_cast(unsigned int, f); }
+__device__ __forceinline__ float fr_bits_float(unsigned int u) { return __builtin_bit_cast(float, u); }
+__device__ __forceinline__ double fr_bits_double(unsigned long long u) { return __builtin_bit_cast(double, u); }
+#endif
+
+// +infinity of float and double (identities of max and min reductions).
+template <typename T> __device__ __forceinline__ T fr_infinity();
+template <> __device__ __forceinline__ float fr_infinity<float>() { return fr_bits_float(0x7F800000u); }
+template <> __device__ __forceinline__ double fr_infinity<double>() { return fr_bits_double(0x7FF0000000000000ull); }
+
 // NaN-propagating maximum and minimum (as .NET's Math.Max/Min and the CPU backend).
 template <typename T> __device__ __forceinline__ T nan_max(T a, T b) { return a != a ? a : b != b ? b : (a > b ? a : b); }
 template <typename T> __device__ __forceinline__ T nan_min(T a, T b) { return a != a ? a : b != b ? b : (a < b ? a : b); }

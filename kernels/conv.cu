@@ -76,7 +76,7 @@ __device__ void maxpool(const T* x, Window g, T* y, int* argmax) {
         i64 plane = o / ohw;
         int oh = (int)(o % ohw / g.out_w), ow = (int)(o % g.out_w);
         const T* xp = x + plane * g.h * g.w;
-        T best = -T(1) / T(0);
+        T best = -fr_infinity<T>();
         int at = -1;
         for (int kh = 0; kh < g.kh; ++kh) {
             int ih = oh * g.stride_h - g.pad_h + kh;

@@ -7,7 +7,7 @@ template <typename T>
 __device__ void reduce(int op, const T* x, Strided kept, Strided reduced, i64 count, T* y, i64 outputs) {
     FOR_EACH_ELEMENT(o, outputs) {
         const T* base = x + offset_of(kept, o);
-        T acc = op == REDUCE_MAX ? -T(1) / T(0) : op == REDUCE_MIN ? T(1) / T(0) : T(0);
+        T acc = op == REDUCE_MAX ? -fr_infinity<T>() : op == REDUCE_MIN ? fr_infinity<T>() : T(0);
         for (i64 r = 0; r < count; ++r) {
             T v = base[offset_of(reduced, r)];
             acc = op == REDUCE_MAX ? nan_max(acc, v) : op == REDUCE_MIN ? nan_min(acc, v) : acc + v;
@@ -22,7 +22,7 @@ template <typename T>
 __device__ void reduce_blocks(int op, const T* x, Strided kept, Strided reduced, i64 count, T* y, i64 outputs) {
     for (i64 o = blockIdx.x; o < outputs; o += gridDim.x) {
         const T* base = x + offset_of(kept, o);
-        T identity = op == REDUCE_MAX ? -T(1) / T(0) : op == REDUCE_MIN ? T(1) / T(0) : T(0);
+        T identity = op == REDUCE_MAX ? -fr_infinity<T>() : op == REDUCE_MIN ? fr_infinity<T>() : T(0);
         T acc = identity;
         for (i64 r = threadIdx.x; r < count; r += blockDim.x) {
             T v = base[offset_of(reduced, r)];

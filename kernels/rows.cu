@@ -4,9 +4,9 @@
 
 template <typename T>
 __device__ T row_max(const T* x, i64 cols) {
-    T m = -T(1) / T(0);
+    T m = -fr_infinity<T>();
     FOR_EACH_COLUMN(c, cols) m = nan_max(m, x[c]);
-    return block_reduce(m, MaxOp(), -T(1) / T(0));
+    return block_reduce(m, MaxOp(), -fr_infinity<T>());
 }
 
 template <typename T>

@@ -67,9 +67,10 @@ __device__ void unary(int op, const T* x, Strided xs, T* y, T alpha, i64 n) {
     FOR_EACH_ELEMENT(i, n) y[i] = unary_value(op, x[offset_of(xs, i)], alpha);
 }
 
+// x and y are only saved (non-null) for the ops whose derivative reads them.
 template <typename T>
 __device__ void unary_backward(int op, const T* x, const T* y, const T* dy, T* dx, T alpha, i64 n) {
-    FOR_EACH_ELEMENT(i, n) dx[i] = unary_grad(op, x[i], y[i], dy[i], alpha);
+    FOR_EACH_ELEMENT(i, n) dx[i] = unary_grad(op, x ? x[i] : T(0), y ? y[i] : T(0), dy[i], alpha);
 }
 
 // ---- binary functions over operands expanded to the output's shape (stride 0 on broadcast axes) ----

@@ -1130,4 +1130,60 @@ public class ConformanceTests
             Assert.Equal(ints.Select(v => (double)(float)v), ReadRaw(f));
         }
     }
+
+    [Theory]
+    [MemberData(nameof(Devices), MemberType = typeof(TestUtil))]
+    public void Fill_And_StridedCopy_EveryDType(string device)
+    {
+        var dev = DeviceFor(device);
+        using var scope = TensorScope.Begin();
+        foreach (var t in AllTypes)
+        {
+            // Fill rounds and saturates as a cast does; into a strided (transposed, narrowed) view only.
+            using var base0 = Raw(dev, t, new double[12]);
+            using var grid = base0.Reshape(3, 4);
+            using var view = grid.Transpose(0, 1).Narrow(0, 1, 2);   // [2, 3]: columns 1 and 2
+            dev.Backend.Fill(view.View, 300.7);
+            var filled = RefCast(t, 300.7);
+            var expected = Enumerable.Range(0, 12).Select(i => i % 4 is 1 or 2 ? filled : 0.0).ToArray();
+            Assert.Equal(expected, ReadRaw(base0));
+
+            // Copy between two strided views of the same dtype.
+            var values = Enumerable.Range(0, 12).Select(i => RefCast(t, i * 3 - 7)).ToArray();
+            using var src = Raw(dev, t, values);
+            using var srcGrid = src.Reshape(3, 4);
+            using var transposed = srcGrid.Transpose(0, 1);             // [4, 3]
+            using var copy = transposed.Contiguous();
+            var want = Enumerable.Range(0, 12).Select(i => values[i % 3 * 4 + i / 3]).ToArray();
+            Assert.Equal(want, ReadRaw(copy));
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.F16)]
+    [InlineData(DType.BF16)]
+    public void Gemm_16Bit_WithF32Accumulation_OnCuda(DType dtype)
+    {
+        var gpu = DeviceFor("cuda:0");
+        using var scope = TensorScope.Begin();
+        const int m = 33, n = 65, k = 130;
+        var a = Uniform(81, m * k, -1, 1).Select(v => RefCast(dtype, v)).ToArray();
+        var b = Uniform(82, k * n, -1, 1).Select(v => RefCast(dtype, v)).ToArray();
+        var expected = new double[m * n];
+        for (var i = 0; i < m; i++)
+            for (var j = 0; j < n; j++)
+            {
+                double sum = 0;
+                for (var p = 0; p < k; p++)
+                    sum += a[i * k + p] * b[p * n + j];
+                expected[i * n + j] = sum;
+            }
+        using var ta = Raw(gpu, dtype, a);
+        using var tb = Raw(gpu, dtype, b);
+        using var tc = Raw(gpu, dtype, new double[m * n]);
+        gpu.Backend.Gemm(new GemmArgs(false, false, 1, m, n, k, 1, k, 0, n, 0, 0, n, 0), dtype, ta.View.Data, tb.View.Data, tc.View.Data);
+        // Products are exact in F32 and sums accumulate in F32; the result is rounded once to the 16-bit type.
+        var unit = dtype == DType.F16 ? 1.0 / (1 << 11) : 1.0 / (1 << 8);
+        AssertClose(expected, ReadRaw(tc), 1e-3, unit, $"{dtype} GEMM");
+    }
 }

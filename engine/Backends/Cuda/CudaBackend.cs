@@ -327,13 +327,7 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
         int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
         ConvChunks.Run(allocator, a, size, ColumnBudgetElements, "conv2d.output", (n0, b, cols, o) =>
         {
-            Run(Convolution, $"im2col_{s}", (long)ckk * b * ohw, (ref KernelArgs k) =>
-            {
-                k.Add(x.Data + (nint)((long)n0 * a.C * a.H * a.W * size));
-                k.Add(g);
-                k.Add(b);
-                k.Add(cols);
-            });
+            Im2Col(s, g, x, n0, b, cols);
             Gemm(new GemmArgs(false, false, 1, a.OutC, b * ohw, ckk, 1, ckk, 0, b * ohw, 0, 0, b * ohw, 0), t, w.Data, cols, o);
             Run(Convolution, $"conv_output_{s}", (long)b * a.OutC * ohw, (ref KernelArgs k) =>
             {
@@ -376,13 +370,7 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
         ConvChunks.Run(allocator, a, size, ColumnBudgetElements, "conv2d.grad", (n0, b, cols, gathered) =>
         {
             GatherGrad(s, g, dy, n0, b, gathered);
-            Run(Convolution, $"im2col_{s}", (long)ckk * b * ohw, (ref KernelArgs k) =>
-            {
-                k.Add(x.Data + (nint)((long)n0 * a.C * a.H * a.W * size));
-                k.Add(g);
-                k.Add(b);
-                k.Add(cols);
-            });
+            Im2Col(s, g, x, n0, b, cols);
             Gemm(new GemmArgs(false, true, 1, a.OutC, ckk, b * ohw, 1, b * ohw, 0, b * ohw, 0, n0 == 0 ? 0 : 1, ckk, 0), t, gathered, cols, dw.Data);
             if (dbias.Data != 0)
             {
@@ -397,6 +385,15 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
             }
         });
     }
+
+    private void Im2Col(string suffix, KernelAbi.Window g, StridedView x, int n0, int b, nint cols)
+        => Run(Convolution, $"im2col_{suffix}", (long)g.C * g.KH * g.KW * b * g.OutH * g.OutW, (ref KernelArgs k) =>
+        {
+            k.Add(x.Data + (nint)((long)n0 * g.C * g.H * g.W * x.DType.SizeOf()));
+            k.Add(g);
+            k.Add(b);
+            k.Add(cols);
+        });
 
     private void GatherGrad(string suffix, KernelAbi.Window g, StridedView dy, int n0, int b, nint gathered)
         => Run(Convolution, $"gather_grad_{suffix}", (long)b * g.OutC * g.OutH * g.OutW, (ref KernelArgs k) =>

@@ -15,6 +15,11 @@ tar -xJf "$here/runtime.tar.xz" -C "$work" && tar -xJf "$here/app.tar.xz" -C "$w
 export DOTNET_ROOT="$work" DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
 export FRUGAL_CACHE="${FRUGAL_CACHE:-$work/kernel-cache}"
 dn="$work/dotnet"
+# Frugal looks for NVRTC and cuBLAS under $CUDA_PATH/lib64, /usr/local/cuda/lib64 and the loader path; where the
+# toolkit lives elsewhere, take its folder from nvcc.
+if [ -z "${CUDA_PATH:-}" ] && [ ! -d /usr/local/cuda/lib64 ] && command -v nvcc >/dev/null 2>&1; then
+  export CUDA_PATH="$(dirname "$(dirname "$(command -v nvcc)")")"
+fi
 
 begin() { printf '\n## %s\n\n```\n' "$1" >> "$report"; echo "== $1" >&2; }
 end() { printf '```\n' >> "$report"; }
@@ -30,6 +35,7 @@ end() { printf '```\n' >> "$report"; }
   else
     echo "- gpu: nvidia-smi not found"
   fi
+  echo "- nvcc: $(nvcc --version 2>/dev/null | tail -1 || echo 'not found'); CUDA_PATH: ${CUDA_PATH:-unset}"
   echo "- bundle: $(cat "$here/VERSION" 2>/dev/null || echo unknown)"
 } > "$report"
 

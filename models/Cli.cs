@@ -5,6 +5,9 @@ namespace Frugal.Models;
 /// <summary>A command-line mistake: the CLI prints the message and the usage, never a stack trace.</summary>
 public sealed class UsageException(string message) : Exception(message);
 
+/// <summary>The device asked for on the command line cannot be used: the CLI prints why (exit code 1).</summary>
+public sealed class DeviceUnavailableException(string message) : Exception(message);
+
 /// <summary>Parsed <c>--name value</c> options of one command, each option checked against the command's list.</summary>
 public sealed class CliArgs
 {

@@ -77,7 +77,7 @@ public static class FrugalCli
             Console.Error.WriteLine(Usage);
             return 2;
         }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException or DeviceUnavailableException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;

@@ -13,7 +13,7 @@ internal static class TrainCommand
 {
     public const string Usage = """
         frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
-                     [--schedule cosine|constant] [--data DIR|embedded] [--steps N]
+                     [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -25,9 +25,10 @@ internal static class TrainCommand
                        with Frugal; default: /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)
                        when installed, else the embedded slice
           --steps      stop each epoch after N steps (quick runs)            default: whole epoch
+          --device     cpu, or cuda / cuda:N for a GPU                      default cpu
         """;
 
-    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps"];
+    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device"];
 
     public static int Run(IReadOnlyList<string> argv)
     {
@@ -47,7 +48,7 @@ internal static class TrainCommand
         if (dataArg is null && data.Source.StartsWith("embedded", StringComparison.Ordinal))
             AnsiConsole.MarkupLine("[yellow]Fashion-MNIST is not installed: using the embedded slice (apt-get install dataset-fashion-mnist for the full set).[/]");
 
-        var device = Device.Best();
+        var device = ParseDevice(args.String("device", "cpu"));
         Init.ManualSeed((ulong)seed);
         Rng.ManualSeed((ulong)seed);
         using var model = Zoo.Create(modelName, device);
@@ -77,6 +78,25 @@ internal static class TrainCommand
         }
         AnsiConsole.Write(MemoryTable(device.Allocator.Stats()));
         return 0;
+    }
+
+    private static Device ParseDevice(string name)
+    {
+        if (name == "cpu")
+            return Device.Cpu;
+        if (name == "cuda" || (name.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(name.AsSpan(5), NumberStyles.None, CultureInfo.InvariantCulture, out _)))
+        {
+            var index = name == "cuda" ? 0 : int.Parse(name.AsSpan(5), CultureInfo.InvariantCulture);
+            try
+            {
+                return Device.Cuda(index);
+            }
+            catch (Exception e) when (e is InvalidOperationException or ArgumentOutOfRangeException)
+            {
+                throw new DeviceUnavailableException(e.Message);
+            }
+        }
+        throw new UsageException($"--device must be cpu, cuda or cuda:N, got '{name}'");
     }
 
     private static EpochResult RunEpoch(Trainer trainer, FashionMnist data, int epoch, int epochs, int batch, int seed, int maxSteps)

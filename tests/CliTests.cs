@@ -114,4 +114,16 @@ public class CliTests
         if (!Device.IsCudaAvailable)
             AssertUsageError(["kernels"], "no GPU to take the architecture from");
     }
+
+    [Fact]
+    public void DeviceOptionNamesWhatIsMissing()
+    {
+        AssertUsageError(["train", "--device", "gpu"], "--device must be cpu, cuda or cuda:N, got 'gpu'");
+        if (Device.IsCudaAvailable)
+            return;
+        var (code, _, err) = Run("train", "--device", "cuda", "--data", "embedded", "--steps", "1");
+        Assert.Equal(1, code);
+        Assert.Contains("cuda:0: CUDA unavailable", err, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", err, StringComparison.Ordinal);
+    }
 }

@@ -53,6 +53,13 @@ timeout 360 "$dn" exec "$work/app/tests/Frugal.Tests.dll" --no-ansi --progress o
 tests_rc=$?
 end
 
+begin "frugal train on the GPU: MLP and CNN, one epoch of the embedded slice"
+for model in mlp cnn; do
+  timeout 120 "$dn" "$work/app/cli/Frugal.Cli.dll" train --model "$model" --device cuda --data embedded --epochs 1 >> "$report" 2>&1 \
+    || echo "train $model exit $?" >> "$report"
+done
+end
+
 begin "bench sgemm (CPU)"
 timeout 120 "$dn" "$work/app/bench/Frugal.Bench.dll" sgemm 1024 2048 >> "$report" 2>&1
 end

@@ -35,7 +35,8 @@ public sealed class Device
     /// <summary>The process-wide CPU device.</summary>
     public static Device Cpu => s_cpu.Value;
 
-    /// <summary>The best device present: a CUDA GPU when the CUDA backend finds one, else <see cref="Cpu"/>.</summary>
+    /// <summary>The device to train on by default: <see cref="Cpu"/> for now. It will return <c>Cuda(0)</c> when
+    /// a GPU is present once the CUDA backend's conformance suite has passed on a GPU.</summary>
     public static Device Best() => Cpu;
 
     /// <summary>True when the CUDA driver loads and reports at least one GPU; never throws (see <see cref="CudaStatus"/>).</summary>
@@ -46,10 +47,11 @@ public sealed class Device
     public static CudaStatus CudaStatus => CudaProbe.Status;
 
     /// <summary>GPU <paramref name="index"/> (one context, one stream, a caching allocator with the CPU's categories).
-    /// Internal until the CUDA backend has passed the conformance suite on a GPU (the GPU bundle's report): the tests
-    /// and the bundle use it; <see cref="Best"/> keeps choosing the CPU until then.</summary>
+    /// Until the CUDA backend has passed its conformance suite on a GPU (the GPU bundle's report),
+    /// <see cref="Best"/> keeps choosing the CPU: ask for a GPU by name.</summary>
     /// <exception cref="InvalidOperationException">CUDA is unavailable: the message says which library or device is missing.</exception>
-    internal static Device Cuda(int index = 0)
+    /// <exception cref="ArgumentOutOfRangeException">No GPU has that index.</exception>
+    public static Device Cuda(int index = 0)
     {
         var status = CudaStatus;
         if (!status.Available)

@@ -9,6 +9,7 @@ var runners = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["train"] = TrainBench.Run,
     ["ops"] = OpsBench.Run,
     ["gpu"] = GpuBench.Run,
+    ["spmm"] = SpmmBench.Run,
 };
 
 if (args.Length == 0 || !runners.TryGetValue(args[0], out var runner))

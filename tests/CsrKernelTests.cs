@@ -54,8 +54,8 @@ public unsafe class CsrKernelTests
         var w = RandomCsr(rows * 31 + cols, rows, cols, density);
         var x = RandomDense(1, batch * cols);
         var dy = RandomDense(2, batch * rows);
-        var y = new float[batch * rows];
-        var dx = new float[batch * cols];
+        var yT = new float[rows * batch];
+        var dxT = new float[cols * batch];
         var dValues = new float[w.Values.Length];
         var dyT = new float[rows * batch];
         var xT = new float[cols * batch];
@@ -65,11 +65,19 @@ public unsafe class CsrKernelTests
             for (var c = 0; c < cols; c++) xT[c * batch + b] = x[b * cols + c];
         }
         fixed (int* rp = w.RowPtr, ci = w.ColIdx)
-        fixed (float* v = w.Values, px = x, pdy = dy, py = y, pdx = dx, pdv = dValues, pdyT = dyT, pxT = xT)
+        fixed (float* v = w.Values, pyT = yT, pdxT = dxT, pdv = dValues, pdyT = dyT, pxT = xT)
         {
-            CsrKernels.MultiplyTransposed(rows, cols, rp, ci, v, batch, px, py);
-            CsrKernels.Multiply(rows, cols, rp, ci, v, batch, pdy, pdx);
+            CsrKernels.MultiplyTransposed(rows, rp, ci, v, batch, pxT, pyT);
+            CsrKernels.Multiply(rows, cols, rp, ci, v, batch, pdyT, pdxT);
             CsrKernels.SampledGradient(rows, rp, ci, batch, pdyT, pxT, pdv);
+        }
+        // Back to batch-major for the comparison.
+        var y = new float[batch * rows];
+        var dx = new float[batch * cols];
+        for (var b = 0; b < batch; b++)
+        {
+            for (var r = 0; r < rows; r++) y[b * rows + r] = yT[r * batch + b];
+            for (var c = 0; c < cols; c++) dx[b * cols + c] = dxT[c * batch + b];
         }
 
         var expectY = new double[batch * rows];

@@ -1,0 +1,142 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Frugal.Backends.Cpu;
+
+namespace Frugal.Bench;
+
+/// <summary><c>bench spmm [n ...]</c>: a linear layer's three products at batch 128 with a CSR weight n×n of
+/// density 1–50% (forward SpMM, input-gradient SpMM, SDDMM weight gradient, on batch-minor activations) against
+/// the dense SGEMMs, on the CPU; prints times, ratios and the break-even density of each product (where sparse
+/// and dense take equal time). The transposes a layer adds around the sparse products are not included.</summary>
+public static unsafe class SpmmBench
+{
+    private const int Batch = 128;
+    private static readonly double[] Densities = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5];
+
+    public static int Run(string[] args)
+    {
+        var sizes = args.Where(a => !a.StartsWith('-')).Select(int.Parse).ToArray();
+        if (sizes.Length == 0)
+            sizes = [512, 1024, 2048, 4096, 8192];
+        Console.WriteLine($"CPU, {Environment.ProcessorCount} cores; X [{Batch}, n], W [n, n]; best of several runs after warm-up");
+        Console.WriteLine();
+        Console.WriteLine("| n | density | dense fwd ms | CSR fwd ms | ×dense | dense dX ms | CSR dX ms | ×dense | dense dW ms | SDDMM dW ms | ×dense |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        // One silent pass first: the kernels' generic vector code and the thread pool reach steady state (tier-1
+        // JIT) only after a second or so, which would otherwise land on the first size measured.
+        Measure(512, print: false);
+        var breakEven = new List<string>();
+        foreach (var n in sizes)
+            breakEven.Add(Measure(n, print: true));
+        Console.WriteLine();
+        Console.WriteLine("Break-even density (sparse as fast as dense), interpolated: " + string.Join("; ", breakEven));
+        return 0;
+    }
+
+    private static string Measure(int n, bool print)
+    {
+        var rng = new Random(n);
+        var x = Alloc((long)Batch * n, rng);
+        var dy = Alloc((long)Batch * n, rng);
+        var w = Alloc((long)n * n, rng);
+        var outBuf = Alloc((long)Batch * n, null);
+        var dw = Alloc((long)n * n, null);
+        var xT = Alloc((long)Batch * n, rng);
+        var dyT = Alloc((long)Batch * n, rng);
+        try
+        {
+            var denseFwd = Time(() => Gemm.Sgemm(false, true, Batch, n, n, 1, x, n, w, n, 0, outBuf, n));
+            var denseDx = Time(() => Gemm.Sgemm(false, false, Batch, n, n, 1, dy, n, w, n, 0, outBuf, n));
+            var denseDw = Time(() => Gemm.Sgemm(true, false, n, n, Batch, 1, dy, n, x, n, 0, dw, n));
+            var ratios = new List<(double Density, double Fwd, double Dx, double Dw)>();
+            foreach (var density in Densities)
+            {
+                var (rowPtr, colIdx, values) = RandomCsr(n, density, rng);
+                fixed (int* rp = rowPtr, ci = colIdx)
+                fixed (float* v = values)
+                {
+                    var (prp, pci, pv) = ((nint)rp, (nint)ci, (nint)v);
+                    var dValues = new float[values.Length];
+                    fixed (float* dv = dValues)
+                    {
+                        var pdv = (nint)dv;
+                        var fwd = Time(() => CsrKernels.MultiplyTransposed(n, (int*)prp, (int*)pci, (float*)pv, Batch, xT, outBuf));
+                        var dx = Time(() => CsrKernels.Multiply(n, n, (int*)prp, (int*)pci, (float*)pv, Batch, dyT, outBuf));
+                        var sddmm = Time(() => CsrKernels.SampledGradient(n, (int*)prp, (int*)pci, Batch, dyT, xT, (float*)pdv));
+                        ratios.Add((density, fwd / denseFwd, dx / denseDx, sddmm / denseDw));
+                        if (print)
+                            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                            $"| {n} | {density:P0} | {denseFwd:F3} | {fwd:F3} | {fwd / denseFwd:F2} | {denseDx:F3} | {dx:F3} | {dx / denseDx:F2} | {denseDw:F3} | {sddmm:F3} | {sddmm / denseDw:F2} |"));
+                    }
+                }
+            }
+            return string.Create(CultureInfo.InvariantCulture,
+                $"n={n}: fwd {BreakEven(ratios, r => r.Fwd)}, dX {BreakEven(ratios, r => r.Dx)}, dW {BreakEven(ratios, r => r.Dw)}");
+        }
+        finally
+        {
+            foreach (var p in new[] { x, dy, w, outBuf, dw, xT, dyT })
+                NativeMemory.AlignedFree(p);
+        }
+    }
+
+    /// <summary>The density where the sparse/dense time ratio crosses 1, interpolated between measured densities.</summary>
+    private static string BreakEven(List<(double Density, double Fwd, double Dx, double Dw)> rows, Func<(double Density, double Fwd, double Dx, double Dw), double> ratio)
+    {
+        for (var i = 1; i < rows.Count; i++)
+        {
+            double r0 = ratio(rows[i - 1]), r1 = ratio(rows[i]);
+            if (r0 <= 1 && r1 > 1)
+            {
+                var d = rows[i - 1].Density + (1 - r0) / (r1 - r0) * (rows[i].Density - rows[i - 1].Density);
+                return string.Create(CultureInfo.InvariantCulture, $"{d:P1}");
+            }
+        }
+        return ratio(rows[0]) > 1 ? $"below {rows[0].Density:P0}" : $"above {rows[^1].Density:P0}";
+    }
+
+    private static (int[] RowPtr, int[] ColIdx, float[] Values) RandomCsr(int n, double density, Random rng)
+    {
+        var perRow = Math.Max(1, (int)Math.Round(n * density));
+        var rowPtr = new int[n + 1];
+        var colIdx = new int[n * perRow];
+        var values = new float[n * perRow];
+        var cols = Enumerable.Range(0, n).ToArray();
+        for (var r = 0; r < n; r++)
+        {
+            rng.Shuffle(cols);
+            var chosen = cols.AsSpan(0, perRow).ToArray();
+            Array.Sort(chosen);
+            chosen.CopyTo(colIdx, r * perRow);
+            for (var k = 0; k < perRow; k++)
+                values[r * perRow + k] = (float)(rng.NextDouble() - 0.5);
+            rowPtr[r + 1] = (r + 1) * perRow;
+        }
+        return (rowPtr, colIdx, values);
+    }
+
+    private static float* Alloc(long n, Random? rng)
+    {
+        var p = (float*)NativeMemory.AlignedAlloc((nuint)(n * sizeof(float)), 64);
+        for (long i = 0; i < n; i++)
+            p[i] = rng is null ? 0 : (float)(rng.NextDouble() - 0.5);
+        return p;
+    }
+
+    /// <summary>Best milliseconds of <paramref name="body"/> over up to 10 runs (at least 0.3 s) after 2 warm-ups.</summary>
+    private static double Time(Action body)
+    {
+        body();
+        body();
+        var best = double.MaxValue;
+        var total = Stopwatch.StartNew();
+        for (var i = 0; i < 10 && (i < 3 || total.Elapsed.TotalSeconds < 0.3); i++)
+        {
+            var sw = Stopwatch.StartNew();
+            body();
+            best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
+        }
+        return best;
+    }
+}

@@ -1,10 +1,10 @@
-using Frugal.Backends.Cpu;
+using Frugal.Backends;
 
 namespace Frugal.Tests;
 
-/// <summary>The CPU CSR kernels (forward SpMM, input-gradient SpMM, SDDMM weight gradient) against float64 dense
-/// references on random patterns, including empty rows and a fully empty matrix.</summary>
-public unsafe class CsrKernelTests
+/// <summary>The CSR kernel-table entries (forward SpMM, input-gradient SpMM, SDDMM weight gradient) on each device
+/// against float64 dense references on random patterns, including empty rows and empty and full patterns.</summary>
+public class CsrKernelTests
 {
     private sealed record Csr(int Rows, int Cols, int[] RowPtr, int[] ColIdx, float[] Values)
     {
@@ -38,25 +38,29 @@ public unsafe class CsrKernelTests
 
     private static float[] RandomDense(int seed, int n) => [.. TestUtil.Uniform(seed, n, -1, 1).Select(v => (float)v)];
 
-    public static TheoryData<int, int, int, double> Cases() => new()
+    public static TheoryData<string, int, int, int, double> Cases()
     {
-        { 7, 13, 5, 0.3 },
-        { 64, 96, 33, 0.1 },
-        { 200, 150, 128, 0.02 },   // many empty rows
-        { 5, 9, 3, 0.0 },          // nothing stored
-        { 40, 30, 17, 1.0 },       // fully dense pattern
-    };
+        var data = new TheoryData<string, int, int, int, double>();
+        foreach (var device in new[] { "cpu", "cuda:0" })
+        {
+            data.Add(device, 7, 13, 5, 0.3);
+            data.Add(device, 64, 96, 33, 0.1);
+            data.Add(device, 200, 150, 128, 0.02);   // many empty rows
+            data.Add(device, 5, 9, 3, 0.0);          // nothing stored
+            data.Add(device, 40, 30, 17, 1.0);       // fully dense pattern
+        }
+        return data;
+    }
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void ForwardInputGradientAndSampledWeightGradientMatchDense(int rows, int cols, int batch, double density)
+    public void ForwardInputGradientAndSampledWeightGradientMatchDense(string device, int rows, int cols, int batch, double density)
     {
+        var dev = TestUtil.DeviceFor(device);
         var w = RandomCsr(rows * 31 + cols, rows, cols, density);
         var x = RandomDense(1, batch * cols);
         var dy = RandomDense(2, batch * rows);
-        var yT = new float[rows * batch];
-        var dxT = new float[cols * batch];
-        var dValues = new float[w.Values.Length];
+        float[] yT, dxT, dValues;
         var dyT = new float[rows * batch];
         var xT = new float[cols * batch];
         for (var b = 0; b < batch; b++)
@@ -64,12 +68,23 @@ public unsafe class CsrKernelTests
             for (var r = 0; r < rows; r++) dyT[r * batch + b] = dy[b * rows + r];
             for (var c = 0; c < cols; c++) xT[c * batch + b] = x[b * cols + c];
         }
-        fixed (int* rp = w.RowPtr, ci = w.ColIdx)
-        fixed (float* v = w.Values, pyT = yT, pdxT = dxT, pdv = dValues, pdyT = dyT, pxT = xT)
+        using (var scope = TensorScope.Begin())
         {
-            CsrKernels.MultiplyTransposed(rows, rp, ci, v, batch, pxT, pyT);
-            CsrKernels.Multiply(rows, cols, rp, ci, v, batch, pdyT, pdxT);
-            CsrKernels.SampledGradient(rows, rp, ci, batch, pdyT, pxT, pdv);
+            var rowPtr = Tensor.FromArray(w.RowPtr, new Shape(rows + 1), dev);
+            var colIdx = Tensor.FromArray(w.ColIdx, new Shape(w.ColIdx.Length), dev);
+            var values = Tensor.FromArray(w.Values, new Shape(w.Values.Length), dev);
+            var tdyT = Tensor.FromArray(dyT, new Shape(rows, batch), dev);
+            var txT = Tensor.FromArray(xT, new Shape(cols, batch), dev);
+            var tyT = Tensor.Empty(new Shape(rows, batch), device: dev);
+            var tdxT = Tensor.Empty(new Shape(cols, batch), device: dev);
+            var tdv = Tensor.Empty(new Shape(w.Values.Length), device: dev);
+            var view = new CsrView(rows, cols, w.Values.Length, rowPtr.View.Data, colIdx.View.Data, values.View.Data);
+            dev.Backend.CsrMultiplyTransposed(view, txT.View, tyT.View);
+            dev.Backend.CsrMultiply(view, tdyT.View, tdxT.View);
+            dev.Backend.CsrSampledGradient(view, tdyT.View, txT.View, tdv.View);
+            yT = tyT.ToArray<float>();
+            dxT = tdxT.ToArray<float>();
+            dValues = tdv.ToArray<float>();
         }
         // Back to batch-major for the comparison.
         var y = new float[batch * rows];

@@ -124,6 +124,17 @@ public interface IBackend
 
     /// <summary>One Adam/AdamW step on param with its first and second moments.</summary>
     void AdamStep(StridedView param, StridedView grad, StridedView m, StridedView v, in AdamArgs args);
+
+    // ---- CSR weights (activations batch-minor: [features, batch], contiguous, F32) ----
+
+    /// <summary>Yᵀ [rows, batch] = W · Xᵀ for a CSR weight W [rows, cols] and Xᵀ [cols, batch].</summary>
+    void CsrMultiplyTransposed(in CsrView w, StridedView xT, StridedView yT);
+
+    /// <summary>dXᵀ [cols, batch] = Wᵀ · dYᵀ for dYᵀ [rows, batch].</summary>
+    void CsrMultiply(in CsrView w, StridedView dyT, StridedView dxT);
+
+    /// <summary>dValues [nnz] = (dYᵀ · X) sampled on W's pattern: one dot product over the batch per stored value.</summary>
+    void CsrSampledGradient(in CsrView w, StridedView dyT, StridedView xT, StridedView dValues);
 }
 
 /// <summary>Distribution for <see cref="IBackend.Random"/>.</summary>

@@ -120,6 +120,10 @@ public readonly record struct Pool2dArgs(int N, int C, int H, int W, int KH, int
 /// momentum buffer b = μ·b + (1-dampening)·g, nesterov g + μ·b).</summary>
 public readonly record struct SgdArgs(double Lr, double Momentum, double Dampening, double WeightDecay, bool Nesterov, bool FirstStep);
 
+/// <summary>A CSR matrix [Rows, Cols] in device memory: I32 row pointers (Rows + 1) and column indices (Nnz), F32
+/// values (Nnz; absent, 0, where a kernel needs only the pattern).</summary>
+public readonly record struct CsrView(int Rows, int Cols, int Nnz, nint RowPtr, nint ColIdx, nint Values);
+
 /// <summary>Hyper-parameters of one Adam/AdamW step; <c>Step</c> counts from 1. <c>Decoupled</c> selects AdamW
 /// (p -= lr·wd·p) over Adam's L2 (g += wd·p).</summary>
 public readonly record struct AdamArgs(double Lr, double Beta1, double Beta2, double Eps, double WeightDecay, bool Decoupled, long Step);

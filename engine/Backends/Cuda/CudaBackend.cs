@@ -4,8 +4,8 @@ using Frugal.Memory;
 namespace Frugal.Backends.Cuda;
 
 /// <summary>The CUDA kernel table: every entry of <see cref="IBackend"/> as NVRTC-compiled kernels of
-/// <c>kernels/*.cu</c> (elementwise, random, optimizer, row, reduction, indexing, cast, convolution and pooling
-/// kernels) and cuBLAS for GEMM, with the CPU backend's semantics (same Philox stream, same rounding, sums in the
+/// <c>kernels/*.cu</c> (elementwise, random, optimizer, row, reduction, indexing, cast, convolution, pooling and
+/// CSR kernels) and cuBLAS for GEMM, with the CPU backend's semantics (same Philox stream, same rounding, sums in the
 /// CPU's order wherever one thread owns an output). Every operation is queued on the device's stream;
 /// <see cref="Download"/> (and <see cref="Upload"/>, whose source may die on return) synchronise.</summary>
 internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocator) : IBackend
@@ -18,6 +18,7 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
     private const string Indexing = "indexing.cu";
     private const string Casts = "cast.cu";
     private const string Convolution = "conv.cu";
+    private const string Sparse = "sparse.cu";
 
     // im2col columns per chunk of images: 32M values (128 MiB in F32) keep cuBLAS's products large.
     private const long ColumnBudgetElements = 32L << 20;
@@ -576,6 +577,58 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
                 AddScalar(ref k, t, factor);
             k.Add(s.Decoupled ? 1 : 0);
             k.Add(param.Numel);
+        });
+    }
+
+    // ---- CSR weights ----
+
+    /// <inheritdoc/>
+    public void CsrMultiplyTransposed(in CsrView w, StridedView xT, StridedView yT)
+    {
+        var m = w;
+        Run(Sparse, "csr_multiply_transposed", yT.Numel, (ref KernelArgs k) =>
+        {
+            k.Add(m.RowPtr);
+            k.Add(m.ColIdx);
+            k.Add(m.Values);
+            k.Add(xT.Data);
+            k.Add(yT.Data);
+            k.Add((long)m.Rows);
+            k.Add((long)yT.Shape[1]);
+        });
+    }
+
+    /// <inheritdoc/>
+    public void CsrMultiply(in CsrView w, StridedView dyT, StridedView dxT)
+    {
+        var m = w;
+        Run(Sparse, "csr_multiply", dxT.Shape[1], (ref KernelArgs k) =>
+        {
+            k.Add(m.RowPtr);
+            k.Add(m.ColIdx);
+            k.Add(m.Values);
+            k.Add(dyT.Data);
+            k.Add(dxT.Data);
+            k.Add((long)m.Rows);
+            k.Add((long)m.Cols);
+            k.Add((long)dxT.Shape[1]);
+        });
+    }
+
+    /// <inheritdoc/>
+    public void CsrSampledGradient(in CsrView w, StridedView dyT, StridedView xT, StridedView dValues)
+    {
+        var m = w;
+        Run(Sparse, "csr_sampled_gradient", m.Nnz, (ref KernelArgs k) =>
+        {
+            k.Add(m.RowPtr);
+            k.Add(m.ColIdx);
+            k.Add(dyT.Data);
+            k.Add(xT.Data);
+            k.Add(dValues.Data);
+            k.Add((long)m.Rows);
+            k.Add((long)m.Nnz);
+            k.Add((long)xT.Shape[1]);
         });
     }
 

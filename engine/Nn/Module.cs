@@ -9,6 +9,7 @@ public abstract class Module : IDisposable
 {
     private readonly List<(string Name, Tensor Value)> _parameters = [];
     private readonly List<(string Name, Module Value)> _children = [];
+    private readonly List<(string Name, Tensor Value)> _buffers = [];
     private bool _disposed;
 
     /// <summary>Dotted path from the root model ("" for the root, "0.weight" style names below it).</summary>
@@ -49,6 +50,20 @@ public abstract class Module : IDisposable
             return RegisterParameter(name, create());
     }
 
+    /// <summary>Registers a tensor the module owns but does not train (a sparse pattern's indices, FormatMeta):
+    /// created with <paramref name="create"/> under <paramref name="category"/>, disposed with the module.</summary>
+    protected Tensor RegisterBuffer(string name, MemoryCategory category, Func<Tensor> create)
+    {
+        ArgumentNullException.ThrowIfNull(create);
+        Tensor value;
+        using (MemoryContext.Use(category, Join(Path, name)))
+            value = create();
+        value.DetachFromScope();
+        value.Name = Join(Path, name);
+        _buffers.Add((name, value));
+        return value;
+    }
+
     /// <summary>Registers a child module under <paramref name="name"/>.</summary>
     protected T RegisterModule<T>(string name, T module) where T : Module
     {
@@ -66,6 +81,11 @@ public abstract class Module : IDisposable
         {
             p.Name = Join(path, name);
             p.Buffer.Recategorize(MemoryCategory.Parameter, p.Name);
+        }
+        foreach (var (name, b) in _buffers)
+        {
+            b.Name = Join(path, name);
+            b.Buffer.Recategorize(b.Buffer.Category, b.Name);
         }
         foreach (var (name, c) in _children)
             c.SetPath(Join(path, name));
@@ -145,6 +165,8 @@ public abstract class Module : IDisposable
         _disposed = true;
         foreach (var (_, p) in _parameters)
             p.Dispose();
+        foreach (var (_, b) in _buffers)
+            b.Dispose();
         foreach (var (_, c) in _children)
             c.Dispose();
         GC.SuppressFinalize(this);

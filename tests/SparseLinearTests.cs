@@ -1,0 +1,95 @@
+using Frugal.Memory;
+using Frugal.Nn;
+using Frugal.Optim;
+using static Frugal.Tests.TestUtil;
+
+namespace Frugal.Tests;
+
+/// <summary>A CSR linear layer is the dense layer with the same zeros (forward, every gradient, an Adam step), holds
+/// exactly nnz values of parameter, gradient and optimizer state plus its FormatMeta indices, on each device.</summary>
+public class SparseLinearTests
+{
+    public static TheoryData<string> DeviceNames => Devices;
+
+    [Theory]
+    [MemberData(nameof(DeviceNames))]
+    public void EqualsTheDenseLayerWithTheSameZeros(string device)
+    {
+        var dev = DeviceFor(device);
+        Init.ManualSeed(5);
+        using var sparse = new SparseLinear(32, 24, density: 0.2, device: dev);
+        using var dense = new Linear(32, 24, device: dev);
+        using (var w = sparse.DenseWeight())
+            F.CopyInto(dense.Weight, w);
+        F.CopyInto(dense.Bias!, sparse.Bias!);
+
+        using var scope = TensorScope.Begin();
+        var xs = Tensor.Uniform(new Shape(7, 32), -1, 1, 6, device: dev);
+        var xd = Tensor.Uniform(new Shape(7, 32), -1, 1, 6, device: dev);
+        xs.RequiresGrad = true;
+        xd.RequiresGrad = true;
+        var mix = Tensor.Uniform(new Shape(7, 24), -1, 1, 7, device: dev);
+        var ys = sparse.Forward(xs);
+        var yd = dense.Forward(xd);
+        AssertClose(Values(yd), Values(ys), 1e-6, 1e-5, "forward");
+        F.Sum(ys * mix).Backward();
+        F.Sum(yd * mix).Backward();
+        AssertClose(Values(xd.Grad!), Values(xs.Grad!), 1e-6, 1e-5, "input gradient");
+        AssertClose(Values(dense.Bias!.Grad!), Values(sparse.Bias!.Grad!), 1e-6, 1e-5, "bias gradient");
+        var pattern = sparse.Pattern;
+        var denseDw = Values(dense.Weight.Grad!);
+        var onPattern = Enumerable.Range(0, pattern.Rows)
+            .SelectMany(r => Enumerable.Range(pattern.RowPtr[r], pattern.RowPtr[r + 1] - pattern.RowPtr[r]).Select(k => denseDw[r * 32 + pattern.ColIdx[k]]))
+            .ToArray();
+        AssertClose(onPattern, Values(sparse.Values.Grad!), 1e-6, 1e-5, "weight gradient on the pattern");
+
+        using var optS = new Adam(sparse.Parameters(), 1e-2);
+        using var optD = new Adam(dense.Parameters(), 1e-2);
+        optS.Step();
+        optD.Step();
+        var denseW = Values(dense.Weight);
+        var stepped = Enumerable.Range(0, pattern.Rows)
+            .SelectMany(r => Enumerable.Range(pattern.RowPtr[r], pattern.RowPtr[r + 1] - pattern.RowPtr[r]).Select(k => denseW[r * 32 + pattern.ColIdx[k]]))
+            .ToArray();
+        AssertClose(stepped, Values(sparse.Values), 1e-6, 1e-5, "values after one Adam step");
+    }
+
+    [Fact]
+    public void HoldsExactlyNnzValuesOfEachCategoryPlusTheIndices()
+    {
+        var device = Device.CreateCpu("sparse-bytes");
+        Init.ManualSeed(2);
+        using var layer = new SparseLinear(784, 512, density: 0.1, device: device);
+        var nnz = layer.Pattern.Nnz;
+        Assert.Equal(512 * 78, nnz);   // round(0.1 · 784) per row
+        var alloc = device.Allocator;
+        const long bias = 512;
+        Assert.Equal(4L * (nnz + bias), alloc.Current(MemoryCategory.Parameter));
+        Assert.Equal(4L * (512 + 1 + nnz), alloc.Current(MemoryCategory.FormatMeta));
+        using var opt = new Adam(layer.Parameters(), 1e-3);
+        using (var scope = TensorScope.Begin())
+        {
+            var x = Tensor.Uniform(new Shape(16, 784), -1, 1, 3, device: device);
+            F.Sum(layer.Forward(x)).Backward();
+        }
+        Assert.Equal(4L * (nnz + bias), alloc.Current(MemoryCategory.Gradient));
+        opt.Step();
+        Assert.Equal(2 * 4L * (nnz + bias), alloc.Current(MemoryCategory.OptimizerState));
+        Assert.Equal(0, alloc.Current(MemoryCategory.Activation));
+        // Against the dense layer: Parameter + Gradient + OptimizerState + FormatMeta.
+        var sparseTotal = 4 * 4L * (nnz + bias) + 4L * (513 + nnz);
+        var denseTotal = 4 * 4L * (784 * 512 + bias);
+        Assert.True(sparseTotal <= 0.15 * denseTotal, $"{sparseTotal} bytes is {(double)sparseTotal / denseTotal:F3} of dense");
+    }
+
+    [Fact]
+    public void BadInputIsNamed()
+    {
+        Init.ManualSeed(1);
+        using var layer = new SparseLinear(10, 4, density: 0.5);
+        using var x = Tensor.Zeros(new Shape(3, 9));
+        var e = Assert.Throws<ShapeMismatchException>(() => layer.Forward(x));
+        Assert.Contains("does not fit a [4, 10] weight", e.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new SparseLinear(10, 4, density: 0));
+    }
+}

@@ -20,12 +20,12 @@ public static class TrainBench
         // ~30 calls) runs the timed steps.
         Console.WriteLine("| model | parameters | warm-up steps | timed steps | ms/step | examples/s | est. s/epoch (60k) |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
-        foreach (var (name, timed) in new[] { ("mlp", 300), ("cnn", 60) })
+        foreach (var (name, density, timed) in new (string, double?, int)[] { ("mlp", null, 300), ("mlp", 0.1, 300), ("cnn", null, 60) })
         {
-            var (warmup, ms, parameters) = MsPerStep(name, data.Train, timed, Device.Cpu);
+            var (warmup, ms, parameters) = MsPerStep(name, data.Train, timed, Device.Cpu, density);
             var rate = 128 * 1000.0 / ms;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {name} | {parameters:N0} | {warmup} | {timed} | {ms:F2} | {rate:F0} | {60000 / rate:F1} |"));
+                $"| {name}{(density is { } d ? $" csr {d}" : "")} | {parameters:N0} | {warmup} | {timed} | {ms:F2} | {rate:F0} | {60000 / rate:F1} |"));
         }
         return 0;
     }
@@ -33,12 +33,12 @@ public static class TrainBench
     /// <summary>Milliseconds per training step (batch 128, Adam 1e-3) of model <paramref name="name"/> on
     /// <paramref name="device"/>, timed over <paramref name="timedSteps"/> steps after warm-up; also the warm-up
     /// steps taken and the parameter count.</summary>
-    public static (int Warmup, double Ms, long Parameters) MsPerStep(string name, ImageDataset train, int timedSteps, Device device)
+    public static (int Warmup, double Ms, long Parameters) MsPerStep(string name, ImageDataset train, int timedSteps, Device device, double? density = null)
     {
         const int batch = 128;
         int? warmup = null;
         Init.ManualSeed(1);
-        using var model = Zoo.Create(name, device);
+        using var model = Zoo.Create(name, device, density);
         using var opt = new Adam(model.Parameters(), 1e-3);
         var clock = new Stopwatch();
         var warmClock = Stopwatch.StartNew();

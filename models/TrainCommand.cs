@@ -14,6 +14,7 @@ internal static class TrainCommand
     public const string Usage = """
         frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
+                     [--format dense|csr:DENSITY]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -26,9 +27,10 @@ internal static class TrainCommand
                        when installed, else the embedded slice
           --steps      stop each epoch after N steps (quick runs)            default: whole epoch
           --device     cpu, or cuda / cuda:N for a GPU                      default cpu
+          --format     dense, or csr:D for CSR weights of density D in (0, 1)  default dense (mlp only)
         """;
 
-    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device"];
+    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format"];
 
     public static int Run(IReadOnlyList<string> argv)
     {
@@ -51,14 +53,24 @@ internal static class TrainCommand
         var device = ParseDevice(args.String("device", "cpu"));
         Init.ManualSeed((ulong)seed);
         Rng.ManualSeed((ulong)seed);
-        using var model = Zoo.Create(modelName, device);
+        var density = ParseFormat(args.String("format", "dense"));
+        Sequential model;
+        try
+        {
+            model = Zoo.Create(modelName, device, density);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException(e.Message);
+        }
+        using var owned = model;
         using Optimizer opt = optName switch
         {
             "sgd" => new SGD(model.Parameters(), lr, momentum: 0.9),
             "adamw" => new AdamW(model.Parameters(), lr),
             _ => new Adam(model.Parameters(), lr),
         };
-        AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters, {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}");
+        AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters ({(density is { } dd ? $"csr {dd.ToString(CultureInfo.InvariantCulture)}" : "dense")}), {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}");
         device.Allocator.ResetPeak();
         var stepsPerEpoch = (data.Train.Count + batch - 1) / batch;
         if (maxSteps > 0)
@@ -78,6 +90,17 @@ internal static class TrainCommand
         }
         AnsiConsole.Write(MemoryTable(device.Allocator.Stats()));
         return 0;
+    }
+
+    /// <summary>null for dense, else the CSR density of <c>csr:D</c>.</summary>
+    private static double? ParseFormat(string format)
+    {
+        if (format == "dense")
+            return null;
+        if (format.StartsWith("csr:", StringComparison.Ordinal)
+            && double.TryParse(format.AsSpan(4), NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && d > 0 && d < 1)
+            return d;
+        throw new UsageException($"--format must be dense or csr:D with a density D in (0, 1), got '{format}'");
     }
 
     private static Device ParseDevice(string name)

@@ -8,14 +8,18 @@ public static class Zoo
     /// <summary>Names accepted by <c>--model</c>.</summary>
     public static IReadOnlyList<string> Names { get; } = ["mlp", "cnn"];
 
-    /// <summary>784-512-512-10 ReLU perceptron over flattened 28×28 images.</summary>
-    public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null) => new(
+    /// <summary>784-512-512-10 ReLU perceptron over flattened 28×28 images; with a CSR <paramref name="density"/>
+    /// (in (0, 1)), its three weights are sparse at that density.</summary>
+    public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, double? density = null) => new(
         new Flatten(),
-        new Linear(inputs, hidden, device: device),
+        LinearLayer(inputs, hidden, device, density),
         new ReLU(),
-        new Linear(hidden, hidden, device: device),
+        LinearLayer(hidden, hidden, device, density),
         new ReLU(),
-        new Linear(hidden, classes, device: device));
+        LinearLayer(hidden, classes, device, density));
+
+    private static Module LinearLayer(int inputs, int outputs, Device? device, double? density)
+        => density is { } d ? new SparseLinear(inputs, outputs, d, device: device) : new Linear(inputs, outputs, device: device);
 
     /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 256-unit and 10-unit
     /// fully connected layers: the classic small CNN for 28×28 images.</summary>
@@ -32,9 +36,10 @@ public static class Zoo
         new Linear(hidden, classes, device: device));
 
     /// <summary>The model called <paramref name="name"/>.</summary>
-    public static Sequential Create(string name, Device? device = null) => name switch
+    public static Sequential Create(string name, Device? device = null, double? density = null) => name switch
     {
-        "mlp" => Mlp(device: device),
+        "mlp" => Mlp(device: device, density: density),
+        "cnn" when density is not null => throw new ArgumentException("csr weights are built for Linear layers only so far (sparse convolutions come later): use --model mlp"),
         "cnn" => Cnn(device: device),
         _ => throw new ArgumentException($"unknown model '{name}'; choose one of: {string.Join(", ", Names)}"),
     };

@@ -126,4 +126,20 @@ public class CliTests
         Assert.Contains("cuda:0: CUDA unavailable", err, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", err, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void CsrFormatTrainsTheMlpWithExactSparseBytes()
+    {
+        AssertUsageError(["train", "--format", "csr:2"], "--format must be dense or csr:D with a density D in (0, 1), got 'csr:2'");
+        AssertUsageError(["train", "--format", "coo"], "got 'coo'");
+        AssertUsageError(["train", "--model", "cnn", "--format", "csr:0.1", "--data", "embedded"], "csr weights are built for Linear layers only");
+        var (code, output, err) = Run("train", "--model", "mlp", "--format", "csr:0.1", "--data", "embedded", "--steps", "10");
+        Assert.True(code == 0, err);
+        Assert.Contains("(csr 0.1)", output, StringComparison.Ordinal);
+        // Per row round(0.1 · inputs) values: 512·78 + 512·51 + 10·51, plus the dense biases.
+        const long values = 512 * 78 + 512 * 51 + 10 * 51, biases = 512 + 512 + 10;
+        Assert.Matches($@"Parameter\s.*{4 * (values + biases):N0}", output);
+        Assert.Matches($@"FormatMeta\s.*{4 * (513 + 513 + 11 + values):N0}", output);
+        Assert.Matches($@"OptimizerState\s.*{8 * (values + biases):N0}", output);
+    }
 }

@@ -32,7 +32,7 @@ public sealed class SparseLinear : Module
     }
 
     /// <summary>The sparsity pattern (host copy).</summary>
-    public CsrPattern Pattern { get; }
+    public CsrPattern Pattern { get; private set; }
 
     /// <summary>Row pointers [out + 1] (I32, FormatMeta).</summary>
     public Tensor RowPtr { get; }
@@ -45,6 +45,41 @@ public sealed class SparseLinear : Module
 
     /// <summary>Bias [out], or null.</summary>
     public Tensor? Bias { get; }
+
+    /// <summary>Replaces the pattern by one with as many entries, moving the values (and, when given, the
+    /// optimizer's state of <see cref="Values"/>): new entry k takes old entry <paramref name="source"/>[k], or starts
+    /// at zero where that is -1. Call between steps, after the gradient is dropped.</summary>
+    /// <exception cref="ArgumentException">The new pattern's shape or size differs, the map is wrong, or a gradient is pending.</exception>
+    public void UpdatePattern(CsrPattern pattern, ReadOnlySpan<int> source, Optim.Optimizer? optimizer = null)
+    {
+        ArgumentNullException.ThrowIfNull(pattern);
+        if (pattern.Rows != Pattern.Rows || pattern.Cols != Pattern.Cols || pattern.Nnz != Pattern.Nnz)
+            throw new ArgumentException($"SparseLinear.UpdatePattern: new pattern [{pattern.Rows}, {pattern.Cols}] with {pattern.Nnz} entries does not replace [{Pattern.Rows}, {Pattern.Cols}] with {Pattern.Nnz}");
+        if (source.Length != pattern.Nnz)
+            throw new ArgumentException($"SparseLinear.UpdatePattern: {source.Length} map entries for {pattern.Nnz} stored values");
+        if (Values.Grad is not null)
+            throw new ArgumentException("SparseLinear.UpdatePattern: the weight still has a gradient; update the pattern after the optimizer step and ZeroGrad");
+        var old = Values.ToArray<float>();
+        var moved = new float[old.Length];
+        for (var k = 0; k < moved.Length; k++)
+        {
+            var from = source[k];
+            if (from < -1 || from >= old.Length)
+                throw new ArgumentException($"SparseLinear.UpdatePattern: source index {from} is outside [-1, {old.Length})");
+            moved[k] = from < 0 ? 0 : old[from];
+        }
+        optimizer?.RemapState(Values, source);
+        using (Autograd.Autograd.NoGrad())
+        {
+            using var values = Tensor.FromArray(moved, Values.Shape, Values.Device);
+            using var rowPtr = Tensor.FromArray(pattern.RowPtr.ToArray(), RowPtr.Shape, RowPtr.Device);
+            using var colIdx = Tensor.FromArray(pattern.ColIdx.ToArray(), ColIdx.Shape, ColIdx.Device);
+            F.CopyInto(Values, values);
+            F.CopyInto(RowPtr, rowPtr);
+            F.CopyInto(ColIdx, colIdx);
+        }
+        Pattern = pattern;
+    }
 
     /// <summary>The weight as a dense [out, in] tensor (for checks and export; never used in training).</summary>
     public Tensor DenseWeight() => Tensor.FromArray(Pattern.ToDense(Values.ToArray<float>()), new Shape(Pattern.Rows, Pattern.Cols), Values.Device);

@@ -79,6 +79,42 @@ public abstract class Optimizer : IDisposable
         return s;
     }
 
+    /// <summary>Rearranges the state of a parameter whose entries were moved (a sparse pattern update): entry k of
+    /// every state tensor becomes old entry <paramref name="source"/>[k], or zero where that is -1 (a new entry
+    /// starts with zeroed state, as regrown weights do in SET and RigL).</summary>
+    /// <exception cref="ArgumentException">The parameter is not optimized here, or the map's length or an index is wrong.</exception>
+    public void RemapState(Tensor parameter, ReadOnlySpan<int> source)
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        if (!Parameters.Contains(parameter))
+            throw new ArgumentException($"{GetType().Name}.RemapState: {parameter.Describe()} is not one of its parameters");
+        if (source.Length != parameter.Numel)
+            throw new ArgumentException($"{GetType().Name}.RemapState: {source.Length} map entries for {parameter.Describe()} ({parameter.Numel} elements)");
+        foreach (var k in source)
+        {
+            if (k < -1 || k >= parameter.Numel)
+                throw new ArgumentException($"{GetType().Name}.RemapState: source index {k} is outside [-1, {parameter.Numel})");
+        }
+        var map = source.ToArray();
+        foreach (var state in _state.Where(kv => ReferenceEquals(kv.Key.Item1, parameter)).Select(kv => kv.Value))
+        {
+            var old = state.To(DType.F64);
+            try
+            {
+                var values = old.ToArray<double>();
+                var moved = map.Select(k => k < 0 ? 0.0 : values[k]).ToArray();
+                using var host = Tensor.FromArray(moved, state.Shape, state.Device);
+                using var cast = host.To(state.DType);
+                using (Autograd.Autograd.NoGrad())
+                    F.CopyInto(state, cast);
+            }
+            finally
+            {
+                old.Dispose();
+            }
+        }
+    }
+
     /// <summary>Every state tensor by "param.name" key (for checkpoints and memory reports).</summary>
     public IReadOnlyDictionary<string, Tensor> StateDict()
         => _state.ToDictionary(kv => $"{kv.Key.Item1.Name ?? "param"}.{kv.Key.Item2}", kv => kv.Value);

@@ -18,6 +18,9 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
     /// <summary>Learning-rate schedule applied before every step, counted over all epochs (null: constant).</summary>
     public LrSchedule? Schedule { get; init; }
 
+    /// <summary>Called after every optimizer step and ZeroGrad (a sparse-training pattern update, e.g. SET's Step).</summary>
+    public Action? AfterStep { get; init; }
+
     /// <summary>Optimizer steps taken so far, over all epochs.</summary>
     public long GlobalStep { get; private set; }
 
@@ -47,6 +50,7 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
                 optimizer.ZeroGrad();
                 lossSum += loss.Item();
             }
+            AfterStep?.Invoke();
             examples += x.Shape[0];
             step++;
             OnStep?.Invoke(step, steps, lossSum / step, examples / clock.Elapsed.TotalSeconds);

@@ -133,6 +133,8 @@ public class CliTests
         AssertUsageError(["train", "--format", "csr:2"], "--format must be dense or csr:D with a density D in (0, 1), got 'csr:2'");
         AssertUsageError(["train", "--format", "coo"], "got 'coo'");
         AssertUsageError(["train", "--model", "cnn", "--format", "csr:0.1", "--data", "embedded"], "csr weights are built for Linear layers only");
+        AssertUsageError(["train", "--sparsity", "set", "--data", "embedded"], "--sparsity set needs sparse weights: give --format csr:D");
+        AssertUsageError(["train", "--sparsity", "rigl"], "--sparsity must be one of static|set, got 'rigl'");
         var (code, output, err) = Run("train", "--model", "mlp", "--format", "csr:0.1", "--data", "embedded", "--steps", "10");
         Assert.True(code == 0, err);
         Assert.Contains("(csr 0.1)", output, StringComparison.Ordinal);

@@ -14,7 +14,7 @@ internal static class TrainCommand
     public const string Usage = """
         frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
-                     [--format dense|csr:DENSITY] [--sparsity static|set]
+                     [--format dense|csr:DENSITY] [--sparsity static|set|rigl]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -28,8 +28,8 @@ internal static class TrainCommand
           --steps      stop each epoch after N steps (quick runs)            default: whole epoch
           --device     cpu, or cuda / cuda:N for a GPU                      default cpu
           --format     dense, or csr:D for CSR weights of density D in (0, 1)  default dense (mlp only)
-          --sparsity   static pattern, or set: SET updates every 100 steps (drop 0.3, cosine decay,
-                       frozen for the last quarter)                          default static
+          --sparsity   static pattern, or set / rigl: pattern updates every 100 steps (drop 0.3,
+                       cosine decay, frozen for the last quarter)            default static
         """;
 
     private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity"];
@@ -56,7 +56,7 @@ internal static class TrainCommand
         Init.ManualSeed((ulong)seed);
         Rng.ManualSeed((ulong)seed);
         var density = ParseFormat(args.String("format", "dense"));
-        var sparsity = args.Choice("sparsity", "static", ["static", "set"]);
+        var sparsity = args.Choice("sparsity", "static", ["static", "set", "rigl"]);
         if (sparsity != "static" && density is null)
             throw new UsageException($"--sparsity {sparsity} needs sparse weights: give --format csr:D");
         Sequential model;
@@ -81,11 +81,17 @@ internal static class TrainCommand
         if (maxSteps > 0)
             stepsPerEpoch = Math.Min(stepsPerEpoch, maxSteps);
         var totalSteps = (long)stepsPerEpoch * epochs;
-        var set = sparsity == "set" ? new Training.Sparsity.Set(model, opt, updateEvery: 100, dropFraction: 0.3, endStep: Math.Max(1, totalSteps * 3 / 4), seed: seed) : null;
+        var endStep = Math.Max(1, totalSteps * 3 / 4);
+        Training.Sparsity.DynamicSparsity? dynamic = sparsity switch
+        {
+            "set" => new Training.Sparsity.Set(model, opt, updateEvery: 100, dropFraction: 0.3, endStep: endStep, seed: seed),
+            "rigl" => new Training.Sparsity.RigL(model, opt, updateEvery: 100, dropFraction: 0.3, endStep: endStep),
+            _ => null,
+        };
         var trainer = new Trainer(model, opt, device)
         {
             Schedule = scheduleName == "cosine" ? new CosineSchedule(totalSteps) : null,
-            AfterStep = set is null ? null : () => set.Step(),
+            AfterStep = dynamic is null ? null : () => dynamic.Step(),
         };
         var results = new List<EpochResult>();
         for (var epoch = 1; epoch <= epochs; epoch++)

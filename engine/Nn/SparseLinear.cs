@@ -81,17 +81,21 @@ public sealed class SparseLinear : Module
         Pattern = pattern;
     }
 
+    /// <summary>A regrowth request the next backward answers (set by RigL before an update step), or null.</summary>
+    internal GrowthScores? PendingGrowth { get; set; }
+
     /// <summary>The weight as a dense [out, in] tensor (for checks and export; never used in training).</summary>
     public Tensor DenseWeight() => Tensor.FromArray(Pattern.ToDense(Values.ToArray<float>()), new Shape(Pattern.Rows, Pattern.Cols), Values.Device);
 
     /// <inheritdoc/>
     protected override Tensor OnForward(Tensor x)
     {
+        var growth = PendingGrowth is { } g ? (g, Pattern) : ((GrowthScores, CsrPattern)?)null;
         if (x.Rank == 2)
-            return F.SparseLinear(x, Pattern.Rows, Pattern.Cols, RowPtr, ColIdx, Values, Bias);
+            return F.SparseLinear(x, Pattern.Rows, Pattern.Cols, RowPtr, ColIdx, Values, Bias, growth);
         // Leading dimensions fold into the batch.
         using var flat = x.Reshape(-1, x.Shape[^1]);
-        using var y = F.SparseLinear(flat, Pattern.Rows, Pattern.Cols, RowPtr, ColIdx, Values, Bias);
+        using var y = F.SparseLinear(flat, Pattern.Rows, Pattern.Cols, RowPtr, ColIdx, Values, Bias, growth);
         return y.Reshape([.. x.Shape.Dims[..^1], Pattern.Rows]);
     }
 }

@@ -11,6 +11,12 @@ public static partial class F
     /// </summary>
     /// <exception cref="ShapeMismatchException">Shapes, dtypes or devices of x, the pattern, the values or the bias disagree.</exception>
     public static Tensor SparseLinear(Tensor x, int rows, int cols, Tensor rowPtr, Tensor colIdx, Tensor values, Tensor? bias = null)
+        => SparseLinear(x, rows, cols, rowPtr, colIdx, values, bias, growth: null);
+
+    /// <summary><see cref="SparseLinear(Tensor, int, int, Tensor, Tensor, Tensor, Tensor?)"/> that also answers a
+    /// regrowth request during backward (the pattern it skips is <paramref name="growth"/>'s).</summary>
+    internal static Tensor SparseLinear(Tensor x, int rows, int cols, Tensor rowPtr, Tensor colIdx, Tensor values, Tensor? bias,
+        (Formats.GrowthScores Scores, Formats.CsrPattern Pattern)? growth)
     {
         const string op = "SparseLinear";
         foreach (var t in new[] { x, rowPtr, colIdx, values })
@@ -55,6 +61,8 @@ public static partial class F
                     using var dxView = dxT.Transpose(0, 1);
                     dx = dxView.Contiguous();
                 }
+                if (growth is { } request)
+                    request.Scores.Fill(request.Pattern, gT, savedX);
                 Tensor? dValues = null;
                 if (needDValues)
                 {

@@ -14,7 +14,7 @@ internal static class TrainCommand
     public const string Usage = """
         frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
-                     [--format dense|csr:DENSITY] [--sparsity static|set|rigl]
+                     [--format dense|csr:DENSITY] [--sparsity static|set|rigl] [--distribution uniform|erk]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -30,9 +30,10 @@ internal static class TrainCommand
           --format     dense, or csr:D for CSR weights of density D in (0, 1)  default dense (mlp only)
           --sparsity   static pattern, or set / rigl: pattern updates every 100 steps (drop 0.3,
                        cosine decay, frozen for the last quarter)            default static
+          --distribution  uniform: every layer at the density; erk: by (in + out) / (in · out)   default uniform
         """;
 
-    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity"];
+    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution"];
 
     public static int Run(IReadOnlyList<string> argv)
     {
@@ -59,10 +60,13 @@ internal static class TrainCommand
         var sparsity = args.Choice("sparsity", "static", ["static", "set", "rigl"]);
         if (sparsity != "static" && density is null)
             throw new UsageException($"--sparsity {sparsity} needs sparse weights: give --format csr:D");
+        var distribution = args.Choice("distribution", "uniform", ["uniform", "erk"]);
+        if (distribution != "uniform" && density is null)
+            throw new UsageException($"--distribution {distribution} needs sparse weights: give --format csr:D");
         Sequential model;
         try
         {
-            model = Zoo.Create(modelName, device, density);
+            model = Zoo.Create(modelName, device, density, erk: distribution == "erk");
         }
         catch (ArgumentException e)
         {

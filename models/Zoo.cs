@@ -1,4 +1,5 @@
 using Frugal.Nn;
+using Frugal.Training.Sparsity;
 
 namespace Frugal.Models;
 
@@ -9,17 +10,17 @@ public static class Zoo
     public static IReadOnlyList<string> Names { get; } = ["mlp", "cnn"];
 
     /// <summary>784-512-512-10 ReLU perceptron over flattened 28×28 images; with a CSR <paramref name="density"/>
-    /// (in (0, 1)), its three weights are sparse at that density.</summary>
-    public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, double? density = null) => new(
-        new Flatten(),
-        LinearLayer(inputs, hidden, device, density),
-        new ReLU(),
-        LinearLayer(hidden, hidden, device, density),
-        new ReLU(),
-        LinearLayer(hidden, classes, device, density));
-
-    private static Module LinearLayer(int inputs, int outputs, Device? device, double? density)
-        => density is { } d ? new SparseLinear(inputs, outputs, d, device: device) : new Linear(inputs, outputs, device: device);
+    /// (in (0, 1)), its weights are sparse with that global density, spread uniformly or by ERK
+    /// (<paramref name="erk"/>; a layer that ERK makes fully dense stays a dense Linear).</summary>
+    public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, double? density = null, bool erk = false)
+    {
+        (int Rows, int Cols)[] shapes = [(hidden, inputs), (hidden, hidden), (classes, hidden)];
+        var densities = density is not { } d ? null : erk ? Distribution.Erk(shapes, d) : Distribution.Uniform(shapes, d);
+        Module Layer(int i) => densities is null || densities[i] >= 1
+            ? new Linear(shapes[i].Cols, shapes[i].Rows, device: device)
+            : new SparseLinear(shapes[i].Cols, shapes[i].Rows, densities[i], device: device);
+        return new Sequential(new Flatten(), Layer(0), new ReLU(), Layer(1), new ReLU(), Layer(2));
+    }
 
     /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 256-unit and 10-unit
     /// fully connected layers: the classic small CNN for 28×28 images.</summary>
@@ -36,9 +37,9 @@ public static class Zoo
         new Linear(hidden, classes, device: device));
 
     /// <summary>The model called <paramref name="name"/>.</summary>
-    public static Sequential Create(string name, Device? device = null, double? density = null) => name switch
+    public static Sequential Create(string name, Device? device = null, double? density = null, bool erk = false) => name switch
     {
-        "mlp" => Mlp(device: device, density: density),
+        "mlp" => Mlp(device: device, density: density, erk: erk),
         "cnn" when density is not null => throw new ArgumentException("csr weights are built for Linear layers only so far (sparse convolutions come later): use --model mlp"),
         "cnn" => Cnn(device: device),
         _ => throw new ArgumentException($"unknown model '{name}'; choose one of: {string.Join(", ", Names)}"),

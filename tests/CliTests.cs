@@ -134,6 +134,7 @@ public class CliTests
         AssertUsageError(["train", "--format", "coo"], "got 'coo'");
         AssertUsageError(["train", "--model", "cnn", "--format", "csr:0.1", "--data", "embedded"], "csr weights are built for Linear layers only");
         AssertUsageError(["train", "--sparsity", "set", "--data", "embedded"], "--sparsity set needs sparse weights: give --format csr:D");
+        AssertUsageError(["train", "--distribution", "erk", "--data", "embedded"], "--distribution erk needs sparse weights");
         AssertUsageError(["train", "--sparsity", "snip"], "--sparsity must be one of static|set|rigl, got 'snip'");
         var (code, output, err) = Run("train", "--model", "mlp", "--format", "csr:0.1", "--data", "embedded", "--steps", "10");
         Assert.True(code == 0, err);

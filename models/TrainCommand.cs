@@ -14,7 +14,7 @@ internal static class TrainCommand
     public const string Usage = """
         frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
-                     [--format dense|csr:DENSITY] [--sparsity static|set|rigl] [--distribution uniform|erk]
+                     [--format dense|csr:DENSITY] [--sparsity static|snip|set|rigl] [--distribution uniform|erk]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -28,8 +28,9 @@ internal static class TrainCommand
           --steps      stop each epoch after N steps (quick runs)            default: whole epoch
           --device     cpu, or cuda / cuda:N for a GPU                      default cpu
           --format     dense, or csr:D for CSR weights of density D in (0, 1)  default dense (mlp only)
-          --sparsity   static pattern, or set / rigl: pattern updates every 100 steps (drop 0.3,
-                       cosine decay, frozen for the last quarter)            default static
+          --sparsity   static: random pattern; snip: pruned at init by |w·g| on one batch; set / rigl:
+                       pattern updates every 100 steps (drop 0.3, cosine decay, frozen for the
+                       last quarter)                                         default static
           --distribution  uniform: every layer at the density; erk: by (in + out) / (in · out)   default uniform
         """;
 
@@ -57,7 +58,7 @@ internal static class TrainCommand
         Init.ManualSeed((ulong)seed);
         Rng.ManualSeed((ulong)seed);
         var density = ParseFormat(args.String("format", "dense"));
-        var sparsity = args.Choice("sparsity", "static", ["static", "set", "rigl"]);
+        var sparsity = args.Choice("sparsity", "static", ["static", "snip", "set", "rigl"]);
         if (sparsity != "static" && density is null)
             throw new UsageException($"--sparsity {sparsity} needs sparse weights: give --format csr:D");
         var distribution = args.Choice("distribution", "uniform", ["uniform", "erk"]);
@@ -66,7 +67,9 @@ internal static class TrainCommand
         Sequential model;
         try
         {
-            model = Zoo.Create(modelName, device, density, erk: distribution == "erk");
+            model = sparsity == "snip"
+                ? SnipModel(modelName, device, density!.Value, distribution == "erk", data, batch, seed)
+                : Zoo.Create(modelName, device, density, erk: distribution == "erk");
         }
         catch (ArgumentException e)
         {
@@ -108,6 +111,22 @@ internal static class TrainCommand
         }
         AnsiConsole.Write(MemoryTable(device.Allocator.Stats()));
         return 0;
+    }
+
+    /// <summary>The MLP pruned at initialisation by SNIP on the first training batch.</summary>
+    private static Sequential SnipModel(string modelName, Device device, double density, bool erk, FashionMnist data, int batch, int seed)
+    {
+        if (modelName != "mlp")
+            throw new ArgumentException("--sparsity snip is built for the mlp (sparse convolutions come later)");
+        var dense = Zoo.Mlp(device: device);
+        foreach (var (x, y) in data.Train.Batches(batch, shuffle: true, seed: seed, device: device))
+        {
+            using var scope = TensorScope.Begin();
+            F.CrossEntropy(dense.Forward(x), y).Backward();
+            break;
+        }
+        // The dense Sequential is not disposed: the layers it still holds move into the sparse model.
+        return new Sequential([.. Training.Sparsity.Snip.Prune(dense.Layers, Zoo.MlpDensities(density, erk))]);
     }
 
     /// <summary>null for dense, else the CSR density of <c>csr:D</c>.</summary>

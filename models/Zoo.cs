@@ -14,13 +14,22 @@ public static class Zoo
     /// (<paramref name="erk"/>; a layer that ERK makes fully dense stays a dense Linear).</summary>
     public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, double? density = null, bool erk = false)
     {
-        (int Rows, int Cols)[] shapes = [(hidden, inputs), (hidden, hidden), (classes, hidden)];
-        var densities = density is not { } d ? null : erk ? Distribution.Erk(shapes, d) : Distribution.Uniform(shapes, d);
+        var shapes = MlpShapes(inputs, hidden, classes);
+        var densities = density is not { } d ? null : MlpDensities(d, erk, inputs, hidden, classes);
         Module Layer(int i) => densities is null || densities[i] >= 1
             ? new Linear(shapes[i].Cols, shapes[i].Rows, device: device)
             : new SparseLinear(shapes[i].Cols, shapes[i].Rows, densities[i], device: device);
         return new Sequential(new Flatten(), Layer(0), new ReLU(), Layer(1), new ReLU(), Layer(2));
     }
+
+    /// <summary>Per-Linear densities of the MLP for a global <paramref name="density"/>, uniform or ERK.</summary>
+    public static double[] MlpDensities(double density, bool erk, int inputs = 784, int hidden = 512, int classes = 10)
+    {
+        var shapes = MlpShapes(inputs, hidden, classes);
+        return erk ? Distribution.Erk(shapes, density) : Distribution.Uniform(shapes, density);
+    }
+
+    private static (int Rows, int Cols)[] MlpShapes(int inputs, int hidden, int classes) => [(hidden, inputs), (hidden, hidden), (classes, hidden)];
 
     /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 256-unit and 10-unit
     /// fully connected layers: the classic small CNN for 28×28 images.</summary>

@@ -135,7 +135,7 @@ public class CliTests
         AssertUsageError(["train", "--model", "cnn", "--format", "csr:0.1", "--data", "embedded"], "csr weights are built for Linear layers only");
         AssertUsageError(["train", "--sparsity", "set", "--data", "embedded"], "--sparsity set needs sparse weights: give --format csr:D");
         AssertUsageError(["train", "--distribution", "erk", "--data", "embedded"], "--distribution erk needs sparse weights");
-        AssertUsageError(["train", "--sparsity", "snip"], "--sparsity must be one of static|set|rigl, got 'snip'");
+        AssertUsageError(["train", "--sparsity", "snfs"], "--sparsity must be one of static|snip|set|rigl, got 'snfs'");
         var (code, output, err) = Run("train", "--model", "mlp", "--format", "csr:0.1", "--data", "embedded", "--steps", "10");
         Assert.True(code == 0, err);
         Assert.Contains("(csr 0.1)", output, StringComparison.Ordinal);

@@ -93,32 +93,57 @@ public sealed class CsrPattern
     /// <exception cref="ArgumentException">The values do not fill [rows, cols].</exception>
     public static (CsrPattern Pattern, float[] Values) FromDense(ReadOnlySpan<float> dense, int rows, int cols, double density)
     {
+        var magnitudes = new float[dense.Length];
+        for (var i = 0; i < dense.Length; i++)
+            magnitudes[i] = Math.Abs(dense[i]);
+        var pattern = TopScores(magnitudes, rows, cols, density);
+        return (pattern, pattern.Gather(dense));
+    }
+
+    /// <summary>The round(density · size) entries with the largest <paramref name="scores"/> (row-major [rows, cols];
+    /// ties to the earlier index): SNIP's and magnitude pruning's selection.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Density outside (0, 1].</exception>
+    /// <exception cref="ArgumentException">The scores do not fill [rows, cols].</exception>
+    public static CsrPattern TopScores(ReadOnlySpan<float> scores, int rows, int cols, double density)
+    {
         CheckDensity(density);
-        if (dense.Length != (long)rows * cols)
-            throw new ArgumentException($"CSR from dense: {dense.Length} values do not fill [{rows}, {cols}]");
-        var keep = Math.Clamp((int)Math.Round(density * dense.Length), dense.Length == 0 ? 0 : 1, dense.Length);
-        var copy = dense.ToArray();
-        var order = Enumerable.Range(0, dense.Length).ToArray();
+        if (scores.Length != (long)rows * cols)
+            throw new ArgumentException($"CSR selection: {scores.Length} scores do not fill [{rows}, {cols}]");
+        var keep = Math.Clamp((int)Math.Round(density * scores.Length), scores.Length == 0 ? 0 : 1, scores.Length);
+        var copy = scores.ToArray();
+        var order = Enumerable.Range(0, scores.Length).ToArray();
         Array.Sort(order, (a, b) =>
         {
-            var byMagnitude = Math.Abs(copy[b]).CompareTo(Math.Abs(copy[a]));
-            return byMagnitude != 0 ? byMagnitude : a.CompareTo(b);
+            var byScore = copy[b].CompareTo(copy[a]);
+            return byScore != 0 ? byScore : a.CompareTo(b);
         });
         var chosen = order.AsSpan(0, keep).ToArray();
         Array.Sort(chosen);   // row-major order = CSR order
         var rowPtr = new int[rows + 1];
         var colIdx = new int[keep];
-        var values = new float[keep];
         for (var k = 0; k < keep; k++)
         {
-            var flat = chosen[k];
-            rowPtr[flat / cols + 1]++;
-            colIdx[k] = flat % cols;
-            values[k] = copy[flat];
+            rowPtr[chosen[k] / cols + 1]++;
+            colIdx[k] = chosen[k] % cols;
         }
         for (var r = 0; r < rows; r++)
             rowPtr[r + 1] += rowPtr[r];
-        return (new CsrPattern(rows, cols, rowPtr, colIdx), values);
+        return new CsrPattern(rows, cols, rowPtr, colIdx);
+    }
+
+    /// <summary>The values of a dense row-major matrix at the stored entries, in pattern order.</summary>
+    /// <exception cref="ArgumentException">The matrix is not [Rows, Cols].</exception>
+    public float[] Gather(ReadOnlySpan<float> dense)
+    {
+        if (dense.Length != (long)Rows * Cols)
+            throw new ArgumentException($"CSR pattern [{Rows}, {Cols}]: {dense.Length} dense values do not fill it");
+        var values = new float[Nnz];
+        for (var r = 0; r < Rows; r++)
+        {
+            for (var k = RowPtr[r]; k < RowPtr[r + 1]; k++)
+                values[k] = dense[(int)((long)r * Cols + ColIdx[k])];
+        }
+        return values;
     }
 
     /// <summary>The dense row-major matrix with <paramref name="values"/> (in pattern order) at the stored entries.</summary>

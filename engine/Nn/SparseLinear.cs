@@ -31,6 +31,26 @@ public sealed class SparseLinear : Module
             Bias = RegisterParameter("bias", () => Init.Default(new Shape(outF), inF, device));
     }
 
+    /// <summary>The dense layer restricted to <paramref name="pattern"/>: its weights at the stored entries and its bias
+    /// (pruning at initialisation, e.g. SNIP).</summary>
+    /// <exception cref="ArgumentException">The pattern's shape is not the layer's.</exception>
+    public static SparseLinear FromDense(Linear dense, CsrPattern pattern)
+    {
+        ArgumentNullException.ThrowIfNull(dense);
+        ArgumentNullException.ThrowIfNull(pattern);
+        if (pattern.Rows != dense.OutFeatures || pattern.Cols != dense.InFeatures)
+            throw new ArgumentException($"SparseLinear.FromDense: pattern [{pattern.Rows}, {pattern.Cols}] does not fit Linear({dense.InFeatures}, {dense.OutFeatures})");
+        var layer = new SparseLinear(pattern, dense.Bias is not null, dense.Weight.Device);
+        using (Autograd.Autograd.NoGrad())
+        {
+            using var values = Tensor.FromArray(pattern.Gather(dense.Weight.ToArray<float>()), layer.Values.Shape, layer.Values.Device);
+            F.CopyInto(layer.Values, values);
+            if (dense.Bias is { } bias)
+                F.CopyInto(layer.Bias!, bias);
+        }
+        return layer;
+    }
+
     /// <summary>The sparsity pattern (host copy).</summary>
     public CsrPattern Pattern { get; private set; }
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Frugal.Backends.Cpu;
+using Frugal.Formats;
 
 namespace Frugal.Bench;
 
@@ -52,7 +53,9 @@ public static unsafe class SpmmBench
             var ratios = new List<(double Density, double Fwd, double Dx, double Dw)>();
             foreach (var density in Densities)
             {
-                var (rowPtr, colIdx, values) = RandomCsr(n, density, rng);
+                var pattern = CsrPattern.Random(n, n, density, rng.Next());
+                var (rowPtr, colIdx) = (pattern.RowPtr.ToArray(), pattern.ColIdx.ToArray());
+                var values = Enumerable.Range(0, pattern.Nnz).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
                 fixed (int* rp = rowPtr, ci = colIdx)
                 fixed (float* v = values)
                 {
@@ -94,26 +97,6 @@ public static unsafe class SpmmBench
             }
         }
         return ratio(rows[0]) > 1 ? $"below {rows[0].Density:P0}" : $"above {rows[^1].Density:P0}";
-    }
-
-    private static (int[] RowPtr, int[] ColIdx, float[] Values) RandomCsr(int n, double density, Random rng)
-    {
-        var perRow = Math.Max(1, (int)Math.Round(n * density));
-        var rowPtr = new int[n + 1];
-        var colIdx = new int[n * perRow];
-        var values = new float[n * perRow];
-        var cols = Enumerable.Range(0, n).ToArray();
-        for (var r = 0; r < n; r++)
-        {
-            rng.Shuffle(cols);
-            var chosen = cols.AsSpan(0, perRow).ToArray();
-            Array.Sort(chosen);
-            chosen.CopyTo(colIdx, r * perRow);
-            for (var k = 0; k < perRow; k++)
-                values[r * perRow + k] = (float)(rng.NextDouble() - 0.5);
-            rowPtr[r + 1] = (r + 1) * perRow;
-        }
-        return (rowPtr, colIdx, values);
     }
 
     private static float* Alloc(long n, Random? rng)

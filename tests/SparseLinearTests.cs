@@ -36,21 +36,14 @@ public class SparseLinearTests
         F.Sum(yd * mix).Backward();
         AssertClose(Values(xd.Grad!), Values(xs.Grad!), 1e-6, 1e-5, "input gradient");
         AssertClose(Values(dense.Bias!.Grad!), Values(sparse.Bias!.Grad!), 1e-6, 1e-5, "bias gradient");
-        var pattern = sparse.Pattern;
-        var denseDw = Values(dense.Weight.Grad!);
-        var onPattern = Enumerable.Range(0, pattern.Rows)
-            .SelectMany(r => Enumerable.Range(pattern.RowPtr[r], pattern.RowPtr[r + 1] - pattern.RowPtr[r]).Select(k => denseDw[r * 32 + pattern.ColIdx[k]]))
-            .ToArray();
+        var onPattern = sparse.Pattern.Gather(dense.Weight.Grad!.ToArray<float>()).Select(v => (double)v).ToArray();
         AssertClose(onPattern, Values(sparse.Values.Grad!), 1e-6, 1e-5, "weight gradient on the pattern");
 
         using var optS = new Adam(sparse.Parameters(), 1e-2);
         using var optD = new Adam(dense.Parameters(), 1e-2);
         optS.Step();
         optD.Step();
-        var denseW = Values(dense.Weight);
-        var stepped = Enumerable.Range(0, pattern.Rows)
-            .SelectMany(r => Enumerable.Range(pattern.RowPtr[r], pattern.RowPtr[r + 1] - pattern.RowPtr[r]).Select(k => denseW[r * 32 + pattern.ColIdx[k]]))
-            .ToArray();
+        var stepped = sparse.Pattern.Gather(dense.Weight.ToArray<float>()).Select(v => (double)v).ToArray();
         AssertClose(stepped, Values(sparse.Values), 1e-6, 1e-5, "values after one Adam step");
     }
 
@@ -66,6 +59,9 @@ public class SparseLinearTests
         const long bias = 512;
         Assert.Equal(4L * (nnz + bias), alloc.Current(MemoryCategory.Parameter));
         Assert.Equal(4L * (512 + 1 + nnz), alloc.Current(MemoryCategory.FormatMeta));
+        var declared = layer.StorageBytes();
+        Assert.Equal(alloc.Current(MemoryCategory.Parameter), declared[MemoryCategory.Parameter]);
+        Assert.Equal(alloc.Current(MemoryCategory.FormatMeta), declared[MemoryCategory.FormatMeta]);
         using var opt = new Adam(layer.Parameters(), 1e-3);
         using (var scope = TensorScope.Begin())
         {

@@ -19,6 +19,15 @@ public readonly record struct StridedView(nint Data, DType DType, int[] Shape, i
     /// <summary>Rank.</summary>
     public int Rank => Shape.Length;
 
+    /// <summary>Products of the dimensions before and after <paramref name="axis"/> (the gather/scatter loops' extents).</summary>
+    public (long Outer, long Inner) AroundAxis(int axis)
+    {
+        long outer = 1, inner = 1;
+        for (var i = 0; i < axis; i++) outer *= Shape[i];
+        for (var i = axis + 1; i < Rank; i++) inner *= Shape[i];
+        return (outer, inner);
+    }
+
     /// <summary>True when the elements are dense in row-major order.</summary>
     public bool IsContiguous
     {

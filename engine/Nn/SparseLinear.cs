@@ -101,6 +101,15 @@ public sealed class SparseLinear : Module
         Pattern = pattern;
     }
 
+    /// <summary>Bytes this layer stores per category: the values and the bias as Parameter, the row pointers and
+    /// column indices as FormatMeta. Its gradient and each optimizer moment have the Parameter bytes again (one
+    /// entry per stored value), never the dense [out, in].</summary>
+    public IReadOnlyDictionary<MemoryCategory, long> StorageBytes() => new Dictionary<MemoryCategory, long>
+    {
+        [MemoryCategory.Parameter] = 4L * (Pattern.Nnz + (Bias?.Numel ?? 0)),
+        [MemoryCategory.FormatMeta] = Pattern.IndexBytes,
+    };
+
     /// <summary>A regrowth request the next backward answers (set by RigL before an update step), or null.</summary>
     internal GrowthScores? PendingGrowth { get; set; }
 

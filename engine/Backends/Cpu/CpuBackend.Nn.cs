@@ -219,7 +219,7 @@ public sealed unsafe partial class CpuBackend
     public void IndexSelect(StridedView src, int axis, StridedView index, StridedView dst)
     {
         var size = src.DType.SizeOf();
-        var (outer, inner) = AroundAxis(src, axis);
+        var (outer, inner) = src.AroundAxis(axis);
         int n = index.Shape[0], extent = src.Shape[axis];
         var idx = (int*)index.Data;
         byte* s = (byte*)src.Data, d = (byte*)dst.Data;
@@ -241,7 +241,7 @@ public sealed unsafe partial class CpuBackend
 
     private static void IndexAddT<T>(StridedView sv, int axis, StridedView iv, StridedView dv) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var (outer, inner) = AroundAxis(dv, axis);
+        var (outer, inner) = dv.AroundAxis(axis);
         int n = iv.Shape[0], extent = dv.Shape[axis];
         var idx = (int*)iv.Data;
         T* s = P<T>(sv), d = P<T>(dv);
@@ -261,11 +261,4 @@ public sealed unsafe partial class CpuBackend
         });
     }
 
-    private static (long Outer, long Inner) AroundAxis(StridedView v, int axis)
-    {
-        long outer = 1, inner = 1;
-        for (var i = 0; i < axis; i++) outer *= v.Shape[i];
-        for (var i = axis + 1; i < v.Rank; i++) inner *= v.Shape[i];
-        return (outer, inner);
-    }
 }

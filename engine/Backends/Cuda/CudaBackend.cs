@@ -280,7 +280,7 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
     /// <inheritdoc/>
     public void IndexSelect(StridedView src, int axis, StridedView index, StridedView dst)
     {
-        var (_, inner) = AroundAxis(src, axis);
+        var (_, inner) = src.AroundAxis(axis);
         Run(Indexing, "index_select_bytes", dst.Numel, (ref KernelArgs k) =>
         {
             k.Add(src.Data);
@@ -297,7 +297,7 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
     /// <inheritdoc/>
     public void IndexAdd(StridedView src, int axis, StridedView index, StridedView dst)
     {
-        var (outer, inner) = AroundAxis(dst, axis);
+        var (outer, inner) = dst.AroundAxis(axis);
         Run(Indexing, $"index_add_{FloatSuffix("IndexAdd", src.DType)}", outer * inner, (ref KernelArgs k) =>
         {
             k.Add(src.Data);
@@ -310,13 +310,6 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
         });
     }
 
-    private static (long Outer, long Inner) AroundAxis(StridedView v, int axis)
-    {
-        long outer = 1, inner = 1;
-        for (var i = 0; i < axis; i++) outer *= v.Shape[i];
-        for (var i = axis + 1; i < v.Rank; i++) inner *= v.Shape[i];
-        return (outer, inner);
-    }
 
     // ---- convolution (im2col + cuBLAS) and pooling ----
 

@@ -6,8 +6,8 @@ using Frugal.Formats;
 
 namespace Frugal.Bench;
 
-/// <summary><c>bench spmm [n ...]</c>: a linear layer's three products at batch 128 with a CSR weight n×n of
-/// density 1–50% (forward SpMM, input-gradient SpMM, SDDMM weight gradient, on batch-minor activations) against
+/// <summary><c>bench spmm [--block b] [n ...]</c>: a linear layer's three products at batch 128 with a CSR weight
+/// n×n (or BSR with b×b blocks) of density 1–50% (forward SpMM, input-gradient SpMM, SDDMM weight gradient, on batch-minor activations) against
 /// the dense SGEMMs, on the CPU; prints times, ratios and the break-even density of each product (where sparse
 /// and dense take equal time). The transposes a layer adds around the sparse products are not included.</summary>
 public static unsafe class SpmmBench
@@ -17,25 +17,28 @@ public static unsafe class SpmmBench
 
     public static int Run(string[] args)
     {
-        var sizes = args.Where(a => !a.StartsWith('-')).Select(int.Parse).ToArray();
+        var at = Array.IndexOf(args, "--block");
+        var block = at >= 0 && at + 1 < args.Length ? int.Parse(args[at + 1], CultureInfo.InvariantCulture) : 1;
+        var sizes = args.Where((a, i) => !a.StartsWith('-') && i != at + 1).Select(int.Parse).ToArray();
         if (sizes.Length == 0)
             sizes = [512, 1024, 2048, 4096, 8192];
-        Console.WriteLine($"CPU, {Environment.ProcessorCount} cores; X [{Batch}, n], W [n, n]; best of several runs after warm-up");
+        var format = block == 1 ? "CSR" : $"BSR{block}";
+        Console.WriteLine($"CPU, {Environment.ProcessorCount} cores; X [{Batch}, n], W [n, n] {format}; best of several runs after warm-up");
         Console.WriteLine();
-        Console.WriteLine("| n | density | dense fwd ms | CSR fwd ms | ×dense | dense dX ms | CSR dX ms | ×dense | dense dW ms | SDDMM dW ms | ×dense |");
+        Console.WriteLine($"| n | density | dense fwd ms | {format} fwd ms | ×dense | dense dX ms | {format} dX ms | ×dense | dense dW ms | SDDMM dW ms | ×dense |");
         Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         // One silent pass first: the kernels' generic vector code and the thread pool reach steady state (tier-1
         // JIT) only after a second or so, which would otherwise land on the first size measured.
-        Measure(512, print: false);
+        Measure(512, block, print: false);
         var breakEven = new List<string>();
         foreach (var n in sizes)
-            breakEven.Add(Measure(n, print: true));
+            breakEven.Add(Measure(n, block, print: true));
         Console.WriteLine();
         Console.WriteLine("Break-even density (sparse as fast as dense), interpolated: " + string.Join("; ", breakEven));
         return 0;
     }
 
-    private static string Measure(int n, bool print)
+    private static string Measure(int n, int block, bool print)
     {
         var rng = new Random(n);
         var x = Alloc((long)Batch * n, rng);
@@ -53,20 +56,20 @@ public static unsafe class SpmmBench
             var ratios = new List<(double Density, double Fwd, double Dx, double Dw)>();
             foreach (var density in Densities)
             {
-                var pattern = CsrPattern.Random(n, n, density, rng.Next());
+                var pattern = CsrPattern.Random(n / block, n / block, density, rng.Next());
                 var (rowPtr, colIdx) = (pattern.RowPtr.ToArray(), pattern.ColIdx.ToArray());
-                var values = Enumerable.Range(0, pattern.Nnz).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+                var values = Enumerable.Range(0, pattern.Nnz * block * block).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
                 fixed (int* rp = rowPtr, ci = colIdx)
                 fixed (float* v = values)
                 {
-                    var (prp, pci, pv) = ((nint)rp, (nint)ci, (nint)v);
+                    var view = new Backends.CsrView(n / block, n / block, pattern.Nnz, (nint)rp, (nint)ci, (nint)v, block);
                     var dValues = new float[values.Length];
                     fixed (float* dv = dValues)
                     {
-                        var pdv = (nint)dv;
-                        var fwd = Time(() => CsrKernels.MultiplyTransposed(n, (int*)prp, (int*)pci, (float*)pv, Batch, xT, outBuf));
-                        var dx = Time(() => CsrKernels.Multiply(n, n, (int*)prp, (int*)pci, (float*)pv, Batch, dyT, outBuf));
-                        var sddmm = Time(() => CsrKernels.SampledGradient(n, (int*)prp, (int*)pci, Batch, dyT, xT, (float*)pdv));
+                        var pdv = dv;
+                        var fwd = Time(() => CsrKernels.MultiplyTransposed(view, Batch, xT, outBuf));
+                        var dx = Time(() => CsrKernels.Multiply(view, Batch, dyT, outBuf));
+                        var sddmm = Time(() => CsrKernels.SampledGradient(view, Batch, dyT, xT, pdv));
                         ratios.Add((density, fwd / denseFwd, dx / denseDx, sddmm / denseDw));
                         if (print)
                             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,

@@ -1,44 +1,62 @@
-// CSR weight kernels of the CUDA backend on batch-minor activations ([features, batch]). CPU twins:
-// engine/Backends/Cpu/CsrKernels.cs (same sums in the same order per output element).
+// Block-sparse weight kernels of the CUDA backend on batch-minor activations ([features, batch]). The weight is CSR
+// over bs × bs blocks (bs = 1: CSR; 8/16/32: BSR): `rows`/`cols` count blocks, values hold bs² floats per stored
+// block, row-major within it. CPU twins: engine/Backends/Cpu/CsrKernels.cs (same sums per output element).
+// Every kernel takes (row_ptr, col_idx, values, a, b, rows, cols, bs, batch).
 #include "common.cuh"
 
-// yT[r, b] = Σ_k values[k]·xT[colIdx[k], b] over row r's entries: one thread per (r, b), b fastest (coalesced).
+// yT[r, n] = Σ values·xT over logical row r's entries (a = xT, b = yT): one thread per (r, n), n fastest (coalesced).
 extern "C" __global__ void csr_multiply_transposed(const int* row_ptr, const int* col_idx, const float* values,
-                                                   const float* xT, float* yT, i64 rows, i64 batch) {
-    FOR_EACH_ELEMENT(e, rows * batch) {
-        i64 r = e / batch, b = e % batch;
+                                                   const float* xT, float* yT, i64 rows, i64 cols, i64 bs, i64 batch) {
+    (void)cols;
+    FOR_EACH_ELEMENT(e, rows * bs * batch) {
+        i64 r = e / batch, n = e % batch, block = r / bs, inner = r % bs;
         float acc = 0.0f;
-        for (int k = row_ptr[r]; k < row_ptr[r + 1]; ++k) acc += values[k] * xT[(i64)col_idx[k] * batch + b];
+        for (int k = row_ptr[block]; k < row_ptr[block + 1]; ++k) {
+            const float* v = values + ((i64)k * bs + inner) * bs;
+            const float* x = xT + (i64)col_idx[k] * bs * batch + n;
+            for (i64 j = 0; j < bs; ++j) acc += v[j] * x[j * batch];
+        }
         yT[e] = acc;
     }
 }
 
-// dxT[:, b] = Wᵀ·dyT[:, b]: one thread per batch column walks every entry in order (as the CPU's slices do), so
-// no two threads write one element.
+// dxT[:, n] = Wᵀ·dyT[:, n] (a = dyT, b = dxT): one thread per batch column walks every entry in order (as the CPU's
+// slices do), so no two threads write one element.
 extern "C" __global__ void csr_multiply(const int* row_ptr, const int* col_idx, const float* values, const float* dyT,
-                                        float* dxT, i64 rows, i64 cols, i64 batch) {
-    FOR_EACH_ELEMENT(b, batch) {
-        for (i64 c = 0; c < cols; ++c) dxT[c * batch + b] = 0.0f;
-        for (i64 r = 0; r < rows; ++r) {
-            float g = dyT[r * batch + b];
-            for (int k = row_ptr[r]; k < row_ptr[r + 1]; ++k) dxT[(i64)col_idx[k] * batch + b] += g * values[k];
+                                        float* dxT, i64 rows, i64 cols, i64 bs, i64 batch) {
+    FOR_EACH_ELEMENT(n, batch) {
+        for (i64 c = 0; c < cols * bs; ++c) dxT[c * batch + n] = 0.0f;
+        for (i64 block = 0; block < rows; ++block) {
+            for (i64 inner = 0; inner < bs; ++inner) {
+                float g = dyT[(block * bs + inner) * batch + n];
+                for (int k = row_ptr[block]; k < row_ptr[block + 1]; ++k) {
+                    const float* v = values + ((i64)k * bs + inner) * bs;
+                    float* d = dxT + (i64)col_idx[k] * bs * batch + n;
+                    for (i64 j = 0; j < bs; ++j) d[j * batch] += g * v[j];
+                }
+            }
         }
     }
 }
 
-// dValues[k] = Σ_b dyT[r, b]·xT[colIdx[k], b]: one thread per stored entry, its row found by binary search.
-extern "C" __global__ void csr_sampled_gradient(const int* row_ptr, const int* col_idx, const float* dyT,
-                                                const float* xT, float* d_values, i64 rows, i64 nnz, i64 batch) {
-    FOR_EACH_ELEMENT(k, nnz) {
+// d_values[e] = Σ_n dyT[r, n]·xT[c, n] for stored value e (values = d_values, a = dyT, b = xT): one thread per
+// stored value, its block row found by binary search over the row pointers.
+extern "C" __global__ void csr_sampled_gradient(const int* row_ptr, const int* col_idx, float* d_values,
+                                                const float* dyT, const float* xT, i64 rows, i64 cols, i64 bs,
+                                                i64 batch) {
+    (void)cols;
+    i64 nnz = row_ptr[rows];
+    FOR_EACH_ELEMENT(e, nnz * bs * bs) {
+        i64 k = e / (bs * bs), inner = e / bs % bs, j = e % bs;
         i64 lo = 0, hi = rows - 1;
-        while (lo < hi) {  // the last row whose pointer is <= k
+        while (lo < hi) {  // the last block row whose pointer is <= k
             i64 mid = (lo + hi + 1) / 2;
             if (row_ptr[mid] <= k) lo = mid; else hi = mid - 1;
         }
-        const float* g = dyT + lo * batch;
-        const float* x = xT + (i64)col_idx[k] * batch;
+        const float* g = dyT + (lo * bs + inner) * batch;
+        const float* x = xT + ((i64)col_idx[k] * bs + j) * batch;
         float acc = 0.0f;
-        for (i64 b = 0; b < batch; ++b) acc += g[b] * x[b];
-        d_values[k] = acc;
+        for (i64 n = 0; n < batch; ++n) acc += g[n] * x[n];
+        d_values[e] = acc;
     }
 }

@@ -125,16 +125,27 @@ public interface IBackend
     /// <summary>One Adam/AdamW step on param with its first and second moments.</summary>
     void AdamStep(StridedView param, StridedView grad, StridedView m, StridedView v, in AdamArgs args);
 
-    // ---- CSR weights (activations batch-minor: [features, batch], contiguous, F32) ----
+    // ---- CSR and BSR weights (activations batch-minor: [features, batch], contiguous, F32) ----
 
-    /// <summary>Yᵀ [rows, batch] = W · Xᵀ for a CSR weight W [rows, cols] and Xᵀ [cols, batch].</summary>
+    /// <summary>Yᵀ [rows, batch] = W · Xᵀ for a block-sparse weight W [rows, cols] (logical sizes: the view's block
+    /// counts × its block) and Xᵀ [cols, batch].</summary>
     void CsrMultiplyTransposed(in CsrView w, StridedView xT, StridedView yT);
 
     /// <summary>dXᵀ [cols, batch] = Wᵀ · dYᵀ for dYᵀ [rows, batch].</summary>
     void CsrMultiply(in CsrView w, StridedView dyT, StridedView dxT);
 
-    /// <summary>dValues [nnz] = (dYᵀ · X) sampled on W's pattern: one dot product over the batch per stored value.</summary>
+    /// <summary>dValues [nnz·block²] = (dYᵀ · X) sampled on W's pattern: one dot product over the batch per stored value.</summary>
     void CsrSampledGradient(in CsrView w, StridedView dyT, StridedView xT, StridedView dValues);
+
+    // ---- convolution columns (for convolutions whose product is not a dense GEMM: sparse weights) ----
+
+    /// <summary>The im2col columns cols [C·KH·KW, images·OH·OW] of images n0 .. n0 + images of x [N, C, H, W]
+    /// (zero where the window reads padding); the layout the dense convolution multiplies.</summary>
+    void Im2Col(in Conv2dArgs args, StridedView x, int n0, int images, StridedView cols);
+
+    /// <summary>The adjoint of <see cref="Im2Col"/>: dx of images n0 .. n0 + images (overwritten) = the columns
+    /// summed back into the positions they were read from.</summary>
+    void Col2Im(in Conv2dArgs args, StridedView cols, int n0, int images, StridedView dx);
 }
 
 /// <summary>Distribution for <see cref="IBackend.Random"/>.</summary>

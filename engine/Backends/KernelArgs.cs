@@ -120,9 +120,11 @@ public readonly record struct Pool2dArgs(int N, int C, int H, int W, int KH, int
 /// momentum buffer b = μ·b + (1-dampening)·g, nesterov g + μ·b).</summary>
 public readonly record struct SgdArgs(double Lr, double Momentum, double Dampening, double WeightDecay, bool Nesterov, bool FirstStep);
 
-/// <summary>A CSR matrix [Rows, Cols] in device memory: I32 row pointers (Rows + 1) and column indices (Nnz), F32
-/// values (Nnz; absent, 0, where a kernel needs only the pattern).</summary>
-public readonly record struct CsrView(int Rows, int Cols, int Nnz, nint RowPtr, nint ColIdx, nint Values);
+/// <summary>A block-sparse matrix in device memory, CSR over Block × Block blocks (Block 1 is plain CSR, larger
+/// blocks are BSR): the pattern has Rows × Cols blocks, so the matrix is [Rows·Block, Cols·Block]; I32 row pointers
+/// (Rows + 1) and block column indices (Nnz stored blocks); F32 values, Block² per stored block, row-major within the
+/// block, blocks in pattern order (absent, 0, where a kernel needs only the pattern).</summary>
+public readonly record struct CsrView(int Rows, int Cols, int Nnz, nint RowPtr, nint ColIdx, nint Values, int Block = 1);
 
 /// <summary>Hyper-parameters of one Adam/AdamW step; <c>Step</c> counts from 1. <c>Decoupled</c> selects AdamW
 /// (p -= lr·wd·p) over Adam's L2 (g += wd·p).</summary>

@@ -44,6 +44,24 @@ public sealed unsafe partial class CpuBackend
         });
     }
 
+    /// <inheritdoc/>
+    public void Im2Col(in Conv2dArgs args, StridedView x, int n0, int images, StridedView cols)
+    {
+        var (a, b) = (args, images);
+        Dispatch("Im2Col", x.DType,
+            () => Im2Col(a, P<float>(x) + (long)n0 * a.C * a.H * a.W, b, P<float>(cols)),
+            () => Im2Col(a, P<double>(x) + (long)n0 * a.C * a.H * a.W, b, P<double>(cols)));
+    }
+
+    /// <inheritdoc/>
+    public void Col2Im(in Conv2dArgs args, StridedView cols, int n0, int images, StridedView dx)
+    {
+        var (a, b) = (args, images);
+        Dispatch("Col2Im", cols.DType,
+            () => Col2Im(a, P<float>(cols), b, P<float>(dx) + (long)n0 * a.C * a.H * a.W),
+            () => Col2Im(a, P<double>(cols), b, P<double>(dx) + (long)n0 * a.C * a.H * a.W));
+    }
+
     private void ForEachChunk<T>(in Conv2dArgs a, string second, ConvChunks.Body body) where T : unmanaged
         => ConvChunks.Run(_device.Allocator, a, sizeof(T), ColumnBudgetElements, second, body);
 

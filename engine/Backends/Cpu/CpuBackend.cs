@@ -260,17 +260,17 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         });
     }
 
-    // ---- CSR weights ----
+    // ---- CSR and BSR weights ----
 
     /// <inheritdoc/>
     public void CsrMultiplyTransposed(in CsrView w, StridedView xT, StridedView yT)
-        => CsrKernels.MultiplyTransposed(w.Rows, (int*)w.RowPtr, (int*)w.ColIdx, (float*)w.Values, yT.Shape[1], (float*)xT.Data, (float*)yT.Data);
+        => CsrKernels.MultiplyTransposed(w, yT.Shape[1], (float*)xT.Data, (float*)yT.Data);
 
     /// <inheritdoc/>
     public void CsrMultiply(in CsrView w, StridedView dyT, StridedView dxT)
-        => CsrKernels.Multiply(w.Rows, w.Cols, (int*)w.RowPtr, (int*)w.ColIdx, (float*)w.Values, dxT.Shape[1], (float*)dyT.Data, (float*)dxT.Data);
+        => CsrKernels.Multiply(w, dxT.Shape[1], (float*)dyT.Data, (float*)dxT.Data);
 
     /// <inheritdoc/>
     public void CsrSampledGradient(in CsrView w, StridedView dyT, StridedView xT, StridedView dValues)
-        => CsrKernels.SampledGradient(w.Rows, (int*)w.RowPtr, (int*)w.ColIdx, xT.Shape[1], (float*)dyT.Data, (float*)xT.Data, (float*)dValues.Data);
+        => CsrKernels.SampledGradient(w, xT.Shape[1], (float*)dyT.Data, (float*)xT.Data, (float*)dValues.Data);
 }

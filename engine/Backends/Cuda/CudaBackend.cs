@@ -345,15 +345,26 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
         {
             GatherGrad(s, g, dy, n0, b, gathered);
             Gemm(new GemmArgs(true, false, 1, ckk, b * ohw, a.OutC, 1, ckk, 0, b * ohw, 0, 0, b * ohw, 0), t, w.Data, gathered, cols);
-            Run(Convolution, $"col2im_{s}", (long)b * a.C * a.H * a.W, (ref KernelArgs k) =>
-            {
-                k.Add(cols);
-                k.Add(g);
-                k.Add(b);
-                k.Add(dx.Data + (nint)((long)n0 * a.C * a.H * a.W * size));
-            });
+            Col2Im(s, g, cols, n0, b, dx);
         });
     }
+
+    /// <inheritdoc/>
+    public void Im2Col(in Conv2dArgs args, StridedView x, int n0, int images, StridedView cols)
+        => Im2Col(FloatSuffix("Im2Col", x.DType), KernelAbi.Window.From(args), x, n0, images, cols.Data);
+
+    /// <inheritdoc/>
+    public void Col2Im(in Conv2dArgs args, StridedView cols, int n0, int images, StridedView dx)
+        => Col2Im(FloatSuffix("Col2Im", cols.DType), KernelAbi.Window.From(args), cols.Data, n0, images, dx);
+
+    private void Col2Im(string suffix, KernelAbi.Window g, nint cols, int n0, int b, StridedView dx)
+        => Run(Convolution, $"col2im_{suffix}", (long)b * g.C * g.H * g.W, (ref KernelArgs k) =>
+        {
+            k.Add(cols);
+            k.Add(g);
+            k.Add(b);
+            k.Add(dx.Data + (nint)((long)n0 * g.C * g.H * g.W * dx.DType.SizeOf()));
+        });
 
     /// <inheritdoc/>
     public void Conv2dBackwardWeight(in Conv2dArgs args, StridedView x, StridedView dy, StridedView dw, StridedView dbias)
@@ -573,57 +584,34 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
         });
     }
 
-    // ---- CSR weights ----
+    // ---- CSR and BSR weights ----
 
     /// <inheritdoc/>
     public void CsrMultiplyTransposed(in CsrView w, StridedView xT, StridedView yT)
-    {
-        var m = w;
-        Run(Sparse, "csr_multiply_transposed", yT.Numel, (ref KernelArgs k) =>
-        {
-            k.Add(m.RowPtr);
-            k.Add(m.ColIdx);
-            k.Add(m.Values);
-            k.Add(xT.Data);
-            k.Add(yT.Data);
-            k.Add((long)m.Rows);
-            k.Add((long)yT.Shape[1]);
-        });
-    }
+        => RunSparse("csr_multiply_transposed", yT.Numel, w, xT.Data, yT.Data, yT.Shape[1]);
 
     /// <inheritdoc/>
     public void CsrMultiply(in CsrView w, StridedView dyT, StridedView dxT)
-    {
-        var m = w;
-        Run(Sparse, "csr_multiply", dxT.Shape[1], (ref KernelArgs k) =>
+        => RunSparse("csr_multiply", dxT.Shape[1], w, dyT.Data, dxT.Data, dxT.Shape[1]);
+
+    /// <inheritdoc/>
+    public void CsrSampledGradient(in CsrView w, StridedView dyT, StridedView xT, StridedView dValues)
+        => RunSparse("csr_sampled_gradient", (long)w.Nnz * w.Block * w.Block, w with { Values = dValues.Data }, dyT.Data, xT.Data, xT.Shape[1]);
+
+    /// <summary>The sparse kernels share one signature: (row_ptr, col_idx, values, a, b, rows, cols, block, batch).</summary>
+    private void RunSparse(string kernel, long threads, CsrView m, nint a, nint b, int batch)
+        => Run(Sparse, kernel, threads, (ref KernelArgs k) =>
         {
             k.Add(m.RowPtr);
             k.Add(m.ColIdx);
             k.Add(m.Values);
-            k.Add(dyT.Data);
-            k.Add(dxT.Data);
+            k.Add(a);
+            k.Add(b);
             k.Add((long)m.Rows);
             k.Add((long)m.Cols);
-            k.Add((long)dxT.Shape[1]);
+            k.Add((long)m.Block);
+            k.Add((long)batch);
         });
-    }
-
-    /// <inheritdoc/>
-    public void CsrSampledGradient(in CsrView w, StridedView dyT, StridedView xT, StridedView dValues)
-    {
-        var m = w;
-        Run(Sparse, "csr_sampled_gradient", m.Nnz, (ref KernelArgs k) =>
-        {
-            k.Add(m.RowPtr);
-            k.Add(m.ColIdx);
-            k.Add(dyT.Data);
-            k.Add(xT.Data);
-            k.Add(dValues.Data);
-            k.Add((long)m.Rows);
-            k.Add((long)m.Nnz);
-            k.Add((long)xT.Shape[1]);
-        });
-    }
 
     // ---- user kernels (CustomOp) ----
 

@@ -60,7 +60,7 @@ public static class GpuBench
         var data = EmbeddedData.FashionMnistSlice();
         foreach (var model in new[] { "mlp", "cnn" })
         {
-            var (_, ms, _) = TrainBench.MsPerStep(model, data.Train, 200, gpu);
+            var ms = TrainBench.MsPerStep(model, data.Train, 200, gpu).Ms;
             var torch = peer.GetValueOrDefault($"train-{model}-ms");
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {model} | {ms:F3} | {(torch > 0 ? torch.ToString("F3", CultureInfo.InvariantCulture) : "-")} | {(torch > 0 ? (torch / ms).ToString("F2", CultureInfo.InvariantCulture) : "-")} |"));

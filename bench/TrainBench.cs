@@ -1,14 +1,16 @@
 using System.Diagnostics;
 using System.Globalization;
 using Frugal.Data;
+using Frugal.Memory;
 using Frugal.Models;
 using Frugal.Nn;
 using Frugal.Optim;
 
 namespace Frugal.Bench;
 
-/// <summary>Training throughput of the CLI's models: examples per second at batch 128 with Adam, measured on
-/// Fashion-MNIST batches after warm-up steps, in this process.</summary>
+/// <summary>Training throughput and memory of the CLI's models per weight format: examples per second at batch 128
+/// with Adam, measured on Fashion-MNIST batches after warm-up steps, in this process, and the allocator's peak bytes
+/// over the run (each run on its own CPU device, so the peaks are the model's alone).</summary>
 public static class TrainBench
 {
     public static int Run(string[] args)
@@ -18,27 +20,38 @@ public static class TrainBench
         Console.WriteLine();
         // Warm-up: at least 3 s and 20 steps, so that the JIT's tier-1 code (compiled in the background after
         // ~30 calls) runs the timed steps.
-        Console.WriteLine("| model | parameters | warm-up steps | timed steps | ms/step | examples/s | est. s/epoch (60k) |");
-        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
-        foreach (var (name, density, timed) in new (string, double?, int)[] { ("mlp", null, 300), ("mlp", 0.1, 300), ("cnn", null, 60) })
+        Console.WriteLine("| model | format | parameters | warm-up steps | timed steps | ms/step | ×dense | examples/s | peak P+G+OS+FM | peak total | ×dense |");
+        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        var formats = new[] { "dense", "csr:0.1", "bsr:0.1:16" };
+        foreach (var (name, timed) in new[] { ("mlp", 300), ("cnn", 40) })
         {
-            var (warmup, ms, parameters) = MsPerStep(name, data.Train, timed, Device.Cpu, density);
-            var rate = 128 * 1000.0 / ms;
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {name}{(density is { } d ? $" csr {d}" : "")} | {parameters:N0} | {warmup} | {timed} | {ms:F2} | {rate:F0} | {60000 / rate:F1} |"));
+            Result? dense = null;
+            foreach (var format in formats)
+            {
+                var device = Device.CreateCpu($"bench-{name}-{format}");
+                var r = MsPerStep(name, data.Train, timed, device, WeightFormat.Parse(format));
+                dense ??= r;
+                var rate = 128 * 1000.0 / r.Ms;
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"| {name} | {format} | {r.Parameters:N0} | {r.Warmup} | {timed} | {r.Ms:F2} | {r.Ms / dense.Ms:F2} | {rate:F0} | {r.PersistentPeak:N0} | {r.PeakTotal:N0} | {(double)r.PeakTotal / dense.PeakTotal:F3} |"));
+            }
         }
         return 0;
     }
 
-    /// <summary>Milliseconds per training step (batch 128, Adam 1e-3) of model <paramref name="name"/> on
-    /// <paramref name="device"/>, timed over <paramref name="timedSteps"/> steps after warm-up; also the warm-up
-    /// steps taken and the parameter count.</summary>
-    public static (int Warmup, double Ms, long Parameters) MsPerStep(string name, ImageDataset train, int timedSteps, Device device, double? density = null)
+    /// <summary>A timed run: warm-up steps, milliseconds per step, parameters, the peak of Parameter + Gradient +
+    /// OptimizerState + FormatMeta bytes (each category's peak) and the peak of all bytes at once.</summary>
+    public sealed record Result(int Warmup, double Ms, long Parameters, long PersistentPeak, long PeakTotal);
+
+    /// <summary>Milliseconds per training step (batch 128, Adam 1e-3) of model <paramref name="name"/> in
+    /// <paramref name="format"/> on <paramref name="device"/>, timed over <paramref name="timedSteps"/> steps after
+    /// warm-up.</summary>
+    public static Result MsPerStep(string name, ImageDataset train, int timedSteps, Device device, WeightFormat? format = null)
     {
         const int batch = 128;
         int? warmup = null;
         Init.ManualSeed(1);
-        using var model = Zoo.Create(name, device, density);
+        using var model = Zoo.Create(name, device, format);
         using var opt = new Adam(model.Parameters(), 1e-3);
         var clock = new Stopwatch();
         var warmClock = Stopwatch.StartNew();
@@ -67,6 +80,8 @@ public static class TrainBench
             }
         }
         clock.Stop();
-        return (warmup!.Value, clock.Elapsed.TotalMilliseconds / timedSteps, model.ParameterCount());
+        var stats = device.Allocator.Stats();
+        var persistent = new[] { MemoryCategory.Parameter, MemoryCategory.Gradient, MemoryCategory.OptimizerState, MemoryCategory.FormatMeta }.Sum(stats.Peak);
+        return new Result(warmup!.Value, clock.Elapsed.TotalMilliseconds / timedSteps, model.ParameterCount(), persistent, stats.PeakTotal);
     }
 }

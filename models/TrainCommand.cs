@@ -14,7 +14,7 @@ internal static class TrainCommand
     public const string Usage = """
         frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
-                     [--format dense|csr:DENSITY] [--sparsity static|snip|set|rigl] [--distribution uniform|erk]
+                     [--format dense|csr:D|bsr:D:B] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -27,11 +27,14 @@ internal static class TrainCommand
                        when installed, else the embedded slice
           --steps      stop each epoch after N steps (quick runs)            default: whole epoch
           --device     cpu, or cuda / cuda:N for a GPU                      default cpu
-          --format     dense, or csr:D for CSR weights of density D in (0, 1)  default dense (mlp only)
-          --sparsity   static: random pattern; snip: pruned at init by |w·g| on one batch; set / rigl:
-                       pattern updates every 100 steps (drop 0.3, cosine decay, frozen for the
-                       last quarter)                                         default static
-          --distribution  uniform: every layer at the density; erk: by (in + out) / (in · out)   default uniform
+          --format     dense; csr:D for CSR weights of density D in (0, 1); bsr:D:B for B×B blocks
+                       (B = 8, 16, 32), a fraction D of the blocks stored; a layer that is not whole
+                       blocks stays dense                                    default dense
+          --sparsity   static: random pattern; snip: pruned at init by |w·g| on one batch; set / rigl /
+                       snfs: pattern updates every 100 steps (drop 0.3, cosine decay, frozen for the
+                       last quarter); snfs also moves weights between layers by momentum   default static
+          --distribution  uniform: every layer at the density; erk: by the sum of a weight's sizes over
+                       their product                                         default uniform
         """;
 
     private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution"];
@@ -57,19 +60,20 @@ internal static class TrainCommand
         var device = ParseDevice(args.String("device", "cpu"));
         Init.ManualSeed((ulong)seed);
         Rng.ManualSeed((ulong)seed);
-        var density = ParseFormat(args.String("format", "dense"));
-        var sparsity = args.Choice("sparsity", "static", ["static", "snip", "set", "rigl"]);
-        if (sparsity != "static" && density is null)
-            throw new UsageException($"--sparsity {sparsity} needs sparse weights: give --format csr:D");
+        var format = ParseFormat(args.String("format", "dense"));
+        var sparsity = args.Choice("sparsity", "static", ["static", "snip", "set", "rigl", "snfs"]);
+        if (sparsity != "static" && !format.IsSparse)
+            throw new UsageException($"--sparsity {sparsity} needs sparse weights: give --format csr:D or bsr:D:B");
         var distribution = args.Choice("distribution", "uniform", ["uniform", "erk"]);
-        if (distribution != "uniform" && density is null)
-            throw new UsageException($"--distribution {distribution} needs sparse weights: give --format csr:D");
+        if (distribution != "uniform" && !format.IsSparse)
+            throw new UsageException($"--distribution {distribution} needs sparse weights: give --format csr:D or bsr:D:B");
+        var erk = distribution == "erk";
         Sequential model;
         try
         {
             model = sparsity == "snip"
-                ? SnipModel(modelName, device, density!.Value, distribution == "erk", data, batch, seed)
-                : Zoo.Create(modelName, device, density, erk: distribution == "erk");
+                ? SnipModel(modelName, device, format, erk, data, batch, seed)
+                : Zoo.Create(modelName, device, format, erk);
         }
         catch (ArgumentException e)
         {
@@ -82,7 +86,9 @@ internal static class TrainCommand
             "adamw" => new AdamW(model.Parameters(), lr),
             _ => new Adam(model.Parameters(), lr),
         };
-        AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters ({(density is { } dd ? $"csr {dd.ToString(CultureInfo.InvariantCulture)}" : "dense")}), {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}");
+        AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters ({format}), {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}");
+        if (format.IsSparse)
+            AnsiConsole.MarkupLine("[bold]layers[/]: " + Markup.Escape(string.Join(", ", model.Layers.Where(l => l is Linear or Conv2d or SparseLayer))));
         device.Allocator.ResetPeak();
         var stepsPerEpoch = (data.Train.Count + batch - 1) / batch;
         if (maxSteps > 0)
@@ -93,6 +99,7 @@ internal static class TrainCommand
         {
             "set" => new Training.Sparsity.Set(model, opt, updateEvery: 100, dropFraction: 0.3, endStep: endStep, seed: seed),
             "rigl" => new Training.Sparsity.RigL(model, opt, updateEvery: 100, dropFraction: 0.3, endStep: endStep),
+            "snfs" => new Training.Sparsity.Snfs(model, opt, updateEvery: 100, dropFraction: 0.3, endStep: endStep),
             _ => null,
         };
         var trainer = new Trainer(model, opt, device)
@@ -113,12 +120,10 @@ internal static class TrainCommand
         return 0;
     }
 
-    /// <summary>The MLP pruned at initialisation by SNIP on the first training batch.</summary>
-    private static Sequential SnipModel(string modelName, Device device, double density, bool erk, FashionMnist data, int batch, int seed)
+    /// <summary>The model pruned at initialisation by SNIP on the first training batch.</summary>
+    private static Sequential SnipModel(string modelName, Device device, WeightFormat format, bool erk, FashionMnist data, int batch, int seed)
     {
-        if (modelName != "mlp")
-            throw new ArgumentException("--sparsity snip is built for the mlp (sparse convolutions come later)");
-        var dense = Zoo.Mlp(device: device);
+        var dense = Zoo.Create(modelName, device);
         foreach (var (x, y) in data.Train.Batches(batch, shuffle: true, seed: seed, device: device))
         {
             using var scope = TensorScope.Begin();
@@ -126,18 +131,19 @@ internal static class TrainCommand
             break;
         }
         // The dense Sequential is not disposed: the layers it still holds move into the sparse model.
-        return new Sequential([.. Training.Sparsity.Snip.Prune(dense.Layers, Zoo.MlpDensities(density, erk))]);
+        return new Sequential([.. Training.Sparsity.Snip.Prune(dense.Layers, Zoo.Densities(modelName, format, erk), (Formats.SparseFormat)format.Format)]);
     }
 
-    /// <summary>null for dense, else the CSR density of <c>csr:D</c>.</summary>
-    private static double? ParseFormat(string format)
+    private static WeightFormat ParseFormat(string format)
     {
-        if (format == "dense")
-            return null;
-        if (format.StartsWith("csr:", StringComparison.Ordinal)
-            && double.TryParse(format.AsSpan(4), NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && d > 0 && d < 1)
-            return d;
-        throw new UsageException($"--format must be dense or csr:D with a density D in (0, 1), got '{format}'");
+        try
+        {
+            return WeightFormat.Parse(format);
+        }
+        catch (FormatException e)
+        {
+            throw new UsageException("--format: " + e.Message);
+        }
     }
 
     private static Device ParseDevice(string name)

@@ -3,54 +3,82 @@ using Frugal.Training.Sparsity;
 
 namespace Frugal.Models;
 
-/// <summary>The model definitions the CLI trains.</summary>
+/// <summary>The model definitions the CLI trains. Every weight layer takes the model's <see cref="WeightFormat"/>;
+/// with a sparse format the global density is spread over the layers uniformly or by ERK (a layer that ERK makes
+/// fully dense stays dense), and a layer whose sizes are not whole blocks of a BSR format stays dense (the 10-class
+/// head; the first convolution's 9 inputs per channel).</summary>
 public static class Zoo
 {
     /// <summary>Names accepted by <c>--model</c>.</summary>
     public static IReadOnlyList<string> Names { get; } = ["mlp", "cnn"];
 
-    /// <summary>784-512-512-10 ReLU perceptron over flattened 28×28 images; with a CSR <paramref name="density"/>
-    /// (in (0, 1)), its weights are sparse with that global density, spread uniformly or by ERK
-    /// (<paramref name="erk"/>; a layer that ERK makes fully dense stays a dense Linear).</summary>
-    public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, double? density = null, bool erk = false)
+    /// <summary>784-512-512-10 ReLU perceptron over flattened 28×28 images.</summary>
+    public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, WeightFormat? format = null, bool erk = false)
     {
-        var shapes = MlpShapes(inputs, hidden, classes);
-        var densities = density is not { } d ? null : MlpDensities(d, erk, inputs, hidden, classes);
-        Module Layer(int i) => densities is null || densities[i] >= 1
-            ? new Linear(shapes[i].Cols, shapes[i].Rows, device: device)
-            : new SparseLinear(shapes[i].Cols, shapes[i].Rows, densities[i], device: device);
-        return new Sequential(new Flatten(), Layer(0), new ReLU(), Layer(1), new ReLU(), Layer(2));
+        var f = format ?? WeightFormat.Dense;
+        var d = Densities(MlpShapes(inputs, hidden, classes), f, erk);
+        return new Sequential(
+            new Flatten(),
+            f.WithDensity(d[0]).Linear(inputs, hidden, device: device), new ReLU(),
+            f.WithDensity(d[1]).Linear(hidden, hidden, device: device), new ReLU(),
+            f.WithDensity(d[2]).Linear(hidden, classes, device: device));
     }
-
-    /// <summary>Per-Linear densities of the MLP for a global <paramref name="density"/>, uniform or ERK.</summary>
-    public static double[] MlpDensities(double density, bool erk, int inputs = 784, int hidden = 512, int classes = 10)
-    {
-        var shapes = MlpShapes(inputs, hidden, classes);
-        return erk ? Distribution.Erk(shapes, density) : Distribution.Uniform(shapes, density);
-    }
-
-    private static (int Rows, int Cols)[] MlpShapes(int inputs, int hidden, int classes) => [(hidden, inputs), (hidden, hidden), (classes, hidden)];
 
     /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 256-unit and 10-unit
     /// fully connected layers: the classic small CNN for 28×28 images.</summary>
-    public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10, int hidden = 256, Device? device = null) => new(
-        new Conv2d(channels, 32, 3, padding: 1, device: device),
-        new ReLU(),
-        new MaxPool2d(2),
-        new Conv2d(32, 64, 3, padding: 1, device: device),
-        new ReLU(),
-        new MaxPool2d(2),
-        new Flatten(),
-        new Linear(64 * (side / 4) * (side / 4), hidden, device: device),
-        new ReLU(),
-        new Linear(hidden, classes, device: device));
+    public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10, int hidden = 256, Device? device = null, WeightFormat? format = null, bool erk = false)
+    {
+        var f = format ?? WeightFormat.Dense;
+        var flat = 64 * (side / 4) * (side / 4);
+        var d = Densities(CnnShapes(channels, side, classes, hidden), f, erk);
+        return new Sequential(
+            f.WithDensity(d[0]).Conv2d(channels, 32, 3, padding: 1, device: device),
+            new ReLU(),
+            new MaxPool2d(2),
+            f.WithDensity(d[1]).Conv2d(32, 64, 3, padding: 1, device: device),
+            new ReLU(),
+            new MaxPool2d(2),
+            new Flatten(),
+            f.WithDensity(d[2]).Linear(flat, hidden, device: device),
+            new ReLU(),
+            f.WithDensity(d[3]).Linear(hidden, classes, device: device));
+    }
 
     /// <summary>The model called <paramref name="name"/>.</summary>
-    public static Sequential Create(string name, Device? device = null, double? density = null, bool erk = false) => name switch
+    public static Sequential Create(string name, Device? device = null, WeightFormat? format = null, bool erk = false) => name switch
     {
-        "mlp" => Mlp(device: device, density: density, erk: erk),
-        "cnn" when density is not null => throw new ArgumentException("csr weights are built for Linear layers only so far (sparse convolutions come later): use --model mlp"),
-        "cnn" => Cnn(device: device),
+        "mlp" => Mlp(device: device, format: format, erk: erk),
+        "cnn" => Cnn(device: device, format: format, erk: erk),
         _ => throw new ArgumentException($"unknown model '{name}'; choose one of: {string.Join(", ", Names)}"),
     };
+
+    /// <summary>The density of each weight layer of model <paramref name="name"/> (in order; 1 for a dense layer)
+    /// under <paramref name="format"/>.</summary>
+    public static double[] Densities(string name, WeightFormat format, bool erk) => name switch
+    {
+        "mlp" => Densities(MlpShapes(784, 512, 10), format, erk),
+        "cnn" => Densities(CnnShapes(1, 28, 10, 256), format, erk),
+        _ => throw new ArgumentException($"unknown model '{name}'; choose one of: {string.Join(", ", Names)}"),
+    };
+
+    private static int[][] MlpShapes(int inputs, int hidden, int classes) => [[hidden, inputs], [hidden, hidden], [classes, hidden]];
+
+    private static int[][] CnnShapes(int channels, int side, int classes, int hidden)
+        => [[32, channels, 3, 3], [64, 32, 3, 3], [hidden, 64 * (side / 4) * (side / 4)], [classes, hidden]];
+
+    /// <summary>Per-layer densities: the format's global density over the layers it fits, spread uniformly or by
+    /// ERK; 1 for the others.</summary>
+    private static double[] Densities(int[][] shapes, WeightFormat format, bool erk)
+    {
+        var result = shapes.Select(_ => 1.0).ToArray();
+        if (!format.IsSparse)
+            return result;
+        var fits = Enumerable.Range(0, shapes.Length).Where(i => format.Fits(shapes[i][0], shapes[i][1..].Aggregate(1, (p, d) => p * d))).ToArray();
+        if (fits.Length == 0)
+            throw new ArgumentException($"no layer of this model fits {format}: every one would stay dense");
+        var spread = erk ? Distribution.Erk([.. fits.Select(i => shapes[i])], format.Density) : [.. fits.Select(_ => format.Density)];
+        for (var j = 0; j < fits.Length; j++)
+            result[fits[j]] = spread[j];
+        return result;
+    }
 }

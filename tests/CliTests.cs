@@ -130,19 +130,35 @@ public class CliTests
     [Fact]
     public void CsrFormatTrainsTheMlpWithExactSparseBytes()
     {
-        AssertUsageError(["train", "--format", "csr:2"], "--format must be dense or csr:D with a density D in (0, 1), got 'csr:2'");
-        AssertUsageError(["train", "--format", "coo"], "got 'coo'");
-        AssertUsageError(["train", "--model", "cnn", "--format", "csr:0.1", "--data", "embedded"], "csr weights are built for Linear layers only");
-        AssertUsageError(["train", "--sparsity", "set", "--data", "embedded"], "--sparsity set needs sparse weights: give --format csr:D");
+        AssertUsageError(["train", "--format", "csr:2"], "--format: weight format 'csr:2' is not one of: dense, csr:D, bsr:D:B (density D in (0, 1), block B = 8, 16 or 32)");
+        AssertUsageError(["train", "--format", "coo"], "weight format 'coo' is not one of");
+        AssertUsageError(["train", "--format", "bsr:0.1:12"], "weight format 'bsr:0.1:12' is not one of");
+        AssertUsageError(["train", "--sparsity", "set", "--data", "embedded"], "--sparsity set needs sparse weights: give --format csr:D or bsr:D:B");
         AssertUsageError(["train", "--distribution", "erk", "--data", "embedded"], "--distribution erk needs sparse weights");
-        AssertUsageError(["train", "--sparsity", "snfs"], "--sparsity must be one of static|snip|set|rigl, got 'snfs'");
+        AssertUsageError(["train", "--sparsity", "magic"], "--sparsity must be one of static|snip|set|rigl|snfs, got 'magic'");
         var (code, output, err) = Run("train", "--model", "mlp", "--format", "csr:0.1", "--data", "embedded", "--steps", "10");
         Assert.True(code == 0, err);
-        Assert.Contains("(csr 0.1)", output, StringComparison.Ordinal);
+        Assert.Contains("(csr:0.1)", output, StringComparison.Ordinal);
         // Per row round(0.1 · inputs) values: 512·78 + 512·51 + 10·51, plus the dense biases.
         const long values = 512 * 78 + 512 * 51 + 10 * 51, biases = 512 + 512 + 10;
         Assert.Matches($@"Parameter\s.*{4 * (values + biases):N0}", output);
         Assert.Matches($@"FormatMeta\s.*{4 * (513 + 513 + 11 + values):N0}", output);
+        Assert.Matches($@"OptimizerState\s.*{8 * (values + biases):N0}", output);
+    }
+
+    [Fact]
+    public void BsrFormatTrainsTheMlpWithExactBlockBytes()
+    {
+        var (code, output, err) = Run("train", "--model", "mlp", "--format", "bsr:0.1:16", "--data", "embedded", "--steps", "10");
+        Assert.True(code == 0, err);
+        Assert.Contains("(bsr:0.1:16)", output, StringComparison.Ordinal);
+        // 16×16 blocks: round(0.1 · 49) = 5 blocks per block row of 784→512 (32 block rows), round(0.1 · 32) = 3 of
+        // 512→512; the 10-class head is not whole blocks and stays dense.
+        const long blocks = 32 * 5 + 32 * 3, values = blocks * 256 + 10 * 512, biases = 512 + 512 + 10;
+        Assert.Contains("SparseLinear(784, 512, bsr16", output, StringComparison.Ordinal);
+        Assert.Contains("Linear(512, 10", output, StringComparison.Ordinal);
+        Assert.Matches($@"Parameter\s.*{4 * (values + biases):N0}", output);
+        Assert.Matches($@"FormatMeta\s.*{4 * (33 + 33 + blocks):N0}", output);
         Assert.Matches($@"OptimizerState\s.*{8 * (values + biases):N0}", output);
     }
 }

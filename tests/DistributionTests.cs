@@ -25,7 +25,7 @@ public class DistributionTests
     public void ErkMlpHasTheGlobalDensityInStoredValues()
     {
         Frugal.Nn.Init.ManualSeed(1);
-        using var model = Frugal.Models.Zoo.Mlp(density: 0.1, erk: true);
+        using var model = Frugal.Models.Zoo.Mlp(format: Frugal.Nn.WeightFormat.Csr(0.1), erk: true);
         var sparse = model.Layers.OfType<Frugal.Nn.SparseLinear>().ToList();
         Assert.Equal(2, sparse.Count);   // the head is dense
         var stored = sparse.Sum(l => (long)l.Pattern.Nnz) + 10 * 512;

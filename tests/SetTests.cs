@@ -68,7 +68,7 @@ public class SetTests
     public void ScheduleDecaysAndStopsAtTheEndStep()
     {
         Init.ManualSeed(1);
-        using var model = Zoo.Mlp(inputs: 12, hidden: 8, classes: 3, density: 0.5);
+        using var model = Zoo.Mlp(inputs: 12, hidden: 8, classes: 3, format: WeightFormat.Csr(0.5));
         using var opt = new SGD(model.Parameters(), 0.1);
         var set = new Set(model, opt, updateEvery: 5, dropFraction: 0.4, endStep: 20, seed: 1);
         Assert.Equal(0.4, set.DropFractionAt(0), 12);
@@ -90,7 +90,7 @@ public class SetTests
         using var sparse = new SparseLinear(6, 4, density: 0.5);
         using var opt2 = new SGD(sparse.Parameters(), 0.1);
         Assert.Throws<ArgumentException>(() => new Set(sparse, opt2, 10, 1.5, 100));
-        var wrong = Formats.CsrPattern.Random(4, 6, 0.25, 1);
+        var wrong = Formats.CsrPattern.Random(6, 4, 0.25, 1);
         var size = Assert.Throws<ArgumentException>(() => sparse.UpdatePattern(wrong, new int[wrong.Nnz]));
         Assert.Contains("does not replace", size.Message, StringComparison.Ordinal);
         var map = Assert.Throws<ArgumentException>(() => opt2.RemapState(sparse.Values, new int[3]));

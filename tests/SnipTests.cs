@@ -46,7 +46,7 @@ public class SnipTests
         var e = Assert.Throws<ArgumentException>(() => Snip.Prune([a], [0.5]));
         Assert.Contains("has no gradient", e.Message, StringComparison.Ordinal);
         e = Assert.Throws<ArgumentException>(() => Snip.Prune([a], [0.5, 0.5]));
-        Assert.Contains("2 densities for 1 Linear layers", e.Message, StringComparison.Ordinal);
+        Assert.Contains("2 densities for 1 Linear and Conv2d layers", e.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentException>(() => SparseLinear.FromDense(a, CsrPattern.Random(4, 3, 0.5, 1)));
     }
 }

@@ -131,34 +131,49 @@ public sealed class CsrPattern
         return new CsrPattern(rows, cols, rowPtr, colIdx);
     }
 
-    /// <summary>The values of a dense row-major matrix at the stored entries, in pattern order.</summary>
-    /// <exception cref="ArgumentException">The matrix is not [Rows, Cols].</exception>
-    public float[] Gather(ReadOnlySpan<float> dense)
+    /// <summary>The values of a dense row-major matrix at the stored entries, in pattern order; with
+    /// <paramref name="block"/> &gt; 1 each entry is a block × block block of a [Rows·block, Cols·block] matrix and
+    /// gives its block² values row-major.</summary>
+    /// <exception cref="ArgumentException">The matrix is not [Rows·block, Cols·block].</exception>
+    public float[] Gather(ReadOnlySpan<float> dense, int block = 1)
     {
-        if (dense.Length != (long)Rows * Cols)
-            throw new ArgumentException($"CSR pattern [{Rows}, {Cols}]: {dense.Length} dense values do not fill it");
-        var values = new float[Nnz];
-        for (var r = 0; r < Rows; r++)
-        {
-            for (var k = RowPtr[r]; k < RowPtr[r + 1]; k++)
-                values[k] = dense[(int)((long)r * Cols + ColIdx[k])];
-        }
+        var (rows, cols) = ((long)Rows * block, (long)Cols * block);
+        if (block < 1 || dense.Length != rows * cols)
+            throw new ArgumentException($"CSR pattern [{Rows}, {Cols}] of {block}×{block} blocks: {dense.Length} dense values do not fill [{rows}, {cols}]");
+        var values = new float[(long)Nnz * block * block];
+        foreach (var (value, at) in Stored(block, cols))
+            values[value] = dense[(int)at];
         return values;
     }
 
-    /// <summary>The dense row-major matrix with <paramref name="values"/> (in pattern order) at the stored entries.</summary>
-    /// <exception cref="ArgumentException">The number of values is not <see cref="Nnz"/>.</exception>
-    public float[] ToDense(ReadOnlySpan<float> values)
+    /// <summary>The dense row-major matrix with <paramref name="values"/> (in pattern order, block² per entry for
+    /// <paramref name="block"/> &gt; 1) at the stored entries.</summary>
+    /// <exception cref="ArgumentException">The number of values is not <see cref="Nnz"/>·block².</exception>
+    public float[] ToDense(ReadOnlySpan<float> values, int block = 1)
     {
-        if (values.Length != Nnz)
-            throw new ArgumentException($"CSR pattern [{Rows}, {Cols}] stores {Nnz} entries, got {values.Length} values");
-        var dense = new float[(long)Rows * Cols];
+        if (block < 1 || values.Length != (long)Nnz * block * block)
+            throw new ArgumentException($"CSR pattern [{Rows}, {Cols}] of {block}×{block} blocks stores {(long)Nnz * block * block} values, got {values.Length}");
+        var cols = (long)Cols * block;
+        var dense = new float[(long)Rows * block * cols];
+        foreach (var (value, at) in Stored(block, cols))
+            dense[at] = values[(int)value];
+        return dense;
+    }
+
+    /// <summary>(value index, dense row-major index) of every stored value.</summary>
+    private IEnumerable<(long Value, long At)> Stored(int block, long cols)
+    {
         for (var r = 0; r < Rows; r++)
         {
             for (var k = RowPtr[r]; k < RowPtr[r + 1]; k++)
-                dense[(long)r * Cols + ColIdx[k]] = values[k];
+            {
+                for (var i = 0; i < block; i++)
+                {
+                    for (var j = 0; j < block; j++)
+                        yield return (((long)k * block + i) * block + j, ((long)r * block + i) * cols + (long)ColIdx[k] * block + j);
+                }
+            }
         }
-        return dense;
     }
 
     /// <summary>Bytes of the pattern's index arrays as 32-bit integers (FormatMeta).</summary>

@@ -2,38 +2,42 @@ using Frugal.Memory;
 
 namespace Frugal.Formats;
 
-/// <summary>A storage format: the traits table of the design (as ggml's type traits, PyTorch's layouts). Each
-/// format says what it stores and how many bytes of each category that costs, converts to and from dense, and
-/// supplies the products Linear layers need. The base class gives the slow path (convert to dense, compute) that
-/// always works; a format overrides it with its own kernels, tested against that path. This foundation builds
-/// <see cref="Dense"/>; sparse, quantized, low-rank and shared formats join as entries of the same table.</summary>
+/// <summary>A weight storage format: the traits table of the design (as ggml's type traits, PyTorch's layouts). Each
+/// entry says what a [rows, cols] weight stores and what that costs per category, from the number of values it
+/// stores: the format's gradient and optimizer state follow its own rules (<see cref="GradientBytes"/>,
+/// <see cref="StateValues"/>). Formats with their own layout (<see cref="SparseFormat"/>) also convert to and from
+/// dense. Built so far: <see cref="Dense"/>, <see cref="Csr"/> and <see cref="Bsr"/> with blocks of 8, 16 and 32.</summary>
 public abstract class TensorFormat
 {
     /// <summary>Plain strided values.</summary>
     public static TensorFormat Dense { get; } = new DenseFormat();
 
-    /// <summary>Every format built, for listings and the profiler.</summary>
-    public static IReadOnlyList<TensorFormat> All { get; } = [Dense];
+    /// <summary>Compressed sparse rows: row pointers, column indices, values.</summary>
+    public static SparseFormat Csr { get; } = new(1);
 
-    /// <summary>Short name ("dense", "csr", "q4" ...).</summary>
+    private static readonly SparseFormat[] s_bsr = [new(8), new(16), new(32)];
+
+    /// <summary>Every format built, for listings and the profiler.</summary>
+    public static IReadOnlyList<TensorFormat> All { get; } = [Dense, Csr, .. s_bsr];
+
+    /// <summary>Block-sparse rows with <paramref name="block"/> × <paramref name="block"/> dense blocks (8, 16 or 32).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Another block size.</exception>
+    public static SparseFormat Bsr(int block) => s_bsr.FirstOrDefault(f => f.Block == block)
+        ?? throw new ArgumentOutOfRangeException(nameof(block), $"BSR blocks are 8, 16 or 32, got {block}");
+
+    /// <summary>Short name ("dense", "csr", "bsr16" ...).</summary>
     public abstract string Name { get; }
 
-    /// <summary>Bytes a weight of this format and logical shape holds in each category it stores
-    /// (values as Parameter; indices, scales as FormatMeta). Gradient and optimizer state follow the
-    /// format's gradient and update rules: <see cref="GradientBytes"/>, <see cref="StateValues"/>.</summary>
-    public abstract IReadOnlyDictionary<MemoryCategory, long> StorageBytes(Shape shape, DType dtype);
+    /// <summary>Bytes a [rows, cols] weight of this format holds per category when it stores
+    /// <paramref name="stored"/> values: values as Parameter, indices and scales as FormatMeta.</summary>
+    /// <exception cref="ArgumentException">The count or shape is impossible for this format.</exception>
+    public abstract IReadOnlyDictionary<MemoryCategory, long> StorageBytes(int rows, int cols, long stored, DType dtype);
 
-    /// <summary>Bytes of the gradient this format keeps for a weight of that shape.</summary>
-    public abstract long GradientBytes(Shape shape, DType dtype);
+    /// <summary>Bytes of the gradient kept for a weight storing <paramref name="stored"/> values: one per stored value.</summary>
+    public virtual long GradientBytes(long stored, DType dtype) => stored * dtype.SizeOf();
 
-    /// <summary>Number of values an optimizer keeps state for (per moment).</summary>
-    public abstract long StateValues(Shape shape);
-
-    /// <summary>The dense equivalent of a tensor in this format.</summary>
-    public abstract Tensor ToDense(Tensor t);
-
-    /// <summary>y = x·Wᵀ for a weight of this format (x [.., in], W logically [out, in]), recorded for autograd.</summary>
-    public abstract Tensor LinearForward(Tensor x, Tensor weight);
+    /// <summary>Number of values an optimizer keeps state for (per moment): one per stored value.</summary>
+    public virtual long StateValues(long stored) => stored;
 
     /// <inheritdoc/>
     public override string ToString() => Name;
@@ -44,14 +48,115 @@ internal sealed class DenseFormat : TensorFormat
 {
     public override string Name => "dense";
 
-    public override IReadOnlyDictionary<MemoryCategory, long> StorageBytes(Shape shape, DType dtype)
-        => new Dictionary<MemoryCategory, long> { [MemoryCategory.Parameter] = shape.Numel * dtype.SizeOf() };
+    public override IReadOnlyDictionary<MemoryCategory, long> StorageBytes(int rows, int cols, long stored, DType dtype)
+    {
+        if (stored != (long)rows * cols)
+            throw new ArgumentException($"dense [{rows}, {cols}] stores {(long)rows * cols} values, not {stored}");
+        return new Dictionary<MemoryCategory, long> { [MemoryCategory.Parameter] = stored * dtype.SizeOf() };
+    }
+}
 
-    public override long GradientBytes(Shape shape, DType dtype) => shape.Numel * dtype.SizeOf();
+/// <summary>
+/// CSR over Block × Block dense blocks: Block 1 is CSR, 8/16/32 BSR. The pattern (<see cref="CsrPattern"/>) has one
+/// entry per stored block of the [rows / Block, cols / Block] block grid; values hold Block² floats per stored block,
+/// row-major within the block, in pattern order. Row pointers and block column indices are 32-bit (FormatMeta).
+/// </summary>
+public sealed class SparseFormat : TensorFormat
+{
+    internal SparseFormat(int block) => Block = block;
 
-    public override long StateValues(Shape shape) => shape.Numel;
+    /// <summary>Block side (1 for CSR).</summary>
+    public int Block { get; }
 
-    public override Tensor ToDense(Tensor t) => t;
+    /// <inheritdoc/>
+    public override string Name => Block == 1 ? "csr" : $"bsr{Block}";
 
-    public override Tensor LinearForward(Tensor x, Tensor weight) => F.MatMul(x, weight, transB: true);
+    /// <inheritdoc/>
+    public override IReadOnlyDictionary<MemoryCategory, long> StorageBytes(int rows, int cols, long stored, DType dtype)
+    {
+        CheckShape(rows, cols);
+        var area = (long)Block * Block;
+        if (stored < 0 || stored % area != 0 || stored / area > (long)(rows / Block) * (cols / Block))
+            throw new ArgumentException($"{Name} [{rows}, {cols}]: {stored} stored values is not a whole number of {Block}×{Block} blocks that fit");
+        return new Dictionary<MemoryCategory, long>
+        {
+            [MemoryCategory.Parameter] = stored * dtype.SizeOf(),
+            [MemoryCategory.FormatMeta] = 4L * (rows / Block + 1 + stored / area),
+        };
+    }
+
+    /// <summary>Throws unless a [rows, cols] weight is a whole number of blocks.</summary>
+    /// <exception cref="ArgumentException">A size is not positive or not a multiple of the block.</exception>
+    public void CheckShape(int rows, int cols)
+    {
+        if (!Fits(rows, cols))
+            throw new ArgumentException($"{Name}: a [{rows}, {cols}] weight is not a whole number of {Block}×{Block} blocks");
+    }
+
+    /// <summary>True when a [rows, cols] weight is a whole number of blocks.</summary>
+    public bool Fits(int rows, int cols) => rows > 0 && cols > 0 && rows % Block == 0 && cols % Block == 0;
+
+    /// <summary>A seeded random block pattern of a [rows, cols] weight: round(density · blocks per row) blocks in every
+    /// block row (at least one).</summary>
+    /// <exception cref="ArgumentException">The shape is not a whole number of blocks.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">Density outside (0, 1].</exception>
+    public CsrPattern RandomPattern(int rows, int cols, double density, int seed)
+    {
+        CheckShape(rows, cols);
+        return CsrPattern.Random(rows / Block, cols / Block, density, seed);
+    }
+
+    /// <summary>The blocks of largest L1 norm of a dense row-major [rows, cols] matrix, round(density · blocks) of
+    /// them (magnitude pruning), with their values.</summary>
+    /// <exception cref="ArgumentException">The values do not fill [rows, cols], or it is not a whole number of blocks.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">Density outside (0, 1].</exception>
+    public (CsrPattern Pattern, float[] Values) FromDense(ReadOnlySpan<float> dense, int rows, int cols, double density)
+    {
+        var pattern = CsrPattern.TopScores(BlockScores(dense, rows, cols, Math.Abs), rows / Block, cols / Block, density);
+        return (pattern, pattern.Gather(dense, Block));
+    }
+
+    /// <summary>The values of a dense row-major [rows, cols] matrix on <paramref name="pattern"/> (a block pattern).</summary>
+    /// <exception cref="ArgumentException">The pattern or the values do not fit [rows, cols].</exception>
+    public float[] FromDense(ReadOnlySpan<float> dense, int rows, int cols, CsrPattern pattern)
+    {
+        ArgumentNullException.ThrowIfNull(pattern);
+        CheckPattern(rows, cols, pattern);
+        return pattern.Gather(dense, Block);
+    }
+
+    /// <summary>The dense row-major [rows, cols] matrix of <paramref name="values"/> stored on <paramref name="pattern"/>.</summary>
+    /// <exception cref="ArgumentException">The pattern or the values do not fit.</exception>
+    public float[] ToDense(CsrPattern pattern, ReadOnlySpan<float> values, int rows, int cols)
+    {
+        ArgumentNullException.ThrowIfNull(pattern);
+        CheckPattern(rows, cols, pattern);
+        return pattern.ToDense(values, Block);
+    }
+
+    /// <summary>Σ f(value) over each block of a dense row-major [rows, cols] matrix, as a [rows / Block, cols / Block]
+    /// row-major score matrix (f = |·| gives block L1 norms).</summary>
+    /// <exception cref="ArgumentException">The values do not fill [rows, cols], or it is not a whole number of blocks.</exception>
+    public float[] BlockScores(ReadOnlySpan<float> dense, int rows, int cols, Func<float, float> f)
+    {
+        ArgumentNullException.ThrowIfNull(f);
+        CheckShape(rows, cols);
+        if (dense.Length != (long)rows * cols)
+            throw new ArgumentException($"{Name}: {dense.Length} values do not fill [{rows}, {cols}]");
+        var blockCols = cols / Block;
+        var scores = new float[rows / Block * blockCols];
+        for (var r = 0; r < rows; r++)
+        {
+            for (var c = 0; c < cols; c++)
+                scores[r / Block * blockCols + c / Block] += f(dense[r * cols + c]);
+        }
+        return scores;
+    }
+
+    private void CheckPattern(int rows, int cols, CsrPattern pattern)
+    {
+        CheckShape(rows, cols);
+        if (pattern.Rows * Block != rows || pattern.Cols * Block != cols)
+            throw new ArgumentException($"{Name}: a [{pattern.Rows}, {pattern.Cols}] block pattern of {Block}×{Block} blocks does not cover [{rows}, {cols}]");
+    }
 }

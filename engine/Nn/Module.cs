@@ -64,6 +64,38 @@ public abstract class Module : IDisposable
         return value;
     }
 
+    /// <summary>Puts a tensor made by <paramref name="create"/> (as Parameter memory) in place of the registered
+    /// parameter <paramref name="old"/>, under its name; the caller disposes <paramref name="old"/>.</summary>
+    /// <exception cref="ArgumentException"><paramref name="old"/> is not a parameter of this module.</exception>
+    protected Tensor ReplaceParameter(Tensor old, Func<Tensor> create)
+    {
+        ArgumentNullException.ThrowIfNull(create);
+        var at = _parameters.FindIndex(p => ReferenceEquals(p.Value, old));
+        if (at < 0)
+            throw new ArgumentException($"{GetType().Name}: {old.Describe()} is not one of its parameters");
+        var name = _parameters[at].Name;
+        var value = RegisterParameter(name, create);
+        _parameters.RemoveAt(_parameters.Count - 1);
+        _parameters[at] = (name, value);
+        return value;
+    }
+
+    /// <summary>Puts a tensor made by <paramref name="create"/> (in the old one's category) in place of the registered
+    /// buffer <paramref name="old"/>, under its name, and disposes <paramref name="old"/>.</summary>
+    /// <exception cref="ArgumentException"><paramref name="old"/> is not a buffer of this module.</exception>
+    protected Tensor ReplaceBuffer(Tensor old, Func<Tensor> create)
+    {
+        var at = _buffers.FindIndex(b => ReferenceEquals(b.Value, old));
+        if (at < 0)
+            throw new ArgumentException($"{GetType().Name}: {old.Describe()} is not one of its buffers");
+        var name = _buffers[at].Name;
+        var value = RegisterBuffer(name, old.Buffer.Category, create);
+        _buffers.RemoveAt(_buffers.Count - 1);
+        _buffers[at] = (name, value);
+        old.Dispose();
+        return value;
+    }
+
     /// <summary>Registers a child module under <paramref name="name"/>.</summary>
     protected T RegisterModule<T>(string name, T module) where T : Module
     {

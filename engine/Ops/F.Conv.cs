@@ -13,17 +13,12 @@ public static partial class F
         Check.Rank("Conv2d", weight, 4, "weight");
         if (x.Shape[1] != weight.Shape[1])
             throw new ShapeMismatchException($"Conv2d: input {x.Describe()} has {x.Shape[1]} channels, weight {weight.Describe()} expects {weight.Shape[1]}");
-        if (stride < 1 || padding < 0 || dilation < 1)
-            throw new ArgumentOutOfRangeException(nameof(stride), $"Conv2d: stride {stride}, padding {padding}, dilation {dilation} are invalid");
         if (bias is not null)
         {
             Check.Compatible("Conv2d", x, bias);
             Check.Shape("Conv2d", bias, new Shape(weight.Shape[0]), "bias");
         }
-        var args = new Conv2dArgs(x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], weight.Shape[0], weight.Shape[2], weight.Shape[3],
-            stride, stride, padding, padding, dilation, dilation);
-        if (args.OutH <= 0 || args.OutW <= 0)
-            throw new ShapeMismatchException($"Conv2d: kernel {weight.Shape[2]}x{weight.Shape[3]} (dilation {dilation}, padding {padding}) does not fit input {x.Describe()}");
+        var args = ConvArgs("Conv2d", x, weight.Shape[0], weight.Shape[2], weight.Shape[3], stride, padding, dilation);
         using var xc = x.Contiguous();
         using var wc = weight.Contiguous();
         using var bc = bias?.Contiguous();
@@ -62,6 +57,17 @@ public static partial class F
             };
         }
         return y;
+    }
+
+    /// <summary>The geometry of a convolution of x [N, C, H, W] into outC channels, validated.</summary>
+    private static Conv2dArgs ConvArgs(string op, Tensor x, int outC, int kh, int kw, int stride, int padding, int dilation)
+    {
+        if (stride < 1 || padding < 0 || dilation < 1)
+            throw new ArgumentOutOfRangeException(nameof(stride), $"{op}: stride {stride}, padding {padding}, dilation {dilation} are invalid");
+        var args = new Conv2dArgs(x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], outC, kh, kw, stride, stride, padding, padding, dilation, dilation);
+        if (args.OutH <= 0 || args.OutW <= 0)
+            throw new ShapeMismatchException($"{op}: kernel {kh}x{kw} (dilation {dilation}, padding {padding}) does not fit input {x.Describe()}");
+        return args;
     }
 
     private static Pool2dArgs PoolArgs(string op, Tensor x, int kernel, int stride, int padding)

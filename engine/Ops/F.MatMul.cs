@@ -138,7 +138,7 @@ public static partial class F
             using var y2 = Linear(x2, weight, bias);
             return y2.Reshape(weight.Shape[0]);
         }
-        var y = weight.Format.LinearForward(x, weight);
+        var y = MatMul(x, weight, transB: true);
         if (bias is null)
             return y;
         using (y)

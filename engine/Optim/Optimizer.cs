@@ -7,12 +7,13 @@ namespace Frugal.Optim;
 public abstract class Optimizer : IDisposable
 {
     private readonly Dictionary<(Tensor, string), Tensor> _state = new();
+    private readonly List<Tensor> _parameters;
     private bool _disposed;
 
     /// <summary>Optimizes <paramref name="parameters"/> with learning rate <paramref name="lr"/>.</summary>
     protected Optimizer(IEnumerable<Tensor> parameters, double lr)
     {
-        Parameters = [.. parameters];
+        _parameters = [.. parameters];
         if (Parameters.Count == 0)
             throw new ArgumentException($"{GetType().Name}: no parameters to optimize");
         if (Parameters.Distinct().Count() != Parameters.Count)
@@ -29,7 +30,7 @@ public abstract class Optimizer : IDisposable
     }
 
     /// <summary>The optimized parameters.</summary>
-    public IReadOnlyList<Tensor> Parameters { get; }
+    public IReadOnlyList<Tensor> Parameters => _parameters;
 
     /// <summary>Current learning rate.</summary>
     public double Lr { get; set; }
@@ -79,40 +80,70 @@ public abstract class Optimizer : IDisposable
         return s;
     }
 
+    /// <summary>The name of the state holding a parameter's momentum (first moment), or null when this optimizer keeps
+    /// none (plain SGD): what sparse momentum (SNFS) reads.</summary>
+    protected virtual string? MomentumState => null;
+
+    /// <summary>The momentum (first moment) state of <paramref name="parameter"/>, or null before the first step or
+    /// when this optimizer keeps none.</summary>
+    public Tensor? MomentumOf(Tensor parameter)
+        => MomentumState is { } name && _state.TryGetValue((parameter, name), out var s) ? s : null;
+
+    /// <summary>True when this optimizer keeps a momentum state.</summary>
+    public bool HasMomentum => MomentumState is not null;
+
     /// <summary>Rearranges the state of a parameter whose entries were moved (a sparse pattern update): entry k of
     /// every state tensor becomes old entry <paramref name="source"/>[k], or zero where that is -1 (a new entry
     /// starts with zeroed state, as regrown weights do in SET and RigL).</summary>
     /// <exception cref="ArgumentException">The parameter is not optimized here, or the map's length or an index is wrong.</exception>
-    public void RemapState(Tensor parameter, ReadOnlySpan<int> source)
+    public void RemapState(Tensor parameter, ReadOnlySpan<int> source) => ReplaceParameter(parameter, parameter, source);
+
+    /// <summary>Optimizes <paramref name="replacement"/> in place of <paramref name="parameter"/> (a sparse layer whose
+    /// number of stored values changed), carrying the state over as <see cref="RemapState"/> does: entry k of the
+    /// replacement's state is old entry <paramref name="source"/>[k], or zero where that is -1.</summary>
+    /// <exception cref="ArgumentException">The parameter is not optimized here, the replacement already is, or the
+    /// map's length or an index is wrong.</exception>
+    public void ReplaceParameter(Tensor parameter, Tensor replacement, ReadOnlySpan<int> source)
     {
         ArgumentNullException.ThrowIfNull(parameter);
-        if (!Parameters.Contains(parameter))
-            throw new ArgumentException($"{GetType().Name}.RemapState: {parameter.Describe()} is not one of its parameters");
-        if (source.Length != parameter.Numel)
-            throw new ArgumentException($"{GetType().Name}.RemapState: {source.Length} map entries for {parameter.Describe()} ({parameter.Numel} elements)");
+        ArgumentNullException.ThrowIfNull(replacement);
+        var name = GetType().Name;
+        var at = _parameters.IndexOf(parameter);
+        if (at < 0)
+            throw new ArgumentException($"{name}: {parameter.Describe()} is not one of its parameters");
+        if (!ReferenceEquals(parameter, replacement) && _parameters.Contains(replacement))
+            throw new ArgumentException($"{name}: the replacement {replacement.Describe()} is already optimized");
+        if (source.Length != replacement.Numel)
+            throw new ArgumentException($"{name}: {source.Length} map entries for {replacement.Describe()} ({replacement.Numel} elements)");
         foreach (var k in source)
         {
             if (k < -1 || k >= parameter.Numel)
-                throw new ArgumentException($"{GetType().Name}.RemapState: source index {k} is outside [-1, {parameter.Numel})");
+                throw new ArgumentException($"{name}: source index {k} is outside [-1, {parameter.Numel})");
         }
         var map = source.ToArray();
-        foreach (var state in _state.Where(kv => ReferenceEquals(kv.Key.Item1, parameter)).Select(kv => kv.Value))
+        foreach (var key in _state.Keys.Where(k => ReferenceEquals(k.Item1, parameter)).ToList())
         {
-            var old = state.To(DType.F64);
-            try
+            var state = _state[key];
+            double[] values;
+            using (var old = state.To(DType.F64))
+                values = old.ToArray<double>();
+            var moved = map.Select(k => k < 0 ? 0.0 : values[k]).ToArray();
+            using var host = Tensor.FromArray(moved, replacement.Shape, state.Device);
+            using var cast = host.To(state.DType);
+            using (Autograd.Autograd.NoGrad())
             {
-                var values = old.ToArray<double>();
-                var moved = map.Select(k => k < 0 ? 0.0 : values[k]).ToArray();
-                using var host = Tensor.FromArray(moved, state.Shape, state.Device);
-                using var cast = host.To(state.DType);
-                using (Autograd.Autograd.NoGrad())
+                if (ReferenceEquals(parameter, replacement))
+                {
                     F.CopyInto(state, cast);
-            }
-            finally
-            {
-                old.Dispose();
+                    continue;
+                }
+                _state.Remove(key);
+                state.Dispose();
+                var fresh = State(replacement, key.Item2, out _);
+                F.CopyInto(fresh, cast);
             }
         }
+        _parameters[at] = replacement;
     }
 
     /// <summary>Every state tensor by "param.name" key (for checkpoints and memory reports).</summary>

@@ -29,6 +29,9 @@ public sealed class SGD : Optimizer
     public bool Nesterov { get; }
 
     /// <inheritdoc/>
+    protected override string? MomentumState => Momentum != 0 ? "momentum_buffer" : null;
+
+    /// <inheritdoc/>
     protected override void Update(Tensor parameter, Tensor grad)
     {
         var first = false;
@@ -69,6 +72,9 @@ public class Adam : Optimizer
 
     /// <summary>True for AdamW's decoupled weight decay.</summary>
     public bool Decoupled { get; }
+
+    /// <inheritdoc/>
+    protected override string? MomentumState => "exp_avg";
 
     /// <inheritdoc/>
     protected override void Update(Tensor parameter, Tensor grad)

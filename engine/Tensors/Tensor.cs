@@ -59,7 +59,8 @@ public sealed partial class Tensor : IDisposable
     /// <summary>Where it lives.</summary>
     public Device Device { get; }
 
-    /// <summary>Storage format; this foundation builds <see cref="TensorFormat.Dense"/>.</summary>
+    /// <summary>Storage format of the tensor itself: always <see cref="TensorFormat.Dense"/>; a layer with a sparse
+    /// weight holds its values as a dense [stored] tensor beside its pattern (see <see cref="Nn.SparseLayer"/>).</summary>
     public TensorFormat Format => TensorFormat.Dense;
 
     /// <summary>Optional name (parameters carry their module path).</summary>

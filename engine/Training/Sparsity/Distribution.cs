@@ -17,9 +17,19 @@ public static class Distribution
     public static double[] Erk(IReadOnlyList<(int Rows, int Cols)> shapes, double density)
     {
         ArgumentNullException.ThrowIfNull(shapes);
+        return Erk([.. shapes.Select(s => new[] { s.Rows, s.Cols })], density);
+    }
+
+    /// <summary>Erdős–Rényi-Kernel (RigL's ERK) over weights of any rank: layer i's density is proportional to the
+    /// sum of its dimensions over their product ((out + in + kh + kw) / (out · in · kh · kw) for a convolution),
+    /// scaled so the stored total equals <paramref name="density"/> of all weights; layers that would exceed 1 are
+    /// made dense and the rest rescaled.</summary>
+    public static double[] Erk(IReadOnlyList<int[]> shapes, double density)
+    {
+        ArgumentNullException.ThrowIfNull(shapes);
         CheckDensity(density);
-        var sizes = shapes.Select(s => (double)s.Rows * s.Cols).ToArray();
-        var raw = shapes.Select(s => (s.Rows + s.Cols) / ((double)s.Rows * s.Cols)).ToArray();
+        var sizes = shapes.Select(s => s.Aggregate(1.0, (p, d) => p * d)).ToArray();
+        var raw = shapes.Select((s, i) => s.Sum() / sizes[i]).ToArray();
         var dense = new bool[shapes.Count];
         var budget = density * sizes.Sum();
         while (true)

@@ -5,27 +5,31 @@ namespace Frugal.Training.Sparsity;
 
 /// <summary>
 /// SNIP (Lee et al., 2019): one-shot pruning at initialisation by connection sensitivity |w · ∂L/∂w| measured on a
-/// batch. The dense model is only needed for that one batch; the result is the sparse layers to train.
+/// batch (for BSR a block's sensitivity is the sum over its values). The dense model is only needed for that one
+/// batch; the result is the sparse layers to train.
 /// </summary>
 public static class Snip
 {
-    /// <summary>Replaces every <see cref="Linear"/> of <paramref name="layers"/> whose density is below 1 by its
-    /// SNIP-pruned <see cref="SparseLinear"/> (the dense layer is disposed); the gradients of the loss on one batch
-    /// must already be in the weights' <c>Grad</c>, and are dropped from the layers kept dense.
-    /// <paramref name="densities"/> gives one density per Linear layer, in order. Returns the layers to train.</summary>
-    /// <exception cref="ArgumentException">The number of densities differs from the Linear layers', or a weight has no gradient.</exception>
-    public static IReadOnlyList<Module> Prune(IReadOnlyList<Module> layers, IReadOnlyList<double> densities)
+    /// <summary>Replaces every <see cref="Linear"/> and <see cref="Conv2d"/> of <paramref name="layers"/> whose
+    /// density is below 1 by its SNIP-pruned <see cref="SparseLinear"/> or <see cref="SparseConv2d"/> in
+    /// <paramref name="format"/> (the dense layer is disposed); the gradients of the loss on one batch must already
+    /// be in the weights' <c>Grad</c>, and are dropped from the layers kept dense. <paramref name="densities"/> gives
+    /// one density per weight layer, in order. Returns the layers to train.</summary>
+    /// <exception cref="ArgumentException">The number of densities differs from the weight layers', a weight has no
+    /// gradient, or a layer is not a whole number of the format's blocks.</exception>
+    public static IReadOnlyList<Module> Prune(IReadOnlyList<Module> layers, IReadOnlyList<double> densities, SparseFormat? format = null)
     {
         ArgumentNullException.ThrowIfNull(layers);
         ArgumentNullException.ThrowIfNull(densities);
-        var linears = layers.OfType<Linear>().ToList();
-        if (linears.Count != densities.Count)
-            throw new ArgumentException($"SNIP: {densities.Count} densities for {linears.Count} Linear layers");
+        var f = format ?? TensorFormat.Csr;
+        var weighted = layers.Where(l => l is Linear or Conv2d).ToList();
+        if (weighted.Count != densities.Count)
+            throw new ArgumentException($"SNIP: {densities.Count} densities for {weighted.Count} Linear and Conv2d layers");
         var result = new List<Module>();
         var i = 0;
         foreach (var layer in layers)
         {
-            if (layer is not Linear dense)
+            if (layer is not (Linear or Conv2d))
             {
                 result.Add(layer);
                 continue;
@@ -33,19 +37,22 @@ public static class Snip
             var density = densities[i++];
             if (density >= 1)
             {
-                dense.ZeroGrad();
-                result.Add(dense);
+                layer.ZeroGrad();
+                result.Add(layer);
                 continue;
             }
-            var grad = dense.Weight.Grad ?? throw new ArgumentException($"SNIP: {dense.Weight.Describe()} has no gradient: run a forward and backward on a batch first");
-            var w = dense.Weight.ToArray<float>();
+            var weight = layer is Linear l ? l.Weight : ((Conv2d)layer).Weight;
+            var grad = weight.Grad ?? throw new ArgumentException($"SNIP: {weight.Describe()} has no gradient: run a forward and backward on a batch first");
+            var (rows, cols) = (weight.Shape[0], (int)(weight.Numel / weight.Shape[0]));
+            var w = weight.ToArray<float>();
             var g = grad.ToArray<float>();
-            var scores = new float[w.Length];
+            var sensitivity = new float[w.Length];
             for (var k = 0; k < w.Length; k++)
-                scores[k] = Math.Abs(w[k] * g[k]);
-            var pattern = CsrPattern.TopScores(scores, dense.OutFeatures, dense.InFeatures, density);
-            result.Add(SparseLinear.FromDense(dense, pattern));
-            dense.Dispose();
+                sensitivity[k] = w[k] * g[k];
+            var scores = f.BlockScores(sensitivity, rows, cols, Math.Abs);
+            var pattern = CsrPattern.TopScores(scores, rows / f.Block, cols / f.Block, density);
+            result.Add(layer is Linear dense ? SparseLinear.FromDense(dense, pattern, f) : SparseConv2d.FromDense((Conv2d)layer, pattern, f));
+            layer.Dispose();
         }
         return result;
     }

@@ -1,0 +1,90 @@
+using System.Globalization;
+using Frugal.Formats;
+
+namespace Frugal.Nn;
+
+/// <summary>
+/// How a layer stores its weight: a format of the traits table (<see cref="TensorFormat"/>) with its settings
+/// (density for the sparse formats), and the factory of Linear and Conv2d layers in that format:
+/// <c>WeightFormat.Csr(0.1).Linear(784, 512)</c> is a <see cref="SparseLinear"/>, <c>WeightFormat.Dense.Linear(...)</c>
+/// a <see cref="Nn.Linear"/>. Text form (the CLI's <c>--format</c>): <c>dense</c>, <c>csr:D</c>, <c>bsr:D:B</c>.
+/// </summary>
+public sealed record WeightFormat
+{
+    private WeightFormat(TensorFormat format, double density) => (Format, Density) = (format, density);
+
+    /// <summary>Every value stored.</summary>
+    public static WeightFormat Dense { get; } = new(TensorFormat.Dense, 1);
+
+    /// <summary>The format of the traits table.</summary>
+    public TensorFormat Format { get; }
+
+    /// <summary>Stored fraction of the weight (1 for dense).</summary>
+    public double Density { get; }
+
+    /// <summary>True for CSR and BSR.</summary>
+    public bool IsSparse => Format is SparseFormat;
+
+    /// <summary>CSR weights of density <paramref name="density"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Density outside (0, 1].</exception>
+    public static WeightFormat Csr(double density) => new(TensorFormat.Csr, CheckDensity(density));
+
+    /// <summary>BSR weights of <paramref name="block"/> × <paramref name="block"/> blocks (8, 16 or 32), a fraction
+    /// <paramref name="density"/> of the blocks stored.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Density outside (0, 1], or another block size.</exception>
+    public static WeightFormat Bsr(double density, int block = 16) => new(TensorFormat.Bsr(block), CheckDensity(density));
+
+    /// <summary>The same format at another density.</summary>
+    public WeightFormat WithDensity(double density) => IsSparse ? new(Format, CheckDensity(density)) : this;
+
+    /// <summary>True when a [rows, cols] weight can take this format (BSR needs whole blocks).</summary>
+    public bool Fits(int rows, int cols) => Format is not SparseFormat s || s.Fits(rows, cols);
+
+    /// <summary>Parses <c>dense</c>, <c>csr:D</c> or <c>bsr:D:B</c> (B = 8, 16 or 32; 16 when left out), D in (0, 1).</summary>
+    /// <exception cref="FormatException">Anything else, with the accepted forms.</exception>
+    public static WeightFormat Parse(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var parts = text.Split(':');
+        static bool Number(string s, out double d) => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out d) && d > 0 && d < 1;
+        switch (parts[0])
+        {
+            case "dense" when parts.Length == 1:
+                return Dense;
+            case "csr" when parts.Length == 2 && Number(parts[1], out var d):
+                return Csr(d);
+            case "bsr" when parts.Length is 2 or 3 && Number(parts[1], out var d)
+                && (parts.Length == 2 || parts[2] is "8" or "16" or "32"):
+                return Bsr(d, parts.Length == 2 ? 16 : int.Parse(parts[2], CultureInfo.InvariantCulture));
+            default:
+                throw new FormatException($"weight format '{text}' is not one of: dense, csr:D, bsr:D:B (density D in (0, 1), block B = 8, 16 or 32)");
+        }
+    }
+
+    /// <summary>A linear layer with this weight format (dense when the density is 1).</summary>
+    /// <exception cref="ArgumentException">The sizes are not a whole number of the format's blocks.</exception>
+    public Module Linear(int inFeatures, int outFeatures, bool bias = true, Device? device = null)
+        => Format is SparseFormat s && Density < 1
+            ? new SparseLinear(inFeatures, outFeatures, Density, bias, device, s)
+            : new Linear(inFeatures, outFeatures, bias, device: device);
+
+    /// <summary>A square-kernel convolution with this weight format (dense when the density is 1); its weight matrix
+    /// is [out, in·k·k].</summary>
+    /// <exception cref="ArgumentException">The sizes are not a whole number of the format's blocks.</exception>
+    public Module Conv2d(int inChannels, int outChannels, int kernel, int stride = 1, int padding = 0, int dilation = 1, bool bias = true, Device? device = null)
+        => Format is SparseFormat s && Density < 1
+            ? new SparseConv2d(inChannels, outChannels, kernel, Density, stride, padding, dilation, bias, device, s)
+            : new Conv2d(inChannels, outChannels, kernel, stride, padding, dilation, bias, device: device);
+
+    /// <inheritdoc/>
+    public override string ToString() => Format switch
+    {
+        SparseFormat { Block: 1 } => string.Create(CultureInfo.InvariantCulture, $"csr:{Density}"),
+        SparseFormat s => string.Create(CultureInfo.InvariantCulture, $"bsr:{Density}:{s.Block}"),
+        _ => Format.Name,
+    };
+
+    private static double CheckDensity(double density) => density > 0 && density <= 1
+        ? density
+        : throw new ArgumentOutOfRangeException(nameof(density), $"density must be in (0, 1], got {density}");
+}

@@ -5,48 +5,10 @@ using static Frugal.Tests.TestUtil;
 
 namespace Frugal.Tests;
 
-/// <summary>A CSR linear layer is the dense layer with the same zeros (forward, every gradient, an Adam step), holds
-/// exactly nnz values of parameter, gradient and optimizer state plus its FormatMeta indices, on each device.</summary>
+/// <summary>A CSR linear layer holds exactly nnz values of parameter, gradient and optimizer state plus its FormatMeta
+/// indices (its equality with the dense layer is in <see cref="SparseLayerTests"/>).</summary>
 public class SparseLinearTests
 {
-    public static TheoryData<string> DeviceNames => Devices;
-
-    [Theory]
-    [MemberData(nameof(DeviceNames))]
-    public void EqualsTheDenseLayerWithTheSameZeros(string device)
-    {
-        var dev = DeviceFor(device);
-        Init.ManualSeed(5);
-        using var sparse = new SparseLinear(32, 24, density: 0.2, device: dev);
-        using var dense = new Linear(32, 24, device: dev);
-        using (var w = sparse.DenseWeight())
-            F.CopyInto(dense.Weight, w);
-        F.CopyInto(dense.Bias!, sparse.Bias!);
-
-        using var scope = TensorScope.Begin();
-        var xs = Tensor.Uniform(new Shape(7, 32), -1, 1, 6, device: dev);
-        var xd = Tensor.Uniform(new Shape(7, 32), -1, 1, 6, device: dev);
-        xs.RequiresGrad = true;
-        xd.RequiresGrad = true;
-        var mix = Tensor.Uniform(new Shape(7, 24), -1, 1, 7, device: dev);
-        var ys = sparse.Forward(xs);
-        var yd = dense.Forward(xd);
-        AssertClose(Values(yd), Values(ys), 1e-6, 1e-5, "forward");
-        F.Sum(ys * mix).Backward();
-        F.Sum(yd * mix).Backward();
-        AssertClose(Values(xd.Grad!), Values(xs.Grad!), 1e-6, 1e-5, "input gradient");
-        AssertClose(Values(dense.Bias!.Grad!), Values(sparse.Bias!.Grad!), 1e-6, 1e-5, "bias gradient");
-        var onPattern = sparse.Pattern.Gather(dense.Weight.Grad!.ToArray<float>()).Select(v => (double)v).ToArray();
-        AssertClose(onPattern, Values(sparse.Values.Grad!), 1e-6, 1e-5, "weight gradient on the pattern");
-
-        using var optS = new Adam(sparse.Parameters(), 1e-2);
-        using var optD = new Adam(dense.Parameters(), 1e-2);
-        optS.Step();
-        optD.Step();
-        var stepped = sparse.Pattern.Gather(dense.Weight.ToArray<float>()).Select(v => (double)v).ToArray();
-        AssertClose(stepped, Values(sparse.Values), 1e-6, 1e-5, "values after one Adam step");
-    }
-
     [Fact]
     public void HoldsExactlyNnzValuesOfEachCategoryPlusTheIndices()
     {

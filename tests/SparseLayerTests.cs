@@ -1,0 +1,367 @@
+using Frugal.Formats;
+using Frugal.Memory;
+using Frugal.Nn;
+using Frugal.Optim;
+using Frugal.Training.Sparsity;
+using static Frugal.Tests.TestUtil;
+
+namespace Frugal.Tests;
+
+/// <summary>Sparse Linear and Conv2d layers in CSR and BSR equal the dense layers with the same zeros (forward, every
+/// gradient, an Adam step) on each device, hold exactly the bytes of their format's formula, regrow blocks by the
+/// dense gradient (RigL) and move entries between layers by momentum (SNFS) with values and optimizer state kept
+/// consistent.</summary>
+public class SparseLayerTests
+{
+    /// <summary>Device, layer kind, format ("csr" or "bsrB").</summary>
+    public static TheoryData<string, string, string> Cases()
+    {
+        var data = new TheoryData<string, string, string>();
+        foreach (var device in new[] { "cpu", "cuda:0" })
+        {
+            foreach (var kind in new[] { "linear", "conv" })
+            {
+                data.Add(device, kind, "csr");
+                data.Add(device, kind, "bsr8");
+            }
+        }
+        return data;
+    }
+
+    private static SparseFormat FormatOf(string name) => name == "csr" ? TensorFormat.Csr : TensorFormat.Bsr(int.Parse(name[3..], System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>A sparse layer and the dense layer with the same weights and bias; an input shape and output shape.</summary>
+    private static (SparseLayer Sparse, Module Dense, Tensor DenseWeight, Tensor DenseBias, int[] In) Twins(string kind, SparseFormat format, Device device)
+    {
+        Init.ManualSeed(5);
+        if (kind == "linear")
+        {
+            var sparse = new SparseLinear(32, 24, density: 0.3, device: device, format: format);
+            var dense = new Linear(32, 24, device: device);
+            using (var w = sparse.DenseWeight())
+                F.CopyInto(dense.Weight, w);
+            F.CopyInto(dense.Bias!, sparse.Bias!);
+            return (sparse, dense, dense.Weight, dense.Bias!, [5, 32]);
+        }
+        // 16 output channels, 8 input channels · 3 · 3 = 72 patch values: whole 8×8 blocks.
+        var conv = new SparseConv2d(8, 16, 3, density: 0.3, stride: 2, padding: 1, device: device, format: format);
+        var denseConv = new Conv2d(8, 16, 3, stride: 2, padding: 1, device: device);
+        using (var w = conv.DenseWeight())
+        using (var w4 = w.Reshape(16, 8, 3, 3))
+            F.CopyInto(denseConv.Weight, w4);
+        F.CopyInto(denseConv.Bias!, conv.Bias!);
+        return (conv, denseConv, denseConv.Weight, denseConv.Bias!, [3, 8, 9, 7]);
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void EqualsTheDenseLayerWithTheSameZeros(string device, string kind, string format)
+    {
+        var dev = DeviceFor(device);
+        var (sparse, dense, dw, db, shape) = Twins(kind, FormatOf(format), dev);
+        using var s = sparse;
+        using var d = dense;
+        using var scope = TensorScope.Begin();
+        var n = (int)new Shape(shape).Numel;
+        var xs = Tensor.FromArray(Uniform(6, n).Select(v => (float)v).ToArray(), new Shape(shape), dev);
+        var xd = Tensor.FromArray(Uniform(6, n).Select(v => (float)v).ToArray(), new Shape(shape), dev);
+        xs.RequiresGrad = true;
+        xd.RequiresGrad = true;
+        var ys = sparse.Forward(xs);
+        var yd = dense.Forward(xd);
+        Assert.Equal(yd.Shape, ys.Shape);
+        AssertClose(Values(yd), Values(ys), 1e-5, 1e-5, "forward");
+        var mix = Tensor.FromArray(Uniform(7, (int)ys.Numel).Select(v => (float)v).ToArray(), ys.Shape, dev);
+        F.Sum(ys * mix).Backward();
+        F.Sum(yd * mix).Backward();
+        AssertClose(Values(xd.Grad!), Values(xs.Grad!), 1e-5, 1e-5, "input gradient");
+        AssertClose(Values(db.Grad!), Values(sparse.Bias!.Grad!), 1e-5, 1e-5, "bias gradient");
+        var onPattern = sparse.Format.FromDense(dw.Grad!.ToArray<float>(), sparse.Rows, sparse.Cols, sparse.Pattern);
+        AssertClose([.. onPattern.Select(v => (double)v)], Values(sparse.Values.Grad!), 1e-5, 1e-5, "weight gradient on the pattern");
+
+        using var optS = new Adam(sparse.Parameters(), 1e-2);
+        using var optD = new Adam(dense.Parameters(), 1e-2);
+        optS.Step();
+        optD.Step();
+        var stepped = sparse.Format.FromDense(dw.ToArray<float>(), sparse.Rows, sparse.Cols, sparse.Pattern);
+        AssertClose([.. stepped.Select(v => (double)v)], Values(sparse.Values), 1e-6, 1e-5, "values after one Adam step");
+    }
+
+    [Fact]
+    public void AConvolutionOverSeveralImageChunksEqualsTheDenseOne()
+    {
+        // 60 images of 8 × 32 × 32 with a 3×3 kernel: 72 · 1024 column values each, more than one 4M-value chunk.
+        var (sparse, dense, dw, _, _) = Twins("conv", TensorFormat.Csr, Device.Cpu);
+        using var s = sparse;
+        using var d = dense;
+        using var scope = TensorScope.Begin();
+        var x = Tensor.FromArray(Uniform(9, 60 * 8 * 32 * 32).Select(v => (float)v).ToArray(), new Shape(60, 8, 32, 32));
+        var ys = sparse.Forward(x);
+        var yd = dense.Forward(x);
+        AssertClose(Values(yd), Values(ys), 1e-5, 1e-5, "forward");
+        F.Sum(ys * ys).Backward();
+        F.Sum(yd * yd).Backward();
+        var onPattern = sparse.Format.FromDense(dw.Grad!.ToArray<float>(), sparse.Rows, sparse.Cols, sparse.Pattern);
+        AssertClose([.. onPattern.Select(v => (double)v)], Values(sparse.Values.Grad!), 2e-3, 1e-4, "weight gradient summed over chunks");
+    }
+
+    [Theory]
+    [InlineData("linear")]
+    [InlineData("conv")]
+    public void HoldsExactlyTheFormatsBytes(string kind)
+    {
+        var device = Device.CreateCpu($"bsr-bytes-{kind}");
+        Init.ManualSeed(3);
+        using SparseLayer layer = kind == "linear"
+            ? new SparseLinear(784, 512, density: 0.1, device: device, format: TensorFormat.Bsr(16))
+            : new SparseConv2d(32, 64, 3, density: 0.2, padding: 1, device: device, format: TensorFormat.Bsr(16));
+        var (rows, cols) = kind == "linear" ? (512, 784) : (64, 288);
+        var blocksPerRow = (int)Math.Round((kind == "linear" ? 0.1 : 0.2) * (cols / 16));
+        var blocks = rows / 16 * blocksPerRow;
+        Assert.Equal(blocks, layer.Pattern.Nnz);
+        var values = blocks * 256L;
+        var alloc = device.Allocator;
+        Assert.Equal(4L * (values + rows), alloc.Current(MemoryCategory.Parameter));
+        Assert.Equal(4L * (rows / 16 + 1 + blocks), alloc.Current(MemoryCategory.FormatMeta));
+        var declared = layer.StorageBytes();
+        Assert.Equal(alloc.Current(MemoryCategory.Parameter), declared[MemoryCategory.Parameter]);
+        Assert.Equal(alloc.Current(MemoryCategory.FormatMeta), declared[MemoryCategory.FormatMeta]);
+        using var opt = new Adam(layer.Parameters(), 1e-3);
+        using (var scope = TensorScope.Begin())
+        {
+            var x = kind == "linear" ? Tensor.Zeros(new Shape(4, 784), device: device) : Tensor.Zeros(new Shape(2, 32, 6, 6), device: device);
+            F.Sum(layer.Forward(x)).Backward();
+        }
+        Assert.Equal(4L * (values + rows), alloc.Current(MemoryCategory.Gradient));
+        opt.Step();
+        Assert.Equal(8L * (values + rows), alloc.Current(MemoryCategory.OptimizerState));
+        Assert.Equal(0, alloc.Current(MemoryCategory.Workspace));
+    }
+
+    [Theory]
+    [InlineData("linear", "bsr8")]
+    [InlineData("conv", "csr")]
+    [InlineData("conv", "bsr8")]
+    public void RigLRegrowsTheBlocksOfLargestDenseGradient(string kind, string formatName)
+    {
+        var format = FormatOf(formatName);
+        var (sparse, dense, dw, db, shape) = Twins(kind, format, Device.Cpu);
+        using var s = sparse;
+        using var d = dense;
+        using var opt = new SGD(sparse.Parameters(), 0.05);
+        var rigl = new RigL(sparse, opt, updateEvery: 2, dropFraction: 0.4, endStep: 100);
+        var x = Uniform(11, (int)new Shape(shape).Numel).Select(v => (float)v).ToArray();
+        float[]? denseGrad = null;
+        void TrainStep()
+        {
+            using var scope = TensorScope.Begin();
+            var tx = Tensor.FromArray(x, new Shape(shape));
+            var ys = sparse.Forward(tx);
+            F.Sum(ys * ys).Backward();
+            // The dense twin with the current weights gives the dense gradient RigL ranks by.
+            using (var w = sparse.DenseWeight())
+            using (var wv = w.Reshape(dw.Shape.Dims))
+                F.CopyInto(dw, wv);
+            F.CopyInto(db, sparse.Bias!);
+            var yd = dense.Forward(tx);
+            F.Sum(yd * yd).Backward();
+            denseGrad = dw.Grad!.ToArray<float>();
+            dense.ZeroGrad();
+            opt.Step();
+            opt.ZeroGrad();
+        }
+
+        TrainStep();
+        Assert.False(rigl.Step());
+        var before = Positions(sparse.Pattern);
+        var nnz = sparse.Pattern.Nnz;
+        TrainStep();
+        Assert.True(rigl.Step());
+        Assert.Equal(nnz, sparse.Pattern.Nnz);
+        var regrown = Positions(sparse.Pattern).Where(p => !before.Contains(p)).ToHashSet();
+        var drop = (int)Math.Round(rigl.DropFractionAt(2) * nnz);
+        Assert.Equal(drop, regrown.Count);
+        var scores = format.BlockScores(denseGrad!, sparse.Rows, sparse.Cols, Math.Abs);
+        var expected = Enumerable.Range(0, scores.Length).Where(p => !before.Contains(p))
+            .OrderByDescending(p => scores[p]).ThenBy(p => p).Take(drop).Select(p => (long)p).ToHashSet();
+        Assert.Equal(expected.Order(), regrown.Order());
+        // Regrown blocks start at zero.
+        var values = sparse.Values.ToArray<float>();
+        var area = format.Block * format.Block;
+        var p = sparse.Pattern;
+        for (var r = 0; r < p.Rows; r++)
+        {
+            for (var k = p.RowPtr[r]; k < p.RowPtr[r + 1]; k++)
+            {
+                if (regrown.Contains((long)r * p.Cols + p.ColIdx[k]))
+                    Assert.All(values.Skip(k * area).Take(area), v => Assert.Equal(0f, v));
+            }
+        }
+    }
+
+    [Fact]
+    public void SnfsMovesEntriesToTheLayerWithMoreMomentumAndKeepsStateConsistent()
+    {
+        var device = Device.CreateCpu("snfs");
+        Init.ManualSeed(4);
+        var first = new SparseLinear(40, 30, density: 0.2, device: device);
+        var second = new SparseLinear(30, 20, density: 0.2, device: device);
+        using var model = new Sequential(first, new Tanh(), second);
+        using var opt = new Adam(model.Parameters(), 1e-2);
+        var snfs = new Snfs(model, opt, updateEvery: 2, dropFraction: 0.3, endStep: 100);
+        var x = Uniform(21, 8 * 40).Select(v => (float)v).ToArray();
+        void TrainStep(double secondScale)
+        {
+            using var scope = TensorScope.Begin();
+            var tx = Tensor.FromArray(x, new Shape(8, 40), device);
+            var y = model.Forward(tx);
+            F.Sum(y * y).Backward();
+            // Scale the second layer's gradient so its momentum is much larger: SNFS must favour it.
+            using (var g = second.Values.Grad!.Mul(secondScale))
+                F.CopyInto(second.Values.Grad!, g);
+            opt.Step();
+            opt.ZeroGrad();
+        }
+
+        TrainStep(50);
+        snfs.Step();
+        TrainStep(50);
+        var mean = new[] { first, second }.Select(l => opt.MomentumOf(l.Values)!.ToArray<float>().Average(v => Math.Abs((double)v))).ToArray();
+        var oldNnz = new[] { first.Pattern.Nnz, second.Pattern.Nnz };
+        var oldValues = new[] { first, second }.Select(l => Entries(l, l.Values.ToArray<float>())).ToArray();
+        var oldState = new[] { first, second }.Select(l => Entries(l, opt.MomentumOf(l.Values)!.ToArray<float>())).ToArray();
+        Assert.True(snfs.Step());
+
+        Assert.Equal(mean[1] / mean.Sum(), snfs.LastShares[1], 1e-6);
+        Assert.Equal(oldNnz.Sum(), first.Pattern.Nnz + second.Pattern.Nnz);
+        Assert.True(second.Pattern.Nnz > oldNnz[1], $"the layer with more momentum grew: {oldNnz[1]} -> {second.Pattern.Nnz}");
+        var layers = new[] { first, second };
+        for (var i = 0; i < 2; i++)
+        {
+            var l = layers[i];
+            Assert.Contains(l.Values, opt.Parameters);
+            Assert.Contains(l.Values, model.Parameters());
+            var state = opt.MomentumOf(l.Values)!;
+            Assert.Equal(l.Values.Shape, state.Shape);
+            var values = Entries(l, l.Values.ToArray<float>());
+            var moments = Entries(l, state.ToArray<float>());
+            foreach (var (position, value) in values)
+            {
+                // Survivors keep value and momentum; regrown entries start at zero with zeroed state.
+                Assert.Equal(oldValues[i].GetValueOrDefault(position), value);
+                Assert.Equal(oldState[i].GetValueOrDefault(position), moments[position]);
+            }
+        }
+        var totalValues = first.Pattern.Nnz + second.Pattern.Nnz;
+        Assert.Equal(4L * (totalValues + 30 + 20), device.Allocator.Current(MemoryCategory.Parameter));
+        Assert.Equal(8L * (totalValues + 30 + 20), device.Allocator.Current(MemoryCategory.OptimizerState));
+        Assert.Equal(4L * (31 + 21 + totalValues), device.Allocator.Current(MemoryCategory.FormatMeta));
+        TrainStep(1);   // training goes on with the resized parameters
+        Assert.Equal(4L * (totalValues + 30 + 20), device.Allocator.Current(MemoryCategory.Parameter));
+
+        using var plain = new SGD(model.Parameters(), 0.1);
+        var e = Assert.Throws<ArgumentException>(() => new Snfs(model, plain, 2, 0.3, 100));
+        Assert.Contains("keeps no momentum", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void WeightFormatsParseBuildAndCountBytes()
+    {
+        Assert.Equal("csr:0.1", WeightFormat.Parse("csr:0.1").ToString());
+        Assert.Equal("bsr:0.25:16", WeightFormat.Parse("bsr:0.25").ToString());
+        Assert.Equal("bsr:0.1:32", WeightFormat.Bsr(0.1, 32).ToString());
+        Assert.Same(WeightFormat.Dense, WeightFormat.Parse("dense"));
+        foreach (var bad in new[] { "csr", "csr:0", "csr:1.5", "bsr:0.1:12", "bsr:0.1:16:1", "q4", "" })
+            Assert.Contains($"'{bad}'", Assert.Throws<FormatException>(() => WeightFormat.Parse(bad)).Message, StringComparison.Ordinal);
+        Init.ManualSeed(1);
+        using (var linear = WeightFormat.Bsr(0.5, 8).Linear(16, 8))
+            Assert.Equal("SparseLinear(16, 8, bsr8, density: 0.500)", linear.ToString());
+        using (var conv = WeightFormat.Csr(0.5).Conv2d(2, 4, 3))
+            Assert.IsType<SparseConv2d>(conv);
+        using (var dense = WeightFormat.Csr(0.5).WithDensity(1).Linear(4, 2))
+            Assert.IsType<Linear>(dense);
+        Assert.Equal(TensorFormat.All.Select(f => f.Name), ["dense", "csr", "bsr8", "bsr16", "bsr32"]);
+        var bytes = TensorFormat.Bsr(16).StorageBytes(512, 784, 160 * 256, DType.F32);
+        Assert.Equal(4L * 160 * 256, bytes[MemoryCategory.Parameter]);
+        Assert.Equal(4L * (33 + 160), bytes[MemoryCategory.FormatMeta]);
+        Assert.Equal(4L * 1000, TensorFormat.Csr.GradientBytes(1000, DType.F32));
+        Assert.Contains("not a whole number", Assert.Throws<ArgumentException>(() => TensorFormat.Bsr(16).StorageBytes(512, 784, 100, DType.F32)).Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => TensorFormat.Dense.StorageBytes(2, 3, 5, DType.F32));
+        Assert.Throws<ArgumentOutOfRangeException>(() => TensorFormat.Bsr(4));
+    }
+
+    [Fact]
+    public void BlockPatternsConvertToAndFromDense()
+    {
+        var format = TensorFormat.Bsr(8);
+        var dense = Uniform(2, 16 * 24).Select(v => (float)v).ToArray();
+        // Make block (1, 2) the strongest and block (0, 0) the next.
+        for (var r = 0; r < 8; r++)
+        {
+            for (var c = 0; c < 8; c++)
+            {
+                dense[(8 + r) * 24 + 16 + c] = 5;
+                dense[r * 24 + c] = -3;
+            }
+        }
+        var (pattern, values) = format.FromDense(dense, 16, 24, density: 2.0 / 6);
+        Assert.Equal([0, 1, 2], pattern.RowPtr);
+        Assert.Equal([0, 2], pattern.ColIdx);
+        Assert.All(values.Take(64), v => Assert.Equal(-3f, v));
+        Assert.All(values.Skip(64), v => Assert.Equal(5f, v));
+        var back = format.ToDense(pattern, values, 16, 24);
+        for (var i = 0; i < back.Length; i++)
+        {
+            var (r, c) = (i / 24, i % 24);
+            var stored = (r < 8 && c < 8) || (r >= 8 && c >= 16);
+            Assert.Equal(stored ? dense[i] : 0f, back[i]);
+        }
+        Assert.Contains("does not cover", Assert.Throws<ArgumentException>(() => format.ToDense(pattern, values, 16, 16)).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void BadInputIsNamed()
+    {
+        Init.ManualSeed(1);
+        var e = Assert.Throws<ArgumentException>(() => new SparseLinear(20, 10, 0.5, format: TensorFormat.Bsr(8)));
+        Assert.Contains("bsr8: a [10, 20] weight is not a whole number of 8×8 blocks", e.Message, StringComparison.Ordinal);
+        using var conv = new SparseConv2d(2, 4, 3, density: 0.5);
+        using var x = Tensor.Zeros(new Shape(1, 3, 5, 5));
+        var c = Assert.Throws<ShapeMismatchException>(() => conv.Forward(x));
+        Assert.Contains("SparseConv2d: input", c.Message, StringComparison.Ordinal);
+        Assert.Contains("3·3·3 patch values, the [4, 18] weight expects 18", c.Message, StringComparison.Ordinal);
+        using var big = Tensor.Zeros(new Shape(1, 2, 1, 1));
+        Assert.Contains("does not fit input", Assert.Throws<ShapeMismatchException>(() => conv.Forward(big)).Message, StringComparison.Ordinal);
+        using var layer = new SparseLinear(6, 4, 0.5);
+        using var wrongBias = Tensor.Zeros(new Shape(5));
+        using var input = Tensor.Zeros(new Shape(2, 6));
+        var w = new SparseWeight(4, 6, 1, layer.RowPtr, layer.ColIdx, layer.Values);
+        Assert.Contains("bias", Assert.Throws<ShapeMismatchException>(() => F.SparseLinear(input, w, wrongBias)).Message, StringComparison.Ordinal);
+        Assert.Contains("not a whole number of 4×4 blocks", Assert.Throws<ShapeMismatchException>(() => F.SparseLinear(input, w with { Block = 4 })).Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Value (or state) of every stored scalar by its dense position.</summary>
+    private static Dictionary<long, float> Entries(SparseLayer layer, float[] values)
+    {
+        var result = new Dictionary<long, float>();
+        var dense = layer.Format.ToDense(layer.Pattern, values, layer.Rows, layer.Cols);
+        var ones = layer.Format.ToDense(layer.Pattern, [.. values.Select(_ => 1f)], layer.Rows, layer.Cols);
+        for (var i = 0; i < dense.Length; i++)
+        {
+            if (ones[i] != 0)
+                result[i] = dense[i];
+        }
+        return result;
+    }
+
+    private static HashSet<long> Positions(CsrPattern p)
+    {
+        var set = new HashSet<long>();
+        for (var r = 0; r < p.Rows; r++)
+        {
+            for (var k = p.RowPtr[r]; k < p.RowPtr[r + 1]; k++)
+                set.Add((long)r * p.Cols + p.ColIdx[k]);
+        }
+        return set;
+    }
+}

@@ -7,8 +7,9 @@ using Frugal.Models;
 
 namespace Frugal.Bench;
 
-/// <summary><c>bench gpu [--peer FILE]</c>: GEMM TFLOP/s (F32, TF32, BF16 at 1024–8192), memory-bound ops in GB/s
-/// and MLP/CNN training steps on cuda:0, each beside PyTorch's number from <c>bench/torch/peers.py</c>'s JSON
+/// <summary><c>bench gpu [--peer FILE]</c>: GEMM TFLOP/s (F32, TF32, BF16 at 1024–8192), memory-bound ops in GB/s,
+/// a layer's sparse products (CSR through cuSPARSE, BSR16 through the block kernels) against the dense GEMMs at
+/// densities 1–50%, and MLP/CNN training steps on cuda:0, each beside PyTorch's number from <c>bench/torch/peers.py</c>'s JSON
 /// (same shapes, same device) when given. Without a GPU it says why and exits 0.</summary>
 public static class GpuBench
 {
@@ -54,6 +55,8 @@ public static class GpuBench
             Row("| layernorm | [8192, 8192] f32 | ", 2 * bytes / Time(() => F.LayerNorm(a, gamma, beta)) / 1e9, peer, "layernorm");
         }
 
+        SparseProducts(gpu);
+
         Console.WriteLine();
         Console.WriteLine("| training step, batch 128, Adam | Frugal ms/step | torch ms/step | torch / Frugal |");
         Console.WriteLine("|---|---:|---:|---:|");
@@ -67,6 +70,51 @@ public static class GpuBench
         }
         return 0;
     }
+
+    /// <summary>A linear layer's three products at batch 128 (forward Yᵀ = W·Xᵀ, input gradient Wᵀ·dYᵀ, SDDMM weight
+    /// gradient) with W n×n sparse, beside the dense F32 GEMMs of the same shapes, in ms and as ratios.</summary>
+    private static void SparseProducts(Device gpu)
+    {
+        const int batch = 128;
+        Console.WriteLine();
+        Console.WriteLine("| W n×n, batch 128 | format | density | dense fwd ms | sparse fwd ms | ×dense | sparse dX ms | ×dense | SDDMM dW ms | ×dense |");
+        Console.WriteLine("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var n in new[] { 1024, 4096 })
+        {
+            using var w = Tensor.Uniform(new Shape(n, n), -1, 1, 5, device: gpu);
+            using var xT = Tensor.Uniform(new Shape(n, batch), -1, 1, 6, device: gpu);
+            using var yT = Tensor.Empty(new Shape(n, batch), device: gpu);
+            using var dw = Tensor.Empty(new Shape(n, n), device: gpu);
+            var dense = PerLaunch(yT, () => gpu.Backend.Gemm(new GemmArgs(false, false, 1, n, batch, n, 1, n, 0, batch, 0, 0, batch, 0), DType.F32, w.View.Data, xT.View.Data, yT.View.Data));
+            var denseDw = PerLaunch(dw, () => gpu.Backend.Gemm(new GemmArgs(false, true, 1, n, n, batch, 1, batch, 0, batch, 0, 0, n, 0), DType.F32, yT.View.Data, xT.View.Data, dw.View.Data));
+            foreach (var block in new[] { 1, 16 })
+            {
+                foreach (var density in new[] { 0.01, 0.05, 0.1, 0.2, 0.5 })
+                {
+                    var pattern = Formats.CsrPattern.Random(n / block, n / block, density, n + block);
+                    using var rowPtr = Tensor.FromArray(pattern.RowPtr.ToArray(), new Shape(pattern.Rows + 1), gpu);
+                    using var colIdx = Tensor.FromArray(pattern.ColIdx.ToArray(), new Shape(pattern.Nnz), gpu);
+                    using var values = Tensor.Uniform(new Shape(pattern.Nnz * block * block), -1, 1, 7, device: gpu);
+                    using var dValues = Tensor.Empty(values.Shape, device: gpu);
+                    var view = new CsrView(pattern.Rows, pattern.Cols, pattern.Nnz, rowPtr.View.Data, colIdx.View.Data, values.View.Data, block);
+                    var fwd = PerLaunch(yT, () => gpu.Backend.CsrMultiplyTransposed(view, xT.View, yT.View));
+                    var dx = PerLaunch(yT, () => gpu.Backend.CsrMultiply(view, xT.View, yT.View));
+                    var sddmm = PerLaunch(dValues, () => gpu.Backend.CsrSampledGradient(view, yT.View, xT.View, dValues.View));
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"| {n} | {(block == 1 ? "csr (cuSPARSE)" : "bsr16 (kernel)")} | {density:P0} | {dense * 1e3:F3} | {fwd * 1e3:F3} | {fwd / dense:F2} | {dx * 1e3:F3} | {dx / dense:F2} | {sddmm * 1e3:F3} | {sddmm / denseDw:F2} |"));
+                }
+            }
+        }
+    }
+
+    /// <summary>Seconds of one launch of <paramref name="launch"/>: ten launches timed together (the clock closed by a
+    /// host read of <paramref name="result"/>), divided by ten.</summary>
+    private static double PerLaunch(Tensor result, Action launch) => Time(() =>
+    {
+        for (var i = 0; i < 10; i++)
+            launch();
+        return result.Alias();
+    }) / 10;
 
     private static void Row(string head, double ours, Dictionary<string, double> peer, string key)
     {

@@ -20,22 +20,26 @@ extern "C" __global__ void csr_multiply_transposed(const int* row_ptr, const int
     }
 }
 
-// dxT[:, n] = Wᵀ·dyT[:, n] (a = dyT, b = dxT): one thread per batch column walks every entry in order (as the CPU's
-// slices do), so no two threads write one element.
+// dxT[c, n] = Σ_r W[r, c]·dyT[r, n] (a = dyT, b = dxT): one thread per (c, n), n fastest; each block row's stored
+// block in column c / bs found by binary search (column indices increase within a row), block rows and their inner
+// rows summed in order, as the CPU's slices do, so no two threads write one element and no atomics are needed.
 extern "C" __global__ void csr_multiply(const int* row_ptr, const int* col_idx, const float* values, const float* dyT,
                                         float* dxT, i64 rows, i64 cols, i64 bs, i64 batch) {
-    FOR_EACH_ELEMENT(n, batch) {
-        for (i64 c = 0; c < cols * bs; ++c) dxT[c * batch + n] = 0.0f;
-        for (i64 block = 0; block < rows; ++block) {
-            for (i64 inner = 0; inner < bs; ++inner) {
-                float g = dyT[(block * bs + inner) * batch + n];
-                for (int k = row_ptr[block]; k < row_ptr[block + 1]; ++k) {
-                    const float* v = values + ((i64)k * bs + inner) * bs;
-                    float* d = dxT + (i64)col_idx[k] * bs * batch + n;
-                    for (i64 j = 0; j < bs; ++j) d[j * batch] += g * v[j];
-                }
+    FOR_EACH_ELEMENT(e, cols * bs * batch) {
+        i64 c = e / batch, n = e % batch, block = c / bs, j = c % bs;
+        float acc = 0.0f;
+        for (i64 r = 0; r < rows; ++r) {
+            int lo = row_ptr[r], hi = row_ptr[r + 1] - 1;
+            while (lo <= hi) {
+                int mid = (lo + hi) / 2;
+                if (col_idx[mid] < block) lo = mid + 1; else hi = mid - 1;
             }
+            if (lo >= row_ptr[r + 1] || col_idx[lo] != block) continue;
+            const float* v = values + (i64)lo * bs * bs + j;
+            const float* g = dyT + r * bs * batch + n;
+            for (i64 inner = 0; inner < bs; ++inner) acc += v[inner * bs] * g[inner * batch];
         }
+        dxT[e] = acc;
     }
 }
 

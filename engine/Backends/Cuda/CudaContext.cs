@@ -38,6 +38,7 @@ internal sealed unsafe class CudaContext : IDisposable
     private readonly Dictionary<(string, string), nint> _functions = [];
     private readonly Lock _lock = new();
     private CublasHandle? _cublas;
+    private CusparseHandle? _cusparse;
 
     public CudaContext(int ordinal, CudaDeviceInfo info)
     {
@@ -116,6 +117,35 @@ internal sealed unsafe class CudaContext : IDisposable
         }
     }
 
+    /// <summary>The cuSPARSE handle of this device, created on first use and bound to the stream.</summary>
+    public nint Cusparse
+    {
+        get
+        {
+            lock (_lock)
+            {
+                if (_cusparse is null)
+                {
+                    MakeCurrent();
+                    int status;
+                    nint handle;
+                    try
+                    {
+                        status = Native.Cusparse.Create(out handle);
+                    }
+                    catch (DllNotFoundException)
+                    {
+                        throw new InvalidOperationException($"cuSPARSE (for CSR weights on the GPU): {CudaLibraries.DescribeMissing(CudaLibraries.Cusparse)}");
+                    }
+                    Native.Cusparse.Check(status, "cusparseCreate");
+                    _cusparse = new CusparseHandle(handle);
+                    Native.Cusparse.Check(Native.Cusparse.SetStream(handle, Stream), "cusparseSetStream");
+                }
+                return _cusparse.DangerousGetHandle();
+            }
+        }
+    }
+
     /// <summary>Launches a grid-stride kernel over <paramref name="elements"/> elements on the stream.</summary>
     public void Launch(nint function, long elements, in KernelArgs args, string what)
     {
@@ -155,6 +185,7 @@ internal sealed unsafe class CudaContext : IDisposable
             _modules.Clear();
             _functions.Clear();
             _cublas?.Dispose();
+            _cusparse?.Dispose();
         }
         _stream.Dispose();
         _context.Dispose();

@@ -50,3 +50,24 @@ internal sealed class CublasHandle(nint cublas) : CudaHandle(cublas)
     /// <inheritdoc/>
     protected override bool ReleaseHandle() => Cublas.Destroy(handle) == 0;
 }
+
+/// <summary>A cuSPARSE handle bound to the device's stream.</summary>
+internal sealed class CusparseHandle(nint cusparse) : CudaHandle(cusparse)
+{
+    /// <inheritdoc/>
+    protected override bool ReleaseHandle() => Cusparse.Destroy(handle) == 0;
+}
+
+/// <summary>A cuSPARSE sparse-matrix descriptor (host object over device arrays owned elsewhere).</summary>
+internal sealed class SparseMatrixDescriptor(nint descriptor) : CudaHandle(descriptor)
+{
+    /// <inheritdoc/>
+    protected override bool ReleaseHandle() => Cusparse.DestroySpMat(handle) == 0;
+}
+
+/// <summary>A cuSPARSE dense-matrix descriptor (host object over a device array owned elsewhere).</summary>
+internal sealed class DenseMatrixDescriptor(nint descriptor) : CudaHandle(descriptor)
+{
+    /// <inheritdoc/>
+    protected override bool ReleaseHandle() => Cusparse.DestroyDnMat(handle) == 0;
+}

@@ -34,11 +34,11 @@ public class RigLTests
         TrainStep();
         Assert.False(rigl.Step());
         var before = layer.Pattern;
-        var oldPositions = Positions(before);
+        var oldPositions = TestUtil.PatternPositions(before);
         device.Allocator.ResetPeak();
         TrainStep();                                    // backward answers the armed request
         Assert.True(rigl.Step());
-        var after = Positions(layer.Pattern);
+        var after = TestUtil.PatternPositions(layer.Pattern);
         Assert.Equal(before.Nnz, layer.Pattern.Nnz);
 
         // Dense gradient G = dYᵀ·X in double; regrown = the best |G| among positions empty before the update.
@@ -77,16 +77,5 @@ public class RigLTests
         rigl.Step();
         var e = Assert.Throws<InvalidOperationException>(() => rigl.Step());
         Assert.Contains("no dense-gradient scores", e.Message, StringComparison.Ordinal);
-    }
-
-    private static HashSet<long> Positions(CsrPattern p)
-    {
-        var set = new HashSet<long>();
-        for (var r = 0; r < p.Rows; r++)
-        {
-            for (var k = p.RowPtr[r]; k < p.RowPtr[r + 1]; k++)
-                set.Add((long)r * p.Cols + p.ColIdx[k]);
-        }
-        return set;
     }
 }

@@ -173,12 +173,12 @@ public class SparseLayerTests
 
         TrainStep();
         Assert.False(rigl.Step());
-        var before = Positions(sparse.Pattern);
+        var before = TestUtil.PatternPositions(sparse.Pattern);
         var nnz = sparse.Pattern.Nnz;
         TrainStep();
         Assert.True(rigl.Step());
         Assert.Equal(nnz, sparse.Pattern.Nnz);
-        var regrown = Positions(sparse.Pattern).Where(p => !before.Contains(p)).ToHashSet();
+        var regrown = TestUtil.PatternPositions(sparse.Pattern).Where(p => !before.Contains(p)).ToHashSet();
         var drop = (int)Math.Round(rigl.DropFractionAt(2) * nnz);
         Assert.Equal(drop, regrown.Count);
         var scores = format.BlockScores(denseGrad!, sparse.Rows, sparse.Cols, Math.Abs);
@@ -352,16 +352,5 @@ public class SparseLayerTests
                 result[i] = dense[i];
         }
         return result;
-    }
-
-    private static HashSet<long> Positions(CsrPattern p)
-    {
-        var set = new HashSet<long>();
-        for (var r = 0; r < p.Rows; r++)
-        {
-            for (var k = p.RowPtr[r]; k < p.RowPtr[r + 1]; k++)
-                set.Add((long)r * p.Cols + p.ColIdx[k]);
-        }
-        return set;
     }
 }

@@ -211,4 +211,16 @@ internal static class TestUtil
             s += y[k] * r[k];
         return s;
     }
+
+    /// <summary>Flat positions (row · cols + col) of a pattern's stored entries.</summary>
+    public static HashSet<long> PatternPositions(Frugal.Formats.CsrPattern p)
+    {
+        var set = new HashSet<long>();
+        for (var r = 0; r < p.Rows; r++)
+        {
+            for (var k = p.RowPtr[r]; k < p.RowPtr[r + 1]; k++)
+                set.Add((long)r * p.Cols + p.ColIdx[k]);
+        }
+        return set;
+    }
 }

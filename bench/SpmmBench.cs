@@ -19,7 +19,7 @@ public static unsafe class SpmmBench
     {
         var at = Array.IndexOf(args, "--block");
         var block = at >= 0 && at + 1 < args.Length ? int.Parse(args[at + 1], CultureInfo.InvariantCulture) : 1;
-        var sizes = args.Where((a, i) => !a.StartsWith('-') && i != at + 1).Select(int.Parse).ToArray();
+        var sizes = args.Where((a, i) => !a.StartsWith('-') && (at < 0 || i != at + 1)).Select(int.Parse).ToArray();
         if (sizes.Length == 0)
             sizes = [512, 1024, 2048, 4096, 8192];
         var format = block == 1 ? "CSR" : $"BSR{block}";

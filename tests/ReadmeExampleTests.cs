@@ -47,4 +47,42 @@ public class ReadmeExampleTests
         Assert.Equal(paramBytes, gradAfterBackward);
         Assert.Contains("OptimizerState", stats.ToString(), StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void ReadmeSparseExampleTrainsWithATenthOfTheBytes()
+    {
+        var data = EmbeddedData.FashionMnistSlice();
+        var device = Device.CreateCpu("readme-sparse");
+        Init.ManualSeed(1);
+        var csr = WeightFormat.Csr(density: 0.1);
+        using var sparse = new Sequential(
+            new Flatten(), csr.Linear(784, 512, device: device), new ReLU(),
+            csr.Linear(512, 512, device: device), new ReLU(), new Linear(512, 10, device: device));
+        using var adam = new Adam(sparse.Parameters(), lr: 2e-3);
+        var rigl = new Training.Sparsity.RigL(sparse, adam, updateEvery: 10, dropFraction: 0.3, endStep: 3500);
+
+        double first = double.NaN, last = double.NaN;
+        var steps = 0;
+        foreach (var (x, y) in data.Train.Batches(128, shuffle: true, seed: 1, device: device))
+        {
+            using var scope = TensorScope.Begin();
+            var loss = F.CrossEntropy(sparse.Forward(x), y);
+            loss.Backward();
+            adam.Step();
+            adam.ZeroGrad();
+            rigl.Step();
+            last = loss.Item();
+            if (steps++ == 0)
+                first = last;
+            if (steps == 40)
+                break;
+        }
+        Assert.Equal(4, rigl.Updates);   // steps 10, 20, 30, 40
+        Assert.True(last < first * 0.7, $"loss went from {first} to {last}");
+        // round(0.1 · 784) and round(0.1 · 512) values per row of the two sparse layers, the dense head, the biases.
+        var values = 512L * 78 + 512 * 51 + 512 * 10 + 512 + 512 + 10;
+        Assert.Equal(4 * values, device.Allocator.Current(MemoryCategory.Parameter));
+        Assert.Equal(8 * values, device.Allocator.Current(MemoryCategory.OptimizerState));
+        Assert.Equal(4L * (513 + 512 * 78 + 513 + 512 * 51), device.Allocator.Current(MemoryCategory.FormatMeta));
+    }
 }

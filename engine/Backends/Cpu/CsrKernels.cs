@@ -52,7 +52,8 @@ internal static unsafe class CsrKernels
         {
             var v = values + ((long)k * bs + inner) * bs;
             var x = xT + (long)colIdx[k] * bs * batch + b0;
-            for (var j = 0; j < bs; j++)
+            TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(x, width), v[0], y, y);
+            for (var j = 1; j < bs; j++)
                 TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(x + (long)j * batch, width), v[j], y, y);
         }
     }
@@ -85,7 +86,9 @@ internal static unsafe class CsrKernels
                 {
                     var v = values + ((long)k * bs + inner) * bs;
                     var d = dxT + (long)colIdx[k] * bs * batch + b0;
-                    for (var j = 0; j < bs; j++)
+                    var d0 = new Span<float>(d, width);
+                    TensorPrimitives.MultiplyAdd(g, v[0], d0, d0);
+                    for (var j = 1; j < bs; j++)
                     {
                         var dj = new Span<float>(d + (long)j * batch, width);
                         TensorPrimitives.MultiplyAdd(g, v[j], dj, dj);

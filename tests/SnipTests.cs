@@ -39,6 +39,33 @@ public class SnipTests
     }
 
     [Fact]
+    public void PrunesConvolutionsByBlocksOfSensitivity()
+    {
+        Init.ManualSeed(7);
+        var conv = new Conv2d(16, 8, 1);   // an [8, 16] weight: 1 × 2 blocks of 8×8
+        using var model = new Sequential(conv, new Flatten(), new Linear(8 * 3 * 3, 2));
+        using (var scope = TensorScope.Begin())
+        {
+            var x = Tensor.Uniform(new Shape(4, 16, 3, 3), -1, 1, 3);
+            var y = Tensor.FromArray([0, 1, 1, 0], new Shape(4));
+            F.CrossEntropy(model.Forward(x), y).Backward();
+        }
+        var w = conv.Weight.ToArray<float>();
+        var g = conv.Weight.Grad!.ToArray<float>();
+        var score = new double[2];
+        for (var k = 0; k < w.Length; k++)
+            score[k % 16 / 8] += Math.Abs((double)w[k] * g[k]);
+        var layers = Snip.Prune(model.Layers, [0.5, 1.0], TensorFormat.Bsr(8));
+
+        using var sparse = Assert.IsType<SparseConv2d>(layers[0]);
+        var best = score[0] >= score[1] ? 0 : 1;
+        Assert.Equal([best], sparse.Pattern.ColIdx);
+        var kept = Enumerable.Range(0, 64).Select(t => w[t / 8 * 16 + best * 8 + t % 8]);
+        Assert.Equal(kept, sparse.Values.ToArray<float>());
+        Assert.True(conv.Weight.IsDisposed);   // the dense layer is gone
+    }
+
+    [Fact]
     public void WithoutGradientsOrWithWrongDensitiesItSaysSo()
     {
         Init.ManualSeed(1);

@@ -14,7 +14,8 @@ internal static class TrainCommand
     public const string Usage = """
         frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
-                     [--format dense|csr:D|bsr:D:B] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
+                     [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
+                     [--teacher FORMAT] [--kd-temperature T] [--kd-alpha A]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -29,15 +30,20 @@ internal static class TrainCommand
           --device     cpu, or cuda / cuda:N for a GPU                      default cpu
           --format     dense; csr:D for CSR weights of density D in (0, 1); bsr:D:B for B×B blocks
                        (B = 8, 16, 32), a fraction D of the blocks stored; a layer that is not whole
-                       blocks stays dense                                    default dense
+                       blocks stays dense; lowrank:R for U·Vᵀ factors of rank R, lowrank:F for factors
+                       holding a fraction F of each layer's parameters (the head stays dense)   default dense
           --sparsity   static: random pattern; snip: pruned at init by |w·g| on one batch; set / rigl /
                        snfs: pattern updates every 100 steps (drop 0.3, cosine decay, frozen for the
                        last quarter); snfs also moves weights between layers by momentum   default static
           --distribution  uniform: every layer at the density; erk: by the sum of a weight's sizes over
                        their product                                         default uniform
+          --teacher    FORMAT: first train the same model in FORMAT (e.g. dense) with the same options,
+                       then train the student by distillation from it (born-again when the formats
+                       are equal)                                            default none
+          --kd-temperature, --kd-alpha   softmax temperature T and soft-loss weight α   default 4, 0.9
         """;
 
-    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution"];
+    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "kd-temperature", "kd-alpha"];
 
     public static int Run(IReadOnlyList<string> argv)
     {
@@ -68,32 +74,44 @@ internal static class TrainCommand
         if (distribution != "uniform" && !format.IsSparse)
             throw new UsageException($"--distribution {distribution} needs sparse weights: give --format csr:D or bsr:D:B");
         var erk = distribution == "erk";
-        Sequential model;
-        try
-        {
-            model = sparsity == "snip"
-                ? SnipModel(modelName, device, format, erk, data, batch, seed)
-                : Zoo.Create(modelName, device, format, erk);
-        }
-        catch (ArgumentException e)
-        {
-            throw new UsageException(e.Message);
-        }
-        using var owned = model;
-        using Optimizer opt = optName switch
-        {
-            "sgd" => new SGD(model.Parameters(), lr, momentum: 0.9),
-            "adamw" => new AdamW(model.Parameters(), lr),
-            _ => new Adam(model.Parameters(), lr),
-        };
-        AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters ({format}), {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}");
-        if (format.IsSparse)
-            AnsiConsole.MarkupLine("[bold]layers[/]: " + Markup.Escape(string.Join(", ", model.Layers.Where(l => l is Linear or Conv2d or SparseLayer))));
-        device.Allocator.ResetPeak();
+        var teacherFormat = args.Optional("teacher") is { } tf ? ParseFormat(tf) : null;
+        var temperature = args.Double("kd-temperature", 4);
+        var alpha = args.Double("kd-alpha", 0.9);
+        if (teacherFormat is null && (args.Optional("kd-temperature") is not null || args.Optional("kd-alpha") is not null))
+            throw new UsageException("--kd-temperature and --kd-alpha need a teacher: give --teacher FORMAT");
+        if (!(temperature > 0) || !(alpha >= 0 && alpha <= 1))
+            throw new UsageException($"--kd-temperature must be > 0 and --kd-alpha in [0, 1], got {temperature} and {alpha}");
         var stepsPerEpoch = (data.Train.Count + batch - 1) / batch;
         if (maxSteps > 0)
             stepsPerEpoch = Math.Min(stepsPerEpoch, maxSteps);
         var totalSteps = (long)stepsPerEpoch * epochs;
+
+        // The teacher, when asked for: the same model and options in its own format, trained first.
+        Sequential? teacherModel = null;
+        if (teacherFormat is not null)
+        {
+            Init.ManualSeed((ulong)seed + 1000);
+            teacherModel = Build(() => Zoo.Create(modelName, device, teacherFormat));
+            using var teacherOpt = CreateOptimizer(optName, teacherModel, lr);
+            AnsiConsole.MarkupLine($"[bold]teacher[/]: {modelName}, {teacherModel.ParameterCount():N0} parameters ({teacherFormat}), trained first");
+            Fit(teacherModel, teacherOpt, null, null, "teacher ");
+            Init.ManualSeed((ulong)seed);
+            Rng.ManualSeed((ulong)seed);
+        }
+        using var ownedTeacher = teacherModel;
+        var teacher = teacherModel is null ? null : new Training.Distillation.Teacher(teacherModel, temperature, alpha);
+
+        var model = Build(() => sparsity == "snip"
+            ? SnipModel(modelName, device, format, erk, data, batch, seed)
+            : Zoo.Create(modelName, device, format, erk));
+        using var owned = model;
+        using var opt = CreateOptimizer(optName, model, lr);
+        AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters ({format}), {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}");
+        if (format != WeightFormat.Dense)
+            AnsiConsole.MarkupLine("[bold]layers[/]: " + Markup.Escape(string.Join(", ", model.Layers.Where(l => l is Linear or Conv2d or SparseLayer or LowRankLayer or Shared))));
+        if (teacher is not null)
+            AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "[bold]distillation[/]: T {0}, α {1}; the teacher's {2:N0} parameter bytes are in the Parameter row below", temperature, alpha, 4 * teacherModel!.ParameterCount());
+        device.Allocator.ResetPeak();
         var endStep = Math.Max(1, totalSteps * 3 / 4);
         Training.Sparsity.DynamicSparsity? dynamic = sparsity switch
         {
@@ -102,23 +120,46 @@ internal static class TrainCommand
             "snfs" => new Training.Sparsity.Snfs(model, opt, updateEvery: 100, dropFraction: 0.3, endStep: endStep),
             _ => null,
         };
-        var trainer = new Trainer(model, opt, device)
-        {
-            Schedule = scheduleName == "cosine" ? new CosineSchedule(totalSteps) : null,
-            AfterStep = dynamic is null ? null : () => dynamic.Step(),
-        };
-        var results = new List<EpochResult>();
-        for (var epoch = 1; epoch <= epochs; epoch++)
-        {
-            results.Add(RunEpoch(trainer, data, epoch, epochs, batch, seed, maxSteps));
-            var r = results[^1];
-            AnsiConsole.MarkupLine(CultureInfo.InvariantCulture,
-                "epoch {0}/{1}: train loss {2:F4}, test accuracy [bold]{3:F4}[/], {4:F1} s, {5:F0} examples/s",
-                r.Epoch, epochs, r.TrainLoss, r.TestAccuracy, r.Seconds, r.ExamplesPerSecond);
-        }
+        Fit(model, opt, dynamic, teacher is null ? null : teacher.Loss, "");
         AnsiConsole.Write(MemoryTable(device.Allocator.Stats()));
         return 0;
+
+        void Fit(Sequential m, Optimizer o, Training.Sparsity.DynamicSparsity? dyn, Func<Tensor, Tensor, Tensor, Tensor>? loss, string who)
+        {
+            var trainer = new Trainer(m, o, device)
+            {
+                Schedule = scheduleName == "cosine" ? new CosineSchedule(totalSteps) : null,
+                AfterStep = dyn is null ? null : () => dyn.Step(),
+                Loss = loss,
+            };
+            for (var epoch = 1; epoch <= epochs; epoch++)
+            {
+                var r = RunEpoch(trainer, data, epoch, epochs, batch, seed, maxSteps);
+                AnsiConsole.MarkupLine(CultureInfo.InvariantCulture,
+                    "{6}epoch {0}/{1}: train loss {2:F4}, test accuracy [bold]{3:F4}[/], {4:F1} s, {5:F0} examples/s",
+                    r.Epoch, epochs, r.TrainLoss, r.TestAccuracy, r.Seconds, r.ExamplesPerSecond, who);
+            }
+        }
     }
+
+    private static Sequential Build(Func<Sequential> create)
+    {
+        try
+        {
+            return create();
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException(e.Message);
+        }
+    }
+
+    private static Optimizer CreateOptimizer(string name, Module model, double lr) => name switch
+    {
+        "sgd" => new SGD(model.Parameters(), lr, momentum: 0.9),
+        "adamw" => new AdamW(model.Parameters(), lr),
+        _ => new Adam(model.Parameters(), lr),
+    };
 
     /// <summary>The model pruned at initialisation by SNIP on the first training batch.</summary>
     private static Sequential SnipModel(string modelName, Device device, WeightFormat format, bool erk, FashionMnist data, int batch, int seed)

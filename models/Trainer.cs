@@ -21,6 +21,10 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
     /// <summary>Called after every optimizer step and ZeroGrad (a sparse-training pattern update, e.g. SET's Step).</summary>
     public Action? AfterStep { get; init; }
 
+    /// <summary>The loss of a batch from (inputs, logits, labels); null: cross-entropy. Distillation sets a teacher's
+    /// loss here.</summary>
+    public Func<Tensor, Tensor, Tensor, Tensor>? Loss { get; init; }
+
     /// <summary>Optimizer steps taken so far, over all epochs.</summary>
     public long GlobalStep { get; private set; }
 
@@ -42,7 +46,7 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
             using (var scope = TensorScope.Begin())
             {
                 using var logits = model.Forward(x);
-                using var loss = F.CrossEntropy(logits, y);
+                using var loss = Loss is null ? F.CrossEntropy(logits, y) : Loss(x, logits, y);
                 loss.Backward();
                 Schedule?.Apply(optimizer, GlobalStep);
                 optimizer.Step();

@@ -6,48 +6,62 @@ namespace Frugal.Models;
 /// <summary>The model definitions the CLI trains. Every weight layer takes the model's <see cref="WeightFormat"/>;
 /// with a sparse format the global density is spread over the layers uniformly or by ERK (a layer that ERK makes
 /// fully dense stays dense), and a layer whose sizes are not whole blocks of a BSR format stays dense (the 10-class
-/// head; the first convolution's 9 inputs per channel).</summary>
+/// head; the first convolution's 9 inputs per channel). With low rank the output head stays dense (its rank is at
+/// most 10 already) and so does a layer with fewer than 16 inputs per output (the first convolution).</summary>
 public static class Zoo
 {
     /// <summary>Names accepted by <c>--model</c>.</summary>
-    public static IReadOnlyList<string> Names { get; } = ["mlp", "cnn"];
+    public static IReadOnlyList<string> Names { get; } = ["mlp", "mlp-shared", "cnn"];
 
     /// <summary>784-512-512-10 ReLU perceptron over flattened 28×28 images.</summary>
     public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, WeightFormat? format = null, bool erk = false)
     {
-        var f = format ?? WeightFormat.Dense;
-        var d = Densities(MlpShapes(inputs, hidden, classes), f, erk);
+        var f = LayerFormats(MlpShapes(inputs, hidden, classes), format ?? WeightFormat.Dense, erk);
         return new Sequential(
             new Flatten(),
-            f.WithDensity(d[0]).Linear(inputs, hidden, device: device), new ReLU(),
-            f.WithDensity(d[1]).Linear(hidden, hidden, device: device), new ReLU(),
-            f.WithDensity(d[2]).Linear(hidden, classes, device: device));
+            f[0].Linear(inputs, hidden, device: device), new ReLU(),
+            f[1].Linear(hidden, hidden, device: device), new ReLU(),
+            f[2].Linear(hidden, classes, device: device));
+    }
+
+    /// <summary>784-512-512-512-10, whose two 512→512 hidden layers are one shared weight (ALBERT's cross-layer
+    /// sharing, <see cref="Shared"/>): four weight layers, three weights.</summary>
+    public static Sequential SharedMlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, WeightFormat? format = null, bool erk = false)
+    {
+        var f = LayerFormats(MlpShapes(inputs, hidden, classes), format ?? WeightFormat.Dense, erk);
+        var middle = f[1].Linear(hidden, hidden, device: device);
+        return new Sequential(
+            new Flatten(),
+            f[0].Linear(inputs, hidden, device: device), new ReLU(),
+            middle, new ReLU(),
+            new Shared(middle), new ReLU(),
+            f[2].Linear(hidden, classes, device: device));
     }
 
     /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 256-unit and 10-unit
     /// fully connected layers: the classic small CNN for 28×28 images.</summary>
     public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10, int hidden = 256, Device? device = null, WeightFormat? format = null, bool erk = false)
     {
-        var f = format ?? WeightFormat.Dense;
         var flat = 64 * (side / 4) * (side / 4);
-        var d = Densities(CnnShapes(channels, side, classes, hidden), f, erk);
+        var f = LayerFormats(CnnShapes(channels, side, classes, hidden), format ?? WeightFormat.Dense, erk);
         return new Sequential(
-            f.WithDensity(d[0]).Conv2d(channels, 32, 3, padding: 1, device: device),
+            f[0].Conv2d(channels, 32, 3, padding: 1, device: device),
             new ReLU(),
             new MaxPool2d(2),
-            f.WithDensity(d[1]).Conv2d(32, 64, 3, padding: 1, device: device),
+            f[1].Conv2d(32, 64, 3, padding: 1, device: device),
             new ReLU(),
             new MaxPool2d(2),
             new Flatten(),
-            f.WithDensity(d[2]).Linear(flat, hidden, device: device),
+            f[2].Linear(flat, hidden, device: device),
             new ReLU(),
-            f.WithDensity(d[3]).Linear(hidden, classes, device: device));
+            f[3].Linear(hidden, classes, device: device));
     }
 
     /// <summary>The model called <paramref name="name"/>.</summary>
     public static Sequential Create(string name, Device? device = null, WeightFormat? format = null, bool erk = false) => name switch
     {
         "mlp" => Mlp(device: device, format: format, erk: erk),
+        "mlp-shared" => SharedMlp(device: device, format: format, erk: erk),
         "cnn" => Cnn(device: device, format: format, erk: erk),
         _ => throw new ArgumentException($"unknown model '{name}'; choose one of: {string.Join(", ", Names)}"),
     };
@@ -56,7 +70,7 @@ public static class Zoo
     /// under <paramref name="format"/>.</summary>
     public static double[] Densities(string name, WeightFormat format, bool erk) => name switch
     {
-        "mlp" => Densities(MlpShapes(784, 512, 10), format, erk),
+        "mlp" or "mlp-shared" => Densities(MlpShapes(784, 512, 10), format, erk),
         "cnn" => Densities(CnnShapes(1, 28, 10, 256), format, erk),
         _ => throw new ArgumentException($"unknown model '{name}'; choose one of: {string.Join(", ", Names)}"),
     };
@@ -65,6 +79,20 @@ public static class Zoo
 
     private static int[][] CnnShapes(int channels, int side, int classes, int hidden)
         => [[32, channels, 3, 3], [64, 32, 3, 3], [hidden, 64 * (side / 4) * (side / 4)], [classes, hidden]];
+
+    /// <summary>The format of each weight layer: see the class summary.</summary>
+    private static WeightFormat[] LayerFormats(int[][] shapes, WeightFormat format, bool erk)
+    {
+        if (format.IsLowRank)
+        {
+            return [.. shapes.Select((s, i) =>
+            {
+                var cols = s[1..].Aggregate(1, (p, d) => p * d);
+                return i == shapes.Length - 1 || cols < 16 || !format.Fits(s[0], cols) ? WeightFormat.Dense : format;
+            })];
+        }
+        return [.. Densities(shapes, format, erk).Select(format.WithDensity)];
+    }
 
     /// <summary>Per-layer densities: the format's global density over the layers it fits, spread uniformly or by
     /// ERK; 1 for the others.</summary>

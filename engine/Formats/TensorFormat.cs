@@ -6,7 +6,8 @@ namespace Frugal.Formats;
 /// entry says what a [rows, cols] weight stores and what that costs per category, from the number of values it
 /// stores: the format's gradient and optimizer state follow its own rules (<see cref="GradientBytes"/>,
 /// <see cref="StateValues"/>). Formats with their own layout (<see cref="SparseFormat"/>) also convert to and from
-/// dense. Built so far: <see cref="Dense"/>, <see cref="Csr"/> and <see cref="Bsr"/> with blocks of 8, 16 and 32.</summary>
+/// dense. Built so far: <see cref="Dense"/>, <see cref="Csr"/>, <see cref="Bsr"/> with blocks of 8, 16 and 32, and
+/// <see cref="LowRank"/>.</summary>
 public abstract class TensorFormat
 {
     /// <summary>Plain strided values.</summary>
@@ -17,8 +18,11 @@ public abstract class TensorFormat
 
     private static readonly SparseFormat[] s_bsr = [new(8), new(16), new(32)];
 
+    /// <summary>Factorized W = U·Vᵀ with both factors stored and trained.</summary>
+    public static LowRankFormat LowRank { get; } = new();
+
     /// <summary>Every format built, for listings and the profiler.</summary>
-    public static IReadOnlyList<TensorFormat> All { get; } = [Dense, Csr, .. s_bsr];
+    public static IReadOnlyList<TensorFormat> All { get; } = [Dense, Csr, .. s_bsr, LowRank];
 
     /// <summary>Block-sparse rows with <paramref name="block"/> × <paramref name="block"/> dense blocks (8, 16 or 32).</summary>
     /// <exception cref="ArgumentOutOfRangeException">Another block size.</exception>
@@ -158,5 +162,100 @@ public sealed class SparseFormat : TensorFormat
         CheckShape(rows, cols);
         if (pattern.Rows * Block != rows || pattern.Cols * Block != cols)
             throw new ArgumentException($"{Name}: a [{pattern.Rows}, {pattern.Cols}] block pattern of {Block}×{Block} blocks does not cover [{rows}, {cols}]");
+    }
+}
+
+/// <summary>
+/// The low-rank format: a [rows, cols] weight W = U·Vᵀ stored as its factors U [rows, r] and Vᵀ [r, cols], both
+/// trained (Parameter; no indices). Products use the factors in turn and never form U·Vᵀ; gradients follow by the
+/// chain rule into U and V, and optimizer state is one per factor value.
+/// </summary>
+public sealed class LowRankFormat : TensorFormat
+{
+    internal LowRankFormat()
+    {
+    }
+
+    /// <inheritdoc/>
+    public override string Name => "lowrank";
+
+    /// <inheritdoc/>
+    public override IReadOnlyDictionary<MemoryCategory, long> StorageBytes(int rows, int cols, long stored, DType dtype)
+    {
+        if (rows <= 0 || cols <= 0 || stored % ((long)rows + cols) != 0)
+            throw new ArgumentException($"lowrank [{rows}, {cols}]: {stored} stored values is not r·({rows} + {cols}) for a whole rank r");
+        CheckRank(rows, cols, (int)(stored / ((long)rows + cols)));
+        return new Dictionary<MemoryCategory, long> { [MemoryCategory.Parameter] = stored * dtype.SizeOf() };
+    }
+
+    /// <summary>Values stored for a [rows, cols] weight of rank <paramref name="rank"/>: r·(rows + cols).</summary>
+    public static long StoredValues(int rows, int cols, int rank) => (long)rank * ((long)rows + cols);
+
+    /// <summary>The rank whose factors hold about <paramref name="fraction"/> of a dense [rows, cols] weight's values
+    /// (at least 1).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Fraction outside (0, 1].</exception>
+    public static int RankFor(int rows, int cols, double fraction)
+    {
+        if (!(fraction > 0 && fraction <= 1))
+            throw new ArgumentOutOfRangeException(nameof(fraction), $"lowrank: the fraction of parameters must be in (0, 1], got {fraction}");
+        return (int)Math.Clamp(Math.Round(fraction * rows * cols / ((double)rows + cols)), 1, Math.Min(rows, cols));
+    }
+
+    /// <summary>Throws unless 1 ≤ rank ≤ min(rows, cols).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The rank is out of range, naming the shape.</exception>
+    public static void CheckRank(int rows, int cols, int rank)
+    {
+        if (rank <= 0 || rank > Math.Min(rows, cols))
+            throw new ArgumentOutOfRangeException(nameof(rank), $"lowrank: rank {rank} is outside [1, {Math.Min(rows, cols)}] for a [{rows}, {cols}] weight");
+    }
+
+    /// <summary>The best rank-<paramref name="rank"/> factors of a dense row-major [rows, cols] matrix (truncated
+    /// SVD, each factor taking √S): U [rows, r] and Vᵀ [r, cols], row-major, and the discarded energy
+    /// Σ_{i ≥ r} S_i² (= ‖W − U·Vᵀ‖²_F).</summary>
+    /// <exception cref="ArgumentException">The values do not fill [rows, cols].</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The rank is out of range.</exception>
+    public (float[] U, float[] Vt, double DiscardedEnergy) FromDense(ReadOnlySpan<float> dense, int rows, int cols, int rank)
+    {
+        CheckRank(rows, cols, rank);
+        if (dense.Length != (long)rows * cols)
+            throw new ArgumentException($"lowrank: {dense.Length} values do not fill [{rows}, {cols}]");
+        var a = new double[dense.Length];
+        for (var i = 0; i < a.Length; i++)
+            a[i] = dense[i];
+        var (u, s, v) = Svd.Decompose(a, rows, cols);
+        var k = s.Length;
+        var uf = new float[(long)rows * rank];
+        var vt = new float[(long)rank * cols];
+        for (var j = 0; j < rank; j++)
+        {
+            var root = Math.Sqrt(s[j]);
+            for (var i = 0; i < rows; i++)
+                uf[i * rank + j] = (float)(u[i * k + j] * root);
+            for (var c = 0; c < cols; c++)
+                vt[j * cols + c] = (float)(v[c * k + j] * root);
+        }
+        return (uf, vt, s.Skip(rank).Sum(x => x * x));
+    }
+
+    /// <summary>The dense row-major [rows, cols] product U·Vᵀ of factors U [rows, r] and Vᵀ [r, cols] (for checks and
+    /// export; never used in training).</summary>
+    /// <exception cref="ArgumentException">The factors do not fit [rows, cols].</exception>
+    public float[] ToDense(ReadOnlySpan<float> u, ReadOnlySpan<float> vt, int rows, int cols)
+    {
+        if (rows <= 0 || cols <= 0 || u.Length % rows != 0 || vt.Length != u.Length / rows * cols)
+            throw new ArgumentException($"lowrank: factors of {u.Length} and {vt.Length} values are not U [{rows}, r] and Vᵀ [r, {cols}]");
+        var rank = u.Length / rows;
+        var dense = new float[(long)rows * cols];
+        for (var i = 0; i < rows; i++)
+        {
+            for (var c = 0; c < cols; c++)
+            {
+                double sum = 0;
+                for (var j = 0; j < rank; j++)
+                    sum += (double)u[i * rank + j] * vt[j * cols + c];
+                dense[(long)i * cols + c] = (float)sum;
+            }
+        }
+        return dense;
     }
 }

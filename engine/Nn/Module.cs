@@ -126,14 +126,21 @@ public abstract class Module : IDisposable
     /// <summary>Child modules in registration order.</summary>
     public IEnumerable<Module> Children() => _children.Select(c => c.Value);
 
-    /// <summary>Every parameter with its dotted name, depth first in registration order.</summary>
+    /// <summary>Every parameter with its dotted name, depth first in registration order; a parameter reached twice
+    /// (a module registered in two places) is listed once, under its first name.</summary>
     public IEnumerable<(string Name, Tensor Parameter)> NamedParameters()
+    {
+        var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        return AllNamedParameters().Where(p => seen.Add(p.Parameter));
+    }
+
+    private IEnumerable<(string Name, Tensor Parameter)> AllNamedParameters()
     {
         foreach (var (name, p) in _parameters)
             yield return (Join(Path, name), p);
         foreach (var (_, c) in _children)
         {
-            foreach (var np in c.NamedParameters())
+            foreach (var np in c.AllNamedParameters())
                 yield return np;
         }
     }

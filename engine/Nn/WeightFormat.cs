@@ -5,13 +5,16 @@ namespace Frugal.Nn;
 
 /// <summary>
 /// How a layer stores its weight: a format of the traits table (<see cref="TensorFormat"/>) with its settings
-/// (density for the sparse formats), and the factory of Linear and Conv2d layers in that format:
-/// <c>WeightFormat.Csr(0.1).Linear(784, 512)</c> is a <see cref="SparseLinear"/>, <c>WeightFormat.Dense.Linear(...)</c>
-/// a <see cref="Nn.Linear"/>. Text form (the CLI's <c>--format</c>): <c>dense</c>, <c>csr:D</c>, <c>bsr:D:B</c>.
+/// (density for the sparse formats, rank or parameter fraction for low rank), and the factory of Linear, Conv2d and
+/// Embedding layers in that format: <c>WeightFormat.Csr(0.1).Linear(784, 512)</c> is a <see cref="SparseLinear"/>,
+/// <c>WeightFormat.LowRank(64).Linear(...)</c> a <see cref="LowRankLinear"/>, <c>WeightFormat.Dense.Linear(...)</c> a
+/// <see cref="Nn.Linear"/>. Text form (the CLI's <c>--format</c>): <c>dense</c>, <c>csr:D</c>, <c>bsr:D:B</c>,
+/// <c>lowrank:R</c> (a rank) or <c>lowrank:F</c> (a fraction of each layer's dense parameters, F in (0, 1)).
 /// </summary>
 public sealed record WeightFormat
 {
-    private WeightFormat(TensorFormat format, double density) => (Format, Density) = (format, density);
+    private WeightFormat(TensorFormat format, double density, int? rank = null, double fraction = 1)
+        => (Format, Density, Rank, Fraction) = (format, density, rank, fraction);
 
     /// <summary>Every value stored.</summary>
     public static WeightFormat Dense { get; } = new(TensorFormat.Dense, 1);
@@ -22,8 +25,32 @@ public sealed record WeightFormat
     /// <summary>Stored fraction of the weight (1 for dense).</summary>
     public double Density { get; }
 
+    /// <summary>The rank of low-rank layers, or null when it follows <see cref="Fraction"/>.</summary>
+    public int? Rank { get; }
+
+    /// <summary>For low rank without a fixed rank: the fraction of each layer's dense parameters its factors hold.</summary>
+    public double Fraction { get; }
+
     /// <summary>True for CSR and BSR.</summary>
     public bool IsSparse => Format is SparseFormat;
+
+    /// <summary>True for low rank.</summary>
+    public bool IsLowRank => Format is LowRankFormat;
+
+    /// <summary>Low-rank weights of rank <paramref name="rank"/> (at most each layer's smaller size).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">rank ≤ 0.</exception>
+    public static WeightFormat LowRank(int rank) => rank > 0
+        ? new(TensorFormat.LowRank, 1, rank)
+        : throw new ArgumentOutOfRangeException(nameof(rank), $"lowrank: the rank must be positive, got {rank}");
+
+    /// <summary>Low-rank weights whose factors hold <paramref name="fraction"/> of each layer's dense parameters.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Fraction outside (0, 1].</exception>
+    public static WeightFormat LowRank(double fraction) => fraction > 0 && fraction <= 1
+        ? new(TensorFormat.LowRank, 1, null, fraction)
+        : throw new ArgumentOutOfRangeException(nameof(fraction), $"lowrank: the fraction of parameters must be in (0, 1], got {fraction}");
+
+    /// <summary>The rank a low-rank [rows, cols] weight gets.</summary>
+    public int RankFor(int rows, int cols) => Rank ?? LowRankFormat.RankFor(rows, cols, Fraction);
 
     /// <summary>CSR weights of density <paramref name="density"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">Density outside (0, 1].</exception>
@@ -37,8 +64,14 @@ public sealed record WeightFormat
     /// <summary>The same format at another density.</summary>
     public WeightFormat WithDensity(double density) => IsSparse ? new(Format, CheckDensity(density)) : this;
 
-    /// <summary>True when a [rows, cols] weight can take this format (BSR needs whole blocks).</summary>
-    public bool Fits(int rows, int cols) => Format is not SparseFormat s || s.Fits(rows, cols);
+    /// <summary>True when a [rows, cols] weight can take this format (BSR needs whole blocks, a fixed rank at most
+    /// the smaller size).</summary>
+    public bool Fits(int rows, int cols) => Format switch
+    {
+        SparseFormat s => s.Fits(rows, cols),
+        LowRankFormat => Rank is not { } r || r <= Math.Min(rows, cols),
+        _ => true,
+    };
 
     /// <summary>Parses <c>dense</c>, <c>csr:D</c> or <c>bsr:D:B</c> (B = 8, 16 or 32; 16 when left out), D in (0, 1).</summary>
     /// <exception cref="FormatException">Anything else, with the accepted forms.</exception>
@@ -56,31 +89,50 @@ public sealed record WeightFormat
             case "bsr" when parts.Length is 2 or 3 && Number(parts[1], out var d)
                 && (parts.Length == 2 || parts[2] is "8" or "16" or "32"):
                 return Bsr(d, parts.Length == 2 ? 16 : int.Parse(parts[2], CultureInfo.InvariantCulture));
+            case "lowrank" when parts.Length == 2 && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var r) && r > 0:
+                return LowRank(r);
+            case "lowrank" when parts.Length == 2 && Number(parts[1], out var f):
+                return LowRank(f);
             default:
-                throw new FormatException($"weight format '{text}' is not one of: dense, csr:D, bsr:D:B (density D in (0, 1), block B = 8, 16 or 32)");
+                throw new FormatException($"weight format '{text}' is not one of: dense, csr:D, bsr:D:B, lowrank:R, lowrank:F (density D and fraction F in (0, 1), block B = 8, 16 or 32, rank R a positive integer)");
         }
     }
 
     /// <summary>A linear layer with this weight format (dense when the density is 1).</summary>
     /// <exception cref="ArgumentException">The sizes are not a whole number of the format's blocks.</exception>
-    public Module Linear(int inFeatures, int outFeatures, bool bias = true, Device? device = null)
-        => Format is SparseFormat s && Density < 1
-            ? new SparseLinear(inFeatures, outFeatures, Density, bias, device, s)
-            : new Linear(inFeatures, outFeatures, bias, device: device);
+    public Module Linear(int inFeatures, int outFeatures, bool bias = true, Device? device = null) => Format switch
+    {
+        SparseFormat s when Density < 1 => new SparseLinear(inFeatures, outFeatures, Density, bias, device, s),
+        LowRankFormat => new LowRankLinear(inFeatures, outFeatures, RankFor(outFeatures, inFeatures), bias, device),
+        _ => new Linear(inFeatures, outFeatures, bias, device: device),
+    };
 
     /// <summary>A square-kernel convolution with this weight format (dense when the density is 1); its weight matrix
     /// is [out, in·k·k].</summary>
     /// <exception cref="ArgumentException">The sizes are not a whole number of the format's blocks.</exception>
-    public Module Conv2d(int inChannels, int outChannels, int kernel, int stride = 1, int padding = 0, int dilation = 1, bool bias = true, Device? device = null)
-        => Format is SparseFormat s && Density < 1
-            ? new SparseConv2d(inChannels, outChannels, kernel, Density, stride, padding, dilation, bias, device, s)
-            : new Conv2d(inChannels, outChannels, kernel, stride, padding, dilation, bias, device: device);
+    public Module Conv2d(int inChannels, int outChannels, int kernel, int stride = 1, int padding = 0, int dilation = 1, bool bias = true, Device? device = null) => Format switch
+    {
+        SparseFormat s when Density < 1 => new SparseConv2d(inChannels, outChannels, kernel, Density, stride, padding, dilation, bias, device, s),
+        LowRankFormat => new LowRankConv2d(inChannels, outChannels, kernel, RankFor(outChannels, inChannels * kernel * kernel), stride, padding, dilation, bias, device),
+        _ => new Conv2d(inChannels, outChannels, kernel, stride, padding, dilation, bias, device: device),
+    };
+
+    /// <summary>An embedding of <paramref name="count"/> vectors of width <paramref name="dim"/>: ALBERT's factorized
+    /// one for low rank, else the dense table (sparse embeddings are not built).</summary>
+    /// <exception cref="NotSupportedException">A sparse format.</exception>
+    public Module Embedding(int count, int dim, Device? device = null) => Format switch
+    {
+        LowRankFormat => new LowRankEmbedding(count, dim, RankFor(count, dim), device),
+        SparseFormat => throw new NotSupportedException($"Embedding: {this} is not built for embeddings (dense or lowrank)"),
+        _ => new Embedding(count, dim, device),
+    };
 
     /// <inheritdoc/>
     public override string ToString() => Format switch
     {
         SparseFormat { Block: 1 } => string.Create(CultureInfo.InvariantCulture, $"csr:{Density}"),
         SparseFormat s => string.Create(CultureInfo.InvariantCulture, $"bsr:{Density}:{s.Block}"),
+        LowRankFormat => string.Create(CultureInfo.InvariantCulture, $"lowrank:{(Rank is { } r ? r : Fraction)}"),
         _ => Format.Name,
     };
 

@@ -16,12 +16,14 @@ public static class Snip
     /// be in the weights' <c>Grad</c>, and are dropped from the layers kept dense. <paramref name="densities"/> gives
     /// one density per weight layer, in order. Returns the layers to train.</summary>
     /// <exception cref="ArgumentException">The number of densities differs from the weight layers', a weight has no
-    /// gradient, or a layer is not a whole number of the format's blocks.</exception>
+    /// gradient, a layer is not a whole number of the format's blocks, or a layer is shared.</exception>
     public static IReadOnlyList<Module> Prune(IReadOnlyList<Module> layers, IReadOnlyList<double> densities, SparseFormat? format = null)
     {
         ArgumentNullException.ThrowIfNull(layers);
         ArgumentNullException.ThrowIfNull(densities);
         var f = format ?? TensorFormat.Csr;
+        if (layers.OfType<Shared>().FirstOrDefault() is { } shared)
+            throw new ArgumentException($"SNIP: {shared} reuses a layer that pruning would replace; prune a model without shared layers");
         var weighted = layers.Where(l => l is Linear or Conv2d).ToList();
         if (weighted.Count != densities.Count)
             throw new ArgumentException($"SNIP: {densities.Count} densities for {weighted.Count} Linear and Conv2d layers");

@@ -221,4 +221,66 @@ public class LowRankTests
         Assert.Equal(77, WeightFormat.LowRank(0.25).RankFor(512, 784));
         Assert.Contains("is not r·(6 + 8)", Assert.Throws<ArgumentException>(() => TensorFormat.LowRank.StorageBytes(6, 8, 15, DType.F32)).Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void TruncationDropsTheSmallestDirectionsAndMapsTheStateAsGradients()
+    {
+        Init.ManualSeed(5);
+        using var layer = new LowRankLinear(9, 7, 4, bias: false);
+        // A rate so small the weights do not move: the momentum buffer is exactly the last gradient.
+        using var opt = new SGD(layer.Parameters(), 1e-30, momentum: 0.9);
+        var x = Uniform(6, 5 * 9).Select(v => (float)v).ToArray();
+        void Backward()
+        {
+            using var scope = TensorScope.Begin();
+            var y = layer.Forward(Tensor.FromArray(x, new Shape(5, 9)));
+            F.Sum(y * y).Backward();
+        }
+
+        Backward();
+        opt.Step();
+        opt.ZeroGrad();
+        float[] dense;
+        using (var w = layer.DenseWeight())
+            dense = w.ToArray<float>();
+        // Same rank: W stays, the basis changes; the mapped momentum must be the gradient in the new basis.
+        Assert.Equal(0, layer.Truncate(4, opt), 1e-9);
+        using (var same = layer.DenseWeight())
+            AssertClose([.. dense.Select(v => (double)v)], Values(same), 1e-5, 1e-4, "W after a change of basis");
+        Backward();
+        AssertClose(Values(layer.U.Grad!), Values(opt.MomentumOf(layer.U)!), 1e-4, 1e-3, "dL/dU' = dL/dU·Tvᵀ");
+        AssertClose(Values(layer.Vt.Grad!), Values(opt.MomentumOf(layer.Vt)!), 1e-4, 1e-3, "dL/dV'ᵀ = Tuᵀ·dL/dVᵀ");
+        opt.ZeroGrad();
+
+        // Lower rank: the best rank-2 approximation of W, and exactly its discarded energy.
+        var (u2, vt2, energy) = TensorFormat.LowRank.FromDense(dense, 7, 9, 2);
+        Assert.Equal(energy, layer.Truncate(2, opt), Math.Max(1e-6, energy * 1e-4));
+        Assert.Equal(2, layer.Rank);
+        Assert.Equal(new Shape(7, 2), layer.U.Shape);
+        Assert.Equal(new Shape(2, 9), opt.MomentumOf(layer.Vt)!.Shape);
+        using (var w2 = layer.DenseWeight())
+            AssertClose([.. TensorFormat.LowRank.ToDense(u2, vt2, 7, 9).Select(v => (double)v)], Values(w2), 1e-5, 1e-4, "rank-2 product");
+        Assert.Contains(layer.U, opt.Parameters);
+        Assert.Throws<ArgumentOutOfRangeException>(() => layer.Truncate(3, opt));
+    }
+
+    [Fact]
+    public void ARankScheduleLowersEveryLayerAtItsSteps()
+    {
+        Init.ManualSeed(6);
+        using var model = new Sequential(new LowRankLinear(12, 10, 8), new ReLU(), new LowRankConv2d(2, 4, 3, 4));
+        using var opt = new Adam(model.Parameters(), 1e-3);
+        var schedule = new Training.LowRank.RankSchedule(model, opt, [(2, 0.5), (4, 0.25)]);
+        var layers = model.Modules().OfType<LowRankLayer>().ToArray();
+        Assert.Equal(0, schedule.Step());
+        Assert.Equal([8, 4], layers.Select(l => l.Rank));
+        schedule.Step();
+        Assert.Equal([4, 2], layers.Select(l => l.Rank));
+        schedule.Step();
+        schedule.Step();
+        Assert.Equal([2, 1], layers.Select(l => l.Rank));
+        Assert.Equal(new Shape(4, 1, 1, 1), ((LowRankConv2d)layers[1]).U.Shape);
+        Assert.Throws<ArgumentException>(() => new Training.LowRank.RankSchedule(new Sequential(new Linear(2, 2)), opt, [(1, 0.5)]));
+        Assert.Throws<ArgumentException>(() => new Training.LowRank.RankSchedule(model, opt, [(1, 0.5), (1, 0.2)]));
+    }
 }

@@ -39,13 +39,117 @@ public abstract class LowRankLayer : Module
     public int Cols { get; }
 
     /// <summary>The rank r.</summary>
-    public int Rank { get; }
+    public int Rank { get; private set; }
 
     /// <summary>U: Rows × r values.</summary>
-    public Tensor U { get; }
+    public Tensor U { get; private set; }
 
     /// <summary>Vᵀ: r × Cols values.</summary>
-    public Tensor Vt { get; }
+    public Tensor Vt { get; private set; }
+
+    /// <summary>The tensor shapes of U and Vᵀ at rank <paramref name="rank"/>.</summary>
+    private protected abstract (Shape U, Shape Vt) FactorShapes(int rank);
+
+    /// <summary>
+    /// Lowers the rank to <paramref name="rank"/> by dropping the smallest singular directions of U·Vᵀ (computed from
+    /// the factors alone: an SVD of U, then of the small core diag(σ)·Qᵀ·Vᵀ; W is never formed), and returns the
+    /// discarded energy ‖W − W'‖²_F. The optimizer's state follows (<paramref name="optimizer"/>): with U' = U·Tu and
+    /// V'ᵀ = Tv·Vᵀ, gradients map as dL/dU' = dL/dU·Tvᵀ and dL/dV'ᵀ = Tuᵀ·dL/dVᵀ, so first moments map the same way;
+    /// second moments map with the squared coefficients (which keeps them non-negative). Call between steps.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The rank is not in [1, current rank].</exception>
+    /// <exception cref="ArgumentException">A gradient is pending.</exception>
+    public double Truncate(int rank, Optim.Optimizer? optimizer = null)
+    {
+        if (rank < 1 || rank > Rank)
+            throw new ArgumentOutOfRangeException(nameof(rank), $"{this}: can lower the rank to [1, {Rank}], not to {rank}");
+        if (U.Grad is not null || Vt.Grad is not null)
+            throw new ArgumentException($"{this}: truncate between steps, after the optimizer step and ZeroGrad");
+        int r = Rank, k = rank;
+        var u = Array.ConvertAll(U.ToArray<float>(), x => (double)x);
+        var vt = Array.ConvertAll(Vt.ToArray<float>(), x => (double)x);
+        // U = P·diag(σ)·Qᵀ; W = P·C with C = diag(σ)·Qᵀ·Vᵀ [r, Cols] = A·diag(S)·Bᵀ.
+        var (p, sigma, q) = Svd.Decompose(u, Rows, r);
+        var sq = new double[r * r];   // diag(σ)·Qᵀ
+        for (var i = 0; i < r; i++)
+        {
+            for (var j = 0; j < r; j++)
+                sq[i * r + j] = sigma[i] * q[j * r + i];
+        }
+        var (a, s, b) = Svd.Decompose(Product(sq, vt, r, r, Cols), r, Cols);
+        var newU = new double[Rows * k];
+        var newVt = new double[k * Cols];
+        var tu = new double[r * k];   // Q·diag(1/σ)·A_k·√S_k
+        var tv = new double[k * r];   // diag(1/√S_k)·A_kᵀ·diag(σ)·Qᵀ
+        for (var j = 0; j < k; j++)
+        {
+            var root = Math.Sqrt(s[j]);
+            for (var i = 0; i < Rows; i++)
+            {
+                double sum = 0;
+                for (var t = 0; t < r; t++)
+                    sum += p[i * r + t] * a[t * r + j];
+                newU[i * k + j] = sum * root;
+            }
+            for (var c = 0; c < Cols; c++)
+                newVt[j * Cols + c] = b[c * r + j] * root;
+            for (var i = 0; i < r; i++)
+            {
+                double sum = 0;
+                for (var t = 0; t < r; t++)
+                    sum += q[i * r + t] * Inverse(sigma[t]) * a[t * r + j];
+                tu[i * k + j] = sum * root;
+                double back = 0;
+                for (var t = 0; t < r; t++)
+                    back += a[t * r + j] * sq[t * r + i];
+                tv[j * r + i] = back * Inverse(root);
+            }
+        }
+        var tvT = Transpose(tv, k, r);   // [r, k]
+        var tuT = Transpose(tu, r, k);   // [k, r]
+        var (uShape, vtShape) = FactorShapes(k);
+        var device = U.Device;
+        var oldU = U;
+        var oldVt = Vt;
+        U = ReplaceParameter(oldU, () => Tensor.FromArray(Array.ConvertAll(newU, x => (float)x), uShape, device));
+        Vt = ReplaceParameter(oldVt, () => Tensor.FromArray(Array.ConvertAll(newVt, x => (float)x), vtShape, device));
+        optimizer?.ReplaceParameter(oldU, U, (m, squared) => Product(m, squared ? Squared(tvT) : tvT, Rows, r, k));
+        optimizer?.ReplaceParameter(oldVt, Vt, (m, squared) => Product(squared ? Squared(tuT) : tuT, m, k, r, Cols));
+        oldU.Dispose();
+        oldVt.Dispose();
+        Rank = k;
+        return s.Skip(k).Sum(x => x * x);
+
+        static double Inverse(double x) => x > 1e-12 ? 1 / x : 0;
+        static double[] Squared(double[] m) => Array.ConvertAll(m, x => x * x);
+    }
+
+    /// <summary>Row-major [m, n] · [n, p].</summary>
+    private static double[] Product(double[] x, double[] y, int m, int n, int p)
+    {
+        var z = new double[m * p];
+        for (var i = 0; i < m; i++)
+        {
+            for (var t = 0; t < n; t++)
+            {
+                var xi = x[i * n + t];
+                for (var j = 0; j < p; j++)
+                    z[i * p + j] += xi * y[t * p + j];
+            }
+        }
+        return z;
+    }
+
+    private static double[] Transpose(double[] x, int m, int n)
+    {
+        var t = new double[m * n];
+        for (var i = 0; i < m; i++)
+        {
+            for (var j = 0; j < n; j++)
+                t[j * m + i] = x[i * n + j];
+        }
+        return t;
+    }
 
     /// <summary>Bias, or null.</summary>
     public Tensor? Bias { get; }
@@ -95,6 +199,9 @@ public sealed class LowRankLinear : LowRankLayer
     {
     }
 
+    /// <inheritdoc/>
+    private protected override (Shape U, Shape Vt) FactorShapes(int rank) => (new Shape(Rows, rank), new Shape(rank, Cols));
+
     /// <summary>The rank-<paramref name="rank"/> truncated SVD of a dense layer (its bias copied).</summary>
     /// <exception cref="ArgumentOutOfRangeException">The rank is out of range.</exception>
     public static LowRankLinear FromDense(Linear dense, int rank)
@@ -129,6 +236,10 @@ public sealed class LowRankConv2d : LowRankLayer
     /// <summary>Kernel side.</summary>
     public int Kernel { get; }
 
+    /// <inheritdoc/>
+    private protected override (Shape U, Shape Vt) FactorShapes(int rank)
+        => (new Shape(Rows, rank, 1, 1), new Shape(rank, Cols / (Kernel * Kernel), Kernel, Kernel));
+
     /// <summary>Stride.</summary>
     public int Stride { get; }
 
@@ -157,6 +268,9 @@ public sealed class LowRankEmbedding : LowRankLayer
         : base(count, dim, rank, new Shape(count, rank), new Shape(rank, dim), 1.0, biasFanIn: null, normal: true, device)
     {
     }
+
+    /// <inheritdoc/>
+    private protected override (Shape U, Shape Vt) FactorShapes(int rank) => (new Shape(Rows, rank), new Shape(rank, Cols));
 
     /// <inheritdoc/>
     protected override Tensor OnForward(Tensor x)

@@ -126,6 +126,22 @@ public abstract class Module : IDisposable
     /// <summary>Child modules in registration order.</summary>
     public IEnumerable<Module> Children() => _children.Select(c => c.Value);
 
+    /// <summary>This module and every module below it, depth first, each once.</summary>
+    public IEnumerable<Module> Modules()
+    {
+        var seen = new HashSet<Module>(ReferenceEqualityComparer.Instance);
+        var stack = new Stack<Module>([this]);
+        while (stack.Count > 0)
+        {
+            var m = stack.Pop();
+            if (!seen.Add(m))
+                continue;
+            yield return m;
+            foreach (var c in m._children.Select(c => c.Value).Reverse())
+                stack.Push(c);
+        }
+    }
+
     /// <summary>Every parameter with its dotted name, depth first in registration order; a parameter reached twice
     /// (a module registered in two places) is listed once, under its first name.</summary>
     public IEnumerable<(string Name, Tensor Parameter)> NamedParameters()

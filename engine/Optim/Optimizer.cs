@@ -108,11 +108,6 @@ public abstract class Optimizer : IDisposable
         ArgumentNullException.ThrowIfNull(parameter);
         ArgumentNullException.ThrowIfNull(replacement);
         var name = GetType().Name;
-        var at = _parameters.IndexOf(parameter);
-        if (at < 0)
-            throw new ArgumentException($"{name}: {parameter.Describe()} is not one of its parameters");
-        if (!ReferenceEquals(parameter, replacement) && _parameters.Contains(replacement))
-            throw new ArgumentException($"{name}: the replacement {replacement.Describe()} is already optimized");
         if (source.Length != replacement.Numel)
             throw new ArgumentException($"{name}: {source.Length} map entries for {replacement.Describe()} ({replacement.Numel} elements)");
         foreach (var k in source)
@@ -121,13 +116,34 @@ public abstract class Optimizer : IDisposable
                 throw new ArgumentException($"{name}: source index {k} is outside [-1, {parameter.Numel})");
         }
         var map = source.ToArray();
+        ReplaceParameter(parameter, replacement, (values, _) => [.. map.Select(k => k < 0 ? 0.0 : values[k])]);
+    }
+
+    /// <summary>Optimizes <paramref name="replacement"/> in place of <paramref name="parameter"/>, each state tensor
+    /// becoming <paramref name="transform"/>(old values, is a second moment) (row-major, as many values as the
+    /// replacement has): a low-rank layer whose rank changed maps its moments with the factors' change of basis.</summary>
+    /// <exception cref="ArgumentException">The parameter is not optimized here, the replacement already is, or the
+    /// transform gives the wrong number of values.</exception>
+    public void ReplaceParameter(Tensor parameter, Tensor replacement, Func<double[], bool, double[]> transform)
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        ArgumentNullException.ThrowIfNull(replacement);
+        ArgumentNullException.ThrowIfNull(transform);
+        var name = GetType().Name;
+        var at = _parameters.IndexOf(parameter);
+        if (at < 0)
+            throw new ArgumentException($"{name}: {parameter.Describe()} is not one of its parameters");
+        if (!ReferenceEquals(parameter, replacement) && _parameters.Contains(replacement))
+            throw new ArgumentException($"{name}: the replacement {replacement.Describe()} is already optimized");
         foreach (var key in _state.Keys.Where(k => ReferenceEquals(k.Item1, parameter)).ToList())
         {
             var state = _state[key];
             double[] values;
             using (var old = state.To(DType.F64))
                 values = old.ToArray<double>();
-            var moved = map.Select(k => k < 0 ? 0.0 : values[k]).ToArray();
+            var moved = transform(values, IsSecondMoment(key.Item2));
+            if (moved.Length != replacement.Numel)
+                throw new ArgumentException($"{name}: the state transform gave {moved.Length} values for {replacement.Describe()}");
             using var host = Tensor.FromArray(moved, replacement.Shape, state.Device);
             using var cast = host.To(state.DType);
             using (Autograd.Autograd.NoGrad())
@@ -145,6 +161,10 @@ public abstract class Optimizer : IDisposable
         }
         _parameters[at] = replacement;
     }
+
+    /// <summary>True for a state that holds squares of gradients (Adam's second moment): it maps with squared
+    /// coefficients so that it stays non-negative.</summary>
+    protected virtual bool IsSecondMoment(string state) => false;
 
     /// <summary>Every state tensor by "param.name" key (for checkpoints and memory reports).</summary>
     public IReadOnlyDictionary<string, Tensor> StateDict()

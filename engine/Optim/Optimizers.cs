@@ -77,6 +77,9 @@ public class Adam : Optimizer
     protected override string? MomentumState => "exp_avg";
 
     /// <inheritdoc/>
+    protected override bool IsSecondMoment(string state) => state == "exp_avg_sq";
+
+    /// <inheritdoc/>
     protected override void Update(Tensor parameter, Tensor grad)
     {
         var m = State(parameter, "exp_avg", out _);

@@ -21,7 +21,7 @@ public abstract class DynamicSparsity
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(optimizer);
         var name = GetType().Name;
-        Layers = [.. Descendants(model).OfType<SparseLayer>()];
+        Layers = [.. model.Modules().OfType<SparseLayer>()];
         if (Layers.Count == 0)
             throw new ArgumentException($"{name}: {model.GetType().Name} has no sparse layer to update (give its Linear or Conv2d layers a csr or bsr format)");
         if (updateEvery <= 0 || endStep <= 0 || !(dropFraction > 0 && dropFraction < 1))
@@ -144,16 +144,6 @@ public abstract class DynamicSparsity
         for (var r = 0; r < pattern.Rows; r++)
             rowPtr[r + 1] += rowPtr[r];
         layer.UpdatePattern(CsrPattern.FromParts(pattern.Rows, pattern.Cols, rowPtr, colIdx), source, Optimizer);
-    }
-
-    private static IEnumerable<Module> Descendants(Module m)
-    {
-        yield return m;
-        foreach (var c in m.Children())
-        {
-            foreach (var d in Descendants(c))
-                yield return d;
-        }
     }
 }
 

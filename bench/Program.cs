@@ -10,6 +10,7 @@ var runners = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["ops"] = OpsBench.Run,
     ["gpu"] = GpuBench.Run,
     ["spmm"] = SpmmBench.Run,
+    ["lowrank"] = LowRankBench.Run,
 };
 
 if (args.Length == 0 || !runners.TryGetValue(args[0], out var runner))

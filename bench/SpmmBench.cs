@@ -41,18 +41,18 @@ public static unsafe class SpmmBench
     private static string Measure(int n, int block, bool print)
     {
         var rng = new Random(n);
-        var x = Alloc((long)Batch * n, rng);
-        var dy = Alloc((long)Batch * n, rng);
-        var w = Alloc((long)n * n, rng);
-        var outBuf = Alloc((long)Batch * n, null);
-        var dw = Alloc((long)n * n, null);
-        var xT = Alloc((long)Batch * n, rng);
-        var dyT = Alloc((long)Batch * n, rng);
+        var x = HostBuffers.Alloc((long)Batch * n, rng);
+        var dy = HostBuffers.Alloc((long)Batch * n, rng);
+        var w = HostBuffers.Alloc((long)n * n, rng);
+        var outBuf = HostBuffers.Alloc((long)Batch * n, null);
+        var dw = HostBuffers.Alloc((long)n * n, null);
+        var xT = HostBuffers.Alloc((long)Batch * n, rng);
+        var dyT = HostBuffers.Alloc((long)Batch * n, rng);
         try
         {
-            var denseFwd = Time(() => Gemm.Sgemm(false, true, Batch, n, n, 1, x, n, w, n, 0, outBuf, n));
-            var denseDx = Time(() => Gemm.Sgemm(false, false, Batch, n, n, 1, dy, n, w, n, 0, outBuf, n));
-            var denseDw = Time(() => Gemm.Sgemm(true, false, n, n, Batch, 1, dy, n, x, n, 0, dw, n));
+            var denseFwd = HostBuffers.Time(() => Gemm.Sgemm(false, true, Batch, n, n, 1, x, n, w, n, 0, outBuf, n));
+            var denseDx = HostBuffers.Time(() => Gemm.Sgemm(false, false, Batch, n, n, 1, dy, n, w, n, 0, outBuf, n));
+            var denseDw = HostBuffers.Time(() => Gemm.Sgemm(true, false, n, n, Batch, 1, dy, n, x, n, 0, dw, n));
             var ratios = new List<(double Density, double Fwd, double Dx, double Dw)>();
             foreach (var density in Densities)
             {
@@ -67,9 +67,9 @@ public static unsafe class SpmmBench
                     fixed (float* dv = dValues)
                     {
                         var pdv = dv;
-                        var fwd = Time(() => CsrKernels.MultiplyTransposed(view, Batch, xT, outBuf));
-                        var dx = Time(() => CsrKernels.Multiply(view, Batch, dyT, outBuf));
-                        var sddmm = Time(() => CsrKernels.SampledGradient(view, Batch, dyT, xT, pdv));
+                        var fwd = HostBuffers.Time(() => CsrKernels.MultiplyTransposed(view, Batch, xT, outBuf));
+                        var dx = HostBuffers.Time(() => CsrKernels.Multiply(view, Batch, dyT, outBuf));
+                        var sddmm = HostBuffers.Time(() => CsrKernels.SampledGradient(view, Batch, dyT, xT, pdv));
                         ratios.Add((density, fwd / denseFwd, dx / denseDx, sddmm / denseDw));
                         if (print)
                             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -100,29 +100,5 @@ public static unsafe class SpmmBench
             }
         }
         return ratio(rows[0]) > 1 ? $"below {rows[0].Density:P0}" : $"above {rows[^1].Density:P0}";
-    }
-
-    private static float* Alloc(long n, Random? rng)
-    {
-        var p = (float*)NativeMemory.AlignedAlloc((nuint)(n * sizeof(float)), 64);
-        for (long i = 0; i < n; i++)
-            p[i] = rng is null ? 0 : (float)(rng.NextDouble() - 0.5);
-        return p;
-    }
-
-    /// <summary>Best milliseconds of <paramref name="body"/> over up to 10 runs (at least 0.3 s) after 2 warm-ups.</summary>
-    private static double Time(Action body)
-    {
-        body();
-        body();
-        var best = double.MaxValue;
-        var total = Stopwatch.StartNew();
-        for (var i = 0; i < 10 && (i < 3 || total.Elapsed.TotalSeconds < 0.3); i++)
-        {
-            var sw = Stopwatch.StartNew();
-            body();
-            best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
-        }
-        return best;
     }
 }

@@ -22,7 +22,7 @@ public static class TrainBench
         // ~30 calls) runs the timed steps.
         Console.WriteLine("| model | format | parameters | warm-up steps | timed steps | ms/step | ×dense | examples/s | peak P+G+OS+FM | peak total | ×dense |");
         Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        var formats = new[] { "dense", "csr:0.1", "bsr:0.1:16" };
+        var formats = new[] { "dense", "csr:0.1", "bsr:0.1:16", "lowrank:0.25" };
         foreach (var (name, timed) in new[] { ("mlp", 300), ("cnn", 40) })
         {
             Result? dense = null;

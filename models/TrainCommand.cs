@@ -15,7 +15,7 @@ internal static class TrainCommand
         frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
                      [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
-                     [--teacher FORMAT] [--kd-temperature T] [--kd-alpha A]
+                     [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -40,10 +40,11 @@ internal static class TrainCommand
           --teacher    FORMAT: first train the same model in FORMAT (e.g. dense) with the same options,
                        then train the student by distillation from it (born-again when the formats
                        are equal)                                            default none
+          --teacher-epochs  the teacher's epochs                            default --epochs
           --kd-temperature, --kd-alpha   softmax temperature T and soft-loss weight α   default 4, 0.9
         """;
 
-    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "kd-temperature", "kd-alpha"];
+    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha"];
 
     public static int Run(IReadOnlyList<string> argv)
     {
@@ -77,8 +78,9 @@ internal static class TrainCommand
         var teacherFormat = args.Optional("teacher") is { } tf ? ParseFormat(tf) : null;
         var temperature = args.Double("kd-temperature", 4);
         var alpha = args.Double("kd-alpha", 0.9);
-        if (teacherFormat is null && (args.Optional("kd-temperature") is not null || args.Optional("kd-alpha") is not null))
-            throw new UsageException("--kd-temperature and --kd-alpha need a teacher: give --teacher FORMAT");
+        var teacherEpochs = args.Int("teacher-epochs", epochs);
+        if (teacherFormat is null && (args.Optional("kd-temperature") ?? args.Optional("kd-alpha") ?? args.Optional("teacher-epochs")) is not null)
+            throw new UsageException("--teacher-epochs, --kd-temperature and --kd-alpha need a teacher: give --teacher FORMAT");
         if (!(temperature > 0) || !(alpha >= 0 && alpha <= 1))
             throw new UsageException($"--kd-temperature must be > 0 and --kd-alpha in [0, 1], got {temperature} and {alpha}");
         var stepsPerEpoch = (data.Train.Count + batch - 1) / batch;
@@ -94,7 +96,7 @@ internal static class TrainCommand
             teacherModel = Build(() => Zoo.Create(modelName, device, teacherFormat));
             using var teacherOpt = CreateOptimizer(optName, teacherModel, lr);
             AnsiConsole.MarkupLine($"[bold]teacher[/]: {modelName}, {teacherModel.ParameterCount():N0} parameters ({teacherFormat}), trained first");
-            Fit(teacherModel, teacherOpt, null, null, "teacher ");
+            Fit(teacherModel, teacherOpt, null, null, teacherEpochs, "teacher ");
             Init.ManualSeed((ulong)seed);
             Rng.ManualSeed((ulong)seed);
         }
@@ -120,24 +122,24 @@ internal static class TrainCommand
             "snfs" => new Training.Sparsity.Snfs(model, opt, updateEvery: 100, dropFraction: 0.3, endStep: endStep),
             _ => null,
         };
-        Fit(model, opt, dynamic, teacher is null ? null : teacher.Loss, "");
+        Fit(model, opt, dynamic, teacher is null ? null : teacher.Loss, epochs, "");
         AnsiConsole.Write(MemoryTable(device.Allocator.Stats()));
         return 0;
 
-        void Fit(Sequential m, Optimizer o, Training.Sparsity.DynamicSparsity? dyn, Func<Tensor, Tensor, Tensor, Tensor>? loss, string who)
+        void Fit(Sequential m, Optimizer o, Training.Sparsity.DynamicSparsity? dyn, Func<Tensor, Tensor, Tensor, Tensor>? loss, int runEpochs, string who)
         {
             var trainer = new Trainer(m, o, device)
             {
-                Schedule = scheduleName == "cosine" ? new CosineSchedule(totalSteps) : null,
+                Schedule = scheduleName == "cosine" ? new CosineSchedule((long)stepsPerEpoch * runEpochs) : null,
                 AfterStep = dyn is null ? null : () => dyn.Step(),
                 Loss = loss,
             };
-            for (var epoch = 1; epoch <= epochs; epoch++)
+            for (var epoch = 1; epoch <= runEpochs; epoch++)
             {
-                var r = RunEpoch(trainer, data, epoch, epochs, batch, seed, maxSteps);
+                var r = RunEpoch(trainer, data, epoch, runEpochs, batch, seed, maxSteps);
                 AnsiConsole.MarkupLine(CultureInfo.InvariantCulture,
                     "{6}epoch {0}/{1}: train loss {2:F4}, test accuracy [bold]{3:F4}[/], {4:F1} s, {5:F0} examples/s",
-                    r.Epoch, epochs, r.TrainLoss, r.TestAccuracy, r.Seconds, r.ExamplesPerSecond, who);
+                    r.Epoch, runEpochs, r.TrainLoss, r.TestAccuracy, r.Seconds, r.ExamplesPerSecond, who);
             }
         }
     }
@@ -171,8 +173,16 @@ internal static class TrainCommand
             F.CrossEntropy(dense.Forward(x), y).Backward();
             break;
         }
-        // The dense Sequential is not disposed: the layers it still holds move into the sparse model.
-        return new Sequential([.. Training.Sparsity.Snip.Prune(dense.Layers, Zoo.Densities(modelName, format, erk), (Formats.SparseFormat)format.Format)]);
+        // On success the dense Sequential is not disposed: the layers it still holds move into the sparse model.
+        try
+        {
+            return new Sequential([.. Training.Sparsity.Snip.Prune(dense.Layers, Zoo.Densities(modelName, format, erk), (Formats.SparseFormat)format.Format)]);
+        }
+        catch (ArgumentException)
+        {
+            dense.Dispose();
+            throw;
+        }
     }
 
     private static WeightFormat ParseFormat(string format)

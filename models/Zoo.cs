@@ -88,7 +88,10 @@ public static class Zoo
             return [.. shapes.Select((s, i) =>
             {
                 var cols = s[1..].Aggregate(1, (p, d) => p * d);
-                return i == shapes.Length - 1 || cols < 16 || !format.Fits(s[0], cols) ? WeightFormat.Dense : format;
+                if (i == shapes.Length - 1 || cols < 16)
+                    return WeightFormat.Dense;
+                Formats.LowRankFormat.CheckRank(s[0], cols, format.RankFor(s[0], cols));
+                return format;
             })];
         }
         return [.. Densities(shapes, format, erk).Select(format.WithDensity)];

@@ -48,7 +48,7 @@ public class CliTests
         AssertUsageError(["train", "--bogus", "1"], "unknown option --bogus");
         AssertUsageError(["train", "--epochs", "zero"], "--epochs must be an integer >= 1, got 'zero'");
         AssertUsageError(["train", "--lr", "-1"], "--lr must be a positive number, got '-1'");
-        AssertUsageError(["train", "--model", "resnet"], "--model must be one of mlp|cnn, got 'resnet'");
+        AssertUsageError(["train", "--model", "resnet"], "--model must be one of mlp|mlp-shared|cnn, got 'resnet'");
         AssertUsageError(["train", "--schedule", "step"], "--schedule must be one of cosine|constant, got 'step'");
         AssertUsageError(["train", "--batch"], "option --batch needs a value");
         AssertUsageError(["train", "--seed", "1", "--seed", "2"], "option --seed given twice");
@@ -130,7 +130,7 @@ public class CliTests
     [Fact]
     public void CsrFormatTrainsTheMlpWithExactSparseBytes()
     {
-        AssertUsageError(["train", "--format", "csr:2"], "--format: weight format 'csr:2' is not one of: dense, csr:D, bsr:D:B (density D in (0, 1), block B = 8, 16 or 32)");
+        AssertUsageError(["train", "--format", "csr:2"], "--format: weight format 'csr:2' is not one of: dense, csr:D, bsr:D:B, lowrank:R, lowrank:F");
         AssertUsageError(["train", "--format", "coo"], "weight format 'coo' is not one of");
         AssertUsageError(["train", "--format", "bsr:0.1:12"], "weight format 'bsr:0.1:12' is not one of");
         AssertUsageError(["train", "--sparsity", "set", "--data", "embedded"], "--sparsity set needs sparse weights: give --format csr:D or bsr:D:B");
@@ -160,5 +160,32 @@ public class CliTests
         Assert.Matches($@"Parameter\s.*{4 * (values + biases):N0}", output);
         Assert.Matches($@"FormatMeta\s.*{4 * (33 + 33 + blocks):N0}", output);
         Assert.Matches($@"OptimizerState\s.*{8 * (values + biases):N0}", output);
+    }
+
+    [Fact]
+    public void LowRankSharedAndDistilledModelsTrainWithExactBytes()
+    {
+        var (code, output, err) = Run("train", "--model", "mlp", "--format", "lowrank:0.25", "--data", "embedded", "--steps", "10");
+        Assert.True(code == 0, err);
+        var oneLine = System.Text.RegularExpressions.Regex.Replace(output, @"\s+", " ");   // the console wraps long lines
+        Assert.Contains("LowRankLinear(784, 512, rank: 77), LowRankLinear(512, 512, rank: 64), Linear(512, 10", oneLine, StringComparison.Ordinal);
+        const long values = 77 * (784 + 512) + 64 * (512 + 512) + 512 * 10 + 512 + 512 + 10;
+        Assert.Matches($@"Parameter\s.*{4 * values:N0}", output);
+        Assert.Matches($@"OptimizerState\s.*{8 * values:N0}", output);
+
+        (code, output, err) = Run("train", "--model", "mlp-shared", "--data", "embedded", "--steps", "10");
+        Assert.True(code == 0, err);
+        Assert.Contains("669,706 parameters", output, StringComparison.Ordinal);   // four weight layers, three weights
+
+        (code, output, err) = Run("train", "--model", "mlp", "--format", "lowrank:16", "--teacher", "dense", "--kd-alpha", "0.5", "--data", "embedded", "--steps", "5");
+        Assert.True(code == 0, err);
+        Assert.Contains("teacher epoch 1/1", output, StringComparison.Ordinal);
+        Assert.Contains("distillation: T 4, α 0.5", System.Text.RegularExpressions.Regex.Replace(output, @"\s+", " "), StringComparison.Ordinal);
+
+        AssertUsageError(["train", "--kd-alpha", "0.5"], "need a teacher: give --teacher FORMAT");
+        AssertUsageError(["train", "--teacher", "dense", "--kd-alpha", "2", "--data", "embedded"], "--kd-alpha in [0, 1]");
+        AssertUsageError(["train", "--format", "lowrank:0"], "weight format 'lowrank:0' is not one of");
+        AssertUsageError(["train", "--format", "lowrank:600", "--data", "embedded"], "rank 600 is outside [1, 512]");
+        AssertUsageError(["train", "--model", "mlp-shared", "--format", "csr:0.1", "--sparsity", "snip", "--data", "embedded"], "reuses a layer that pruning would replace");
     }
 }

@@ -85,4 +85,53 @@ public class ReadmeExampleTests
         Assert.Equal(8 * values, device.Allocator.Current(MemoryCategory.OptimizerState));
         Assert.Equal(4L * (513 + 512 * 78 + 513 + 512 * 51), device.Allocator.Current(MemoryCategory.FormatMeta));
     }
+
+    [Fact]
+    public void ReadmeLowRankSharedDistilledExampleTrains()
+    {
+        var data = EmbeddedData.FashionMnistSlice();
+        var device = Device.CreateCpu("readme-lowrank");
+        Init.ManualSeed(1);
+        using var trainedDenseModel = Zoo.Mlp(device: device);
+        using (var teacherOpt = new Adam(trainedDenseModel.Parameters(), 1e-3))
+        {
+            var n = 0;
+            foreach (var (x, y) in data.Train.Batches(128, shuffle: true, seed: 2, device: device))
+            {
+                using var scope = TensorScope.Begin();
+                F.CrossEntropy(trainedDenseModel.Forward(x), y).Backward();
+                teacherOpt.Step();
+                teacherOpt.ZeroGrad();
+                if (++n == 30)
+                    break;
+            }
+        }
+        var teacherBytes = device.Allocator.Current(MemoryCategory.Parameter);
+
+        var low = WeightFormat.LowRank(0.25);
+        var hidden = low.Linear(512, 512, device: device);
+        using var student = new Sequential(new Flatten(), low.Linear(784, 512, device: device), new ReLU(),
+            hidden, new ReLU(), new Shared(hidden), new ReLU(), new Linear(512, 10, device: device));
+        var teacher = new Training.Distillation.Teacher(trainedDenseModel, temperature: 4, alpha: 0.9);
+        using var opt = new Adam(student.Parameters(), 1e-3);
+        double first = double.NaN, last = double.NaN;
+        var steps = 0;
+        foreach (var (x, y) in data.Train.Batches(128, shuffle: true, seed: 1, device: device))
+        {
+            using var scope = TensorScope.Begin();
+            var loss = teacher.Loss(x, student.Forward(x), y);
+            loss.Backward();
+            opt.Step();
+            opt.ZeroGrad();
+            last = loss.Item();
+            if (steps++ == 0)
+                first = last;
+            if (steps == 40)
+                break;
+        }
+        Assert.True(last < first * 0.5, $"loss went from {first} to {last}");
+        // Ranks 77 and 64 (a quarter of each layer's values), the hidden factors counted once, the dense head.
+        var values = 77L * (784 + 512) + 512 + 64 * (512 + 512) + 512 + 512 * 10 + 10;
+        Assert.Equal(4 * values, device.Allocator.Current(MemoryCategory.Parameter) - teacherBytes);
+    }
 }

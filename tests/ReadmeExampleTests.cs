@@ -61,22 +61,7 @@ public class ReadmeExampleTests
         using var adam = new Adam(sparse.Parameters(), lr: 2e-3);
         var rigl = new Training.Sparsity.RigL(sparse, adam, updateEvery: 10, dropFraction: 0.3, endStep: 3500);
 
-        double first = double.NaN, last = double.NaN;
-        var steps = 0;
-        foreach (var (x, y) in data.Train.Batches(128, shuffle: true, seed: 1, device: device))
-        {
-            using var scope = TensorScope.Begin();
-            var loss = F.CrossEntropy(sparse.Forward(x), y);
-            loss.Backward();
-            adam.Step();
-            adam.ZeroGrad();
-            rigl.Step();
-            last = loss.Item();
-            if (steps++ == 0)
-                first = last;
-            if (steps == 40)
-                break;
-        }
+        var (first, last) = Steps(data.Train, device, 40, adam, (x, y) => F.CrossEntropy(sparse.Forward(x), y), () => rigl.Step());
         Assert.Equal(4, rigl.Updates);   // steps 10, 20, 30, 40
         Assert.True(last < first * 0.7, $"loss went from {first} to {last}");
         // round(0.1 · 784) and round(0.1 · 512) values per row of the two sparse layers, the dense head, the biases.
@@ -94,18 +79,7 @@ public class ReadmeExampleTests
         Init.ManualSeed(1);
         using var trainedDenseModel = Zoo.Mlp(device: device);
         using (var teacherOpt = new Adam(trainedDenseModel.Parameters(), 1e-3))
-        {
-            var n = 0;
-            foreach (var (x, y) in data.Train.Batches(128, shuffle: true, seed: 2, device: device))
-            {
-                using var scope = TensorScope.Begin();
-                F.CrossEntropy(trainedDenseModel.Forward(x), y).Backward();
-                teacherOpt.Step();
-                teacherOpt.ZeroGrad();
-                if (++n == 30)
-                    break;
-            }
-        }
+            Steps(data.Train, device, 30, teacherOpt, (x, y) => F.CrossEntropy(trainedDenseModel.Forward(x), y));
         var teacherBytes = device.Allocator.Current(MemoryCategory.Parameter);
 
         var low = WeightFormat.LowRank(0.25);
@@ -114,24 +88,33 @@ public class ReadmeExampleTests
             hidden, new ReLU(), new Shared(hidden), new ReLU(), new Linear(512, 10, device: device));
         var teacher = new Training.Distillation.Teacher(trainedDenseModel, temperature: 4, alpha: 0.9);
         using var opt = new Adam(student.Parameters(), 1e-3);
-        double first = double.NaN, last = double.NaN;
-        var steps = 0;
-        foreach (var (x, y) in data.Train.Batches(128, shuffle: true, seed: 1, device: device))
-        {
-            using var scope = TensorScope.Begin();
-            var loss = teacher.Loss(x, student.Forward(x), y);
-            loss.Backward();
-            opt.Step();
-            opt.ZeroGrad();
-            last = loss.Item();
-            if (steps++ == 0)
-                first = last;
-            if (steps == 40)
-                break;
-        }
+        var (first, last) = Steps(data.Train, device, 40, opt, (x, y) => teacher.Loss(x, student.Forward(x), y));
         Assert.True(last < first * 0.5, $"loss went from {first} to {last}");
         // Ranks 77 and 64 (a quarter of each layer's values), the hidden factors counted once, the dense head.
         var values = 77L * (784 + 512) + 512 + 64 * (512 + 512) + 512 + 512 * 10 + 10;
         Assert.Equal(4 * values, device.Allocator.Current(MemoryCategory.Parameter) - teacherBytes);
+    }
+
+    /// <summary>The README's loop for <paramref name="count"/> steps: loss, backward, step, zero, then
+    /// <paramref name="after"/>; returns the first and last losses.</summary>
+    private static (double First, double Last) Steps(Data.ImageDataset train, Device device, int count, Optimizer opt, Func<Tensor, Tensor, Tensor> loss, Action? after = null)
+    {
+        double first = double.NaN, last = double.NaN;
+        var steps = 0;
+        foreach (var (x, y) in train.Batches(128, shuffle: true, seed: 1, device: device))
+        {
+            using var scope = TensorScope.Begin();
+            var l = loss(x, y);
+            l.Backward();
+            opt.Step();
+            opt.ZeroGrad();
+            after?.Invoke();
+            last = l.Item();
+            if (steps++ == 0)
+                first = last;
+            if (steps == count)
+                break;
+        }
+        return (first, last);
     }
 }

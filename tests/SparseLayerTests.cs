@@ -280,7 +280,7 @@ public class SparseLayerTests
             Assert.IsType<SparseConv2d>(conv);
         using (var dense = WeightFormat.Csr(0.5).WithDensity(1).Linear(4, 2))
             Assert.IsType<Linear>(dense);
-        Assert.Equal(TensorFormat.All.Select(f => f.Name), ["dense", "csr", "bsr8", "bsr16", "bsr32"]);
+        Assert.Equal(TensorFormat.All.Select(f => f.Name), ["dense", "csr", "bsr8", "bsr16", "bsr32", "lowrank"]);
         var bytes = TensorFormat.Bsr(16).StorageBytes(512, 784, 160 * 256, DType.F32);
         Assert.Equal(4L * 160 * 256, bytes[MemoryCategory.Parameter]);
         Assert.Equal(4L * (33 + 160), bytes[MemoryCategory.FormatMeta]);

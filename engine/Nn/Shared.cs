@@ -21,12 +21,21 @@ public sealed class Shared : Module
 
     /// <summary>A second use of <paramref name="target"/> in place of <paramref name="template"/>, a module built for
     /// that place (e.g. <c>new Linear(512, 512)</c>): the two must be the same kind of module (same format) with
-    /// parameters of the same names, shapes, dtypes and devices. The template is disposed.</summary>
+    /// parameters of the same names, shapes, dtypes and devices. The template is disposed either way.</summary>
     /// <exception cref="ArgumentException">They differ; the message names both.</exception>
     public static Shared Like(Module target, Module template)
     {
         ArgumentNullException.ThrowIfNull(target);
         ArgumentNullException.ThrowIfNull(template);
+        using (template)
+        {
+            Check(target, template);
+            return new Shared(target);
+        }
+    }
+
+    private static void Check(Module target, Module template)
+    {
         if (target.GetType() != template.GetType())
             throw new ArgumentException($"Shared: {template} cannot use the weights of {target}: they are different kinds of layer");
         var mine = template.NamedParameters().Select(p => (Name: p.Name[(p.Name.LastIndexOf('.') + 1)..], p.Parameter)).ToList();
@@ -38,8 +47,6 @@ public sealed class Shared : Module
             if (name != otherName || a.Shape != b.Shape || a.DType != b.DType || a.Device != b.Device)
                 throw new ArgumentException($"Shared: {template}'s {name} {a.Describe()} on {a.Device} cannot be {target}'s {otherName} {b.Describe()} on {b.Device}");
         }
-        template.Dispose();
-        return new Shared(target);
     }
 
     /// <inheritdoc/>

@@ -280,7 +280,8 @@ public class LowRankTests
         schedule.Step();
         Assert.Equal([2, 1], layers.Select(l => l.Rank));
         Assert.Equal(new Shape(4, 1, 1, 1), ((LowRankConv2d)layers[1]).U.Shape);
-        Assert.Throws<ArgumentException>(() => new Training.LowRank.RankSchedule(new Sequential(new Linear(2, 2)), opt, [(1, 0.5)]));
+        using var dense = new Sequential(new Linear(2, 2));
+        Assert.Throws<ArgumentException>(() => new Training.LowRank.RankSchedule(dense, opt, [(1, 0.5)]));
         Assert.Throws<ArgumentException>(() => new Training.LowRank.RankSchedule(model, opt, [(1, 0.5), (1, 0.2)]));
     }
 }

@@ -12,9 +12,11 @@ public sealed class DeviceUnavailableException(string message) : Exception(messa
 public sealed class CliArgs
 {
     private readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _flags = new(StringComparer.Ordinal);
 
-    /// <summary>Parses <paramref name="args"/> (after the command word) allowing only <paramref name="known"/> options.</summary>
-    public CliArgs(IReadOnlyList<string> args, IReadOnlyCollection<string> known)
+    /// <summary>Parses <paramref name="args"/> (after the command word) allowing only <paramref name="known"/> options
+    /// (each with a value) and <paramref name="flags"/> (options without one).</summary>
+    public CliArgs(IReadOnlyList<string> args, IReadOnlyCollection<string> known, IReadOnlyCollection<string>? flags = null)
     {
         for (var i = 0; i < args.Count; i++)
         {
@@ -22,6 +24,12 @@ public sealed class CliArgs
             if (!a.StartsWith("--", StringComparison.Ordinal))
                 throw new UsageException($"unexpected argument '{a}'");
             var name = a[2..];
+            if (flags is not null && flags.Contains(name))
+            {
+                if (!_flags.Add(name))
+                    throw new UsageException($"option --{name} given twice");
+                continue;
+            }
             string value;
             var eq = name.IndexOf('=', StringComparison.Ordinal);
             if (eq >= 0)
@@ -41,6 +49,9 @@ public sealed class CliArgs
                 throw new UsageException($"option --{name} given twice");
         }
     }
+
+    /// <summary>True when the flag <paramref name="name"/> was given.</summary>
+    public bool Flag(string name) => _flags.Contains(name);
 
     /// <summary>A string option, or its default.</summary>
     public string String(string name, string fallback) => _values.GetValueOrDefault(name, fallback);

@@ -185,7 +185,7 @@ internal static class TrainCommand
         }
     }
 
-    private static WeightFormat ParseFormat(string format)
+    internal static WeightFormat ParseFormat(string format)
     {
         try
         {
@@ -197,7 +197,7 @@ internal static class TrainCommand
         }
     }
 
-    private static Device ParseDevice(string name)
+    internal static Device ParseDevice(string name)
     {
         if (name == "cpu")
             return Device.Cpu;

@@ -14,55 +14,56 @@ public static class Zoo
     public static IReadOnlyList<string> Names { get; } = ["mlp", "mlp-shared", "cnn"];
 
     /// <summary>784-512-512-10 ReLU perceptron over flattened 28×28 images.</summary>
-    public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, WeightFormat? format = null, bool erk = false)
+    /// <remarks>With <paramref name="checkpoint"/> each hidden block (Linear + ReLU) is a checkpoint segment.</remarks>
+    public static Sequential Mlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, WeightFormat? format = null, bool erk = false, bool checkpoint = false)
     {
         var f = LayerFormats(MlpShapes(inputs, hidden, classes), format ?? WeightFormat.Dense, erk);
-        return new Sequential(
+        return new Sequential([
             new Flatten(),
-            f[0].Linear(inputs, hidden, device: device), new ReLU(),
-            f[1].Linear(hidden, hidden, device: device), new ReLU(),
-            f[2].Linear(hidden, classes, device: device));
+            .. Block(checkpoint, f[0].Linear(inputs, hidden, device: device), new ReLU()),
+            .. Block(checkpoint, f[1].Linear(hidden, hidden, device: device), new ReLU()),
+            f[2].Linear(hidden, classes, device: device)]);
     }
+
+    /// <summary>The layers of one block, or one checkpoint segment holding them.</summary>
+    private static Module[] Block(bool checkpoint, params Module[] layers) => checkpoint ? [new Checkpointed(new Sequential(layers))] : layers;
 
     /// <summary>784-512-512-512-10, whose two 512→512 hidden layers are one shared weight (ALBERT's cross-layer
     /// sharing, <see cref="Shared"/>): four weight layers, three weights.</summary>
-    public static Sequential SharedMlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, WeightFormat? format = null, bool erk = false)
+    public static Sequential SharedMlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, WeightFormat? format = null, bool erk = false, bool checkpoint = false)
     {
         var f = LayerFormats(MlpShapes(inputs, hidden, classes), format ?? WeightFormat.Dense, erk);
         var middle = f[1].Linear(hidden, hidden, device: device);
-        return new Sequential(
+        return new Sequential([
             new Flatten(),
-            f[0].Linear(inputs, hidden, device: device), new ReLU(),
-            middle, new ReLU(),
-            new Shared(middle), new ReLU(),
-            f[2].Linear(hidden, classes, device: device));
+            .. Block(checkpoint, f[0].Linear(inputs, hidden, device: device), new ReLU()),
+            .. Block(checkpoint, middle, new ReLU()),
+            .. Block(checkpoint, new Shared(middle), new ReLU()),
+            f[2].Linear(hidden, classes, device: device)]);
     }
 
     /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 256-unit and 10-unit
     /// fully connected layers: the classic small CNN for 28×28 images.</summary>
-    public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10, int hidden = 256, Device? device = null, WeightFormat? format = null, bool erk = false)
+    /// <remarks>With <paramref name="checkpoint"/> each block (convolution + ReLU + pool, Linear + ReLU) is a
+    /// checkpoint segment.</remarks>
+    public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10, int hidden = 256, Device? device = null, WeightFormat? format = null, bool erk = false, bool checkpoint = false)
     {
         var flat = 64 * (side / 4) * (side / 4);
         var f = LayerFormats(CnnShapes(channels, side, classes, hidden), format ?? WeightFormat.Dense, erk);
-        return new Sequential(
-            f[0].Conv2d(channels, 32, 3, padding: 1, device: device),
-            new ReLU(),
-            new MaxPool2d(2),
-            f[1].Conv2d(32, 64, 3, padding: 1, device: device),
-            new ReLU(),
-            new MaxPool2d(2),
+        return new Sequential([
+            .. Block(checkpoint, f[0].Conv2d(channels, 32, 3, padding: 1, device: device), new ReLU(), new MaxPool2d(2)),
+            .. Block(checkpoint, f[1].Conv2d(32, 64, 3, padding: 1, device: device), new ReLU(), new MaxPool2d(2)),
             new Flatten(),
-            f[2].Linear(flat, hidden, device: device),
-            new ReLU(),
-            f[3].Linear(hidden, classes, device: device));
+            .. Block(checkpoint, f[2].Linear(flat, hidden, device: device), new ReLU()),
+            f[3].Linear(hidden, classes, device: device)]);
     }
 
     /// <summary>The model called <paramref name="name"/>.</summary>
-    public static Sequential Create(string name, Device? device = null, WeightFormat? format = null, bool erk = false) => name switch
+    public static Sequential Create(string name, Device? device = null, WeightFormat? format = null, bool erk = false, bool checkpoint = false) => name switch
     {
-        "mlp" => Mlp(device: device, format: format, erk: erk),
-        "mlp-shared" => SharedMlp(device: device, format: format, erk: erk),
-        "cnn" => Cnn(device: device, format: format, erk: erk),
+        "mlp" => Mlp(device: device, format: format, erk: erk, checkpoint: checkpoint),
+        "mlp-shared" => SharedMlp(device: device, format: format, erk: erk, checkpoint: checkpoint),
+        "cnn" => Cnn(device: device, format: format, erk: erk, checkpoint: checkpoint),
         _ => throw new ArgumentException($"unknown model '{name}'; choose one of: {string.Join(", ", Names)}"),
     };
 

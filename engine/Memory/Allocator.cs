@@ -99,16 +99,21 @@ public abstract class Allocator
         Observed?.Invoke(new MemoryEvent(MemoryEventKind.Free, buffer.Bytes, buffer.Category, buffer.Owner));
     }
 
-    internal void Move(DeviceBuffer buffer, MemoryCategory from, MemoryCategory to)
+    /// <summary>Moves a live buffer to another category and/or owner: the counters follow, and a profiler sees a free
+    /// under the old label and an allocation under the new.</summary>
+    internal void Move(DeviceBuffer buffer, MemoryCategory from, MemoryCategory to, string fromOwner, string toOwner)
     {
-        lock (_lock)
+        if (from != to)
         {
-            _current[(int)from] -= buffer.Bytes;
-            _current[(int)to] += buffer.Bytes;
-            _peak[(int)to] = Math.Max(_peak[(int)to], _current[(int)to]);
+            lock (_lock)
+            {
+                _current[(int)from] -= buffer.Bytes;
+                _current[(int)to] += buffer.Bytes;
+                _peak[(int)to] = Math.Max(_peak[(int)to], _current[(int)to]);
+            }
         }
-        Observed?.Invoke(new MemoryEvent(MemoryEventKind.Free, buffer.Bytes, from, buffer.Owner));
-        Observed?.Invoke(new MemoryEvent(MemoryEventKind.Allocate, buffer.Bytes, to, buffer.Owner));
+        Observed?.Invoke(new MemoryEvent(MemoryEventKind.Free, buffer.Bytes, from, fromOwner));
+        Observed?.Invoke(new MemoryEvent(MemoryEventKind.Allocate, buffer.Bytes, to, toOwner));
     }
 
     /// <summary>Returns every cached free block to the system.</summary>
@@ -176,6 +181,10 @@ public abstract class Allocator
 
     /// <summary>Raw allocation of exactly <paramref name="bytes"/>; throws <see cref="OutOfMemoryException"/> when none is left.</summary>
     protected abstract nint RawAllocate(long bytes);
+
+    /// <summary>Bytes the device's driver reports in use (all processes and contexts: CUDA's total − free), or null
+    /// where there is no such report (the CPU). The profiler shows it beside its own count.</summary>
+    public virtual long? DriverUsedBytes() => null;
 
     /// <summary>Raw free.</summary>
     protected abstract void RawFree(nint address, long bytes);

@@ -66,12 +66,11 @@ public sealed class DeviceBuffer
     /// <summary>Moves the buffer to another category (e.g. a tensor becoming a parameter); accounting follows.</summary>
     public void Recategorize(MemoryCategory category, string? owner = null)
     {
-        if (category != Category)
-        {
-            Allocator.Move(this, Category, category);
-            Category = category;
-        }
-        if (owner is not null)
-            Owner = owner;
+        var newOwner = owner ?? Owner;
+        if (category == Category && newOwner == Owner)
+            return;
+        Allocator.Move(this, Category, category, Owner, newOwner);
+        Category = category;
+        Owner = newOwner;
     }
 }

@@ -32,6 +32,9 @@ public abstract class LowRankLayer : Module
     /// <summary>The format entry.</summary>
     public static LowRankFormat Format => TensorFormat.LowRank;
 
+    /// <inheritdoc/>
+    public override string WeightFormatName => Format.Name;
+
     /// <summary>Rows of the weight matrix (output features or channels, or the embedding's entries).</summary>
     public int Rows { get; }
 

@@ -126,6 +126,14 @@ public abstract class Module : IDisposable
     /// <summary>Child modules in registration order.</summary>
     public IEnumerable<Module> Children() => _children.Select(c => c.Value);
 
+    /// <summary>The format of the weights this module itself holds ("dense", "csr", "bsr16", "lowrank"), or null when
+    /// it holds none.</summary>
+    public virtual string? WeightFormatName => _parameters.Count > 0 ? "dense" : null;
+
+    /// <summary>Module path → weight format of every module that holds weights (the profiler's per-format key).</summary>
+    public IReadOnlyDictionary<string, string> FormatsByPath()
+        => Modules().Where(m => m.WeightFormatName is not null).ToDictionary(m => m.Path, m => m.WeightFormatName!);
+
     /// <summary>This module and every module below it, depth first, each once.</summary>
     public IEnumerable<Module> Modules()
     {

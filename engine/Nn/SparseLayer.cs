@@ -34,6 +34,9 @@ public abstract class SparseLayer : Module
     /// <summary>The weight's format (<see cref="TensorFormat.Csr"/> or a <see cref="TensorFormat.Bsr"/>).</summary>
     public SparseFormat Format { get; }
 
+    /// <inheritdoc/>
+    public override string WeightFormatName => Format.Name;
+
     /// <summary>Block side of the format (1 for CSR).</summary>
     public int Block => Format.Block;
 

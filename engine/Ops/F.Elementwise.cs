@@ -242,9 +242,11 @@ public static partial class F
         var node = Autograd.Autograd.Record(y, name, x);
         if (node is not null)
         {
-            var usesX = op is not (Backends.UnaryOp.Neg or Backends.UnaryOp.AddScalar or Backends.UnaryOp.MulScalar);
+            // Keep only what the derivative reads: the output for exp, tanh, sigmoid and sqrt, else the input.
+            var fromY = op is Backends.UnaryOp.Exp or Backends.UnaryOp.Tanh or Backends.UnaryOp.Sigmoid or Backends.UnaryOp.Sqrt;
+            var usesX = !fromY && op is not (Backends.UnaryOp.Neg or Backends.UnaryOp.AddScalar or Backends.UnaryOp.MulScalar);
             var sx = usesX ? node.Save(x.IsContiguous ? x : x.Contiguous()) : null;
-            var sy = op is Backends.UnaryOp.Exp or Backends.UnaryOp.Tanh or Backends.UnaryOp.Sigmoid or Backends.UnaryOp.Sqrt ? node.Save(y) : null;
+            var sy = fromY ? node.Save(y) : null;
             node.Backward = g =>
             {
                 using var gc = g.Contiguous();

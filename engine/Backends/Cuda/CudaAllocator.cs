@@ -26,6 +26,14 @@ internal sealed class CudaAllocator(CudaContext context, string name) : Allocato
     }
 
     /// <inheritdoc/>
+    public override long? DriverUsedBytes()
+    {
+        context.MakeCurrent();
+        Driver.Check(Driver.MemGetInfo(out var free, out var total), "cuMemGetInfo_v2");
+        return (long)(total - free);
+    }
+
+    /// <inheritdoc/>
     protected override void RawFree(nint address, long bytes)
     {
         // Blocks are freed back to the driver only from explicit calls (EmptyCache, a full cache), never from a

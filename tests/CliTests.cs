@@ -24,6 +24,7 @@ public class CliTests
             Interactive = InteractionSupport.No,
             Out = new AnsiConsoleOutput(stdout),
         });
+        AnsiConsole.Profile.Width = 200;   // as the CLI sets it for redirected output
         try
         {
             var code = FrugalCli.Run(args);
@@ -191,5 +192,52 @@ public class CliTests
         AssertUsageError(["train", "--format", "lowrank:0"], "weight format 'lowrank:0' is not one of");
         AssertUsageError(["train", "--format", "lowrank:600", "--data", "embedded"], "rank 600 is outside [1, 512]");
         AssertUsageError(["train", "--model", "mlp-shared", "--format", "csr:0.1", "--sparsity", "snip", "--data", "embedded"], "reuses a layer that pruning would replace");
+    }
+
+    [Fact]
+    public void ProfileComparesFormatsAndWritesJsonAndPictures()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"frugal-profile-{Environment.ProcessId}");
+        try
+        {
+            var (code, output, err) = Run("profile", "--model", "mlp", "--formats", "dense,csr:0.1", "--steps", "2", "--data", "embedded", "--out", dir);
+            Assert.True(code == 0, err);
+            // The dense row by hand: 669,706 parameters; Parameter, Gradient (+ one [128, 512] in flight),
+            // OptimizerState (two moments), Activation (4·[128, 512] + 2·[128, 10] floats), Other (the batch).
+            Assert.Matches(@"dense\s*│\s*669,706\s*│\s*2,678,824\s*│\s*2,940,968\s*│\s*5,357,648\s*│\s*1,058,816\s*│", output);
+            Assert.Matches(@"csr:0.1\s*│\s*67,592\s*│\s*270,368\s*│", output);
+            using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "profile.json")));
+            var runs = json.RootElement.GetProperty("runs");
+            Assert.Equal("frugal-profile/1", json.RootElement.GetProperty("schema").GetString());
+            Assert.Equal(2, runs.GetArrayLength());
+            Assert.Equal(2678824, runs[0].GetProperty("peak").GetProperty("Parameter").GetInt64());
+            Assert.Equal(270380, runs[1].GetProperty("peak").GetProperty("FormatMeta").GetInt64());
+            Assert.True(runs[0].GetProperty("step").GetArrayLength() > 10);
+            foreach (var file in new[] { "peaks.png", "peaks.svg", "step-dense.png", "step-dense.svg", "step-csr-0.1.png" })
+                Assert.True(new FileInfo(Path.Combine(dir, file)).Length > 1000, file);
+        }
+        finally
+        {
+            if (Directory.Exists(dir))
+                Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void ProfileRefusesWhatItCannotDo()
+    {
+        AssertUsageError(["profile", "--formats", "dense,q4"], "'q4' is a low-bit format, not built yet");
+        AssertUsageError(["profile", "--formats", "dense,coo"], "weight format 'coo' is not one of");
+        AssertUsageError(["profile", "--precision", "bf16"], "mixed precision is not built yet");
+        AssertUsageError(["profile", "--formats", ""], "--formats is empty");
+        var file = Path.GetTempFileName();
+        try
+        {
+            AssertUsageError(["profile", "--out", file, "--data", "embedded"], $"--out: cannot write to '{file}'");
+        }
+        finally
+        {
+            File.Delete(file);
+        }
     }
 }

@@ -22,14 +22,14 @@ public static class TrainBench
         // ~30 calls) runs the timed steps.
         Console.WriteLine("| model | format | parameters | warm-up steps | timed steps | ms/step | ×dense | examples/s | peak P+G+OS+FM | peak total | ×dense |");
         Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        var formats = new[] { "dense", "csr:0.1", "bsr:0.1:16", "lowrank:0.25" };
+        var formats = new[] { "dense", "dense +ckpt", "csr:0.1", "bsr:0.1:16", "lowrank:0.25" };
         foreach (var (name, timed) in new[] { ("mlp", 300), ("cnn", 40) })
         {
             Result? dense = null;
             foreach (var format in formats)
             {
                 var device = Device.CreateCpu($"bench-{name}-{format}");
-                var r = MsPerStep(name, data.Train, timed, device, WeightFormat.Parse(format));
+                var r = MsPerStep(name, data.Train, timed, device, WeightFormat.Parse(format.Split(' ')[0]), checkpoint: format.EndsWith("+ckpt", StringComparison.Ordinal));
                 dense ??= r;
                 var rate = 128 * 1000.0 / r.Ms;
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -44,14 +44,14 @@ public static class TrainBench
     public sealed record Result(int Warmup, double Ms, long Parameters, long PersistentPeak, long PeakTotal);
 
     /// <summary>Milliseconds per training step (batch 128, Adam 1e-3) of model <paramref name="name"/> in
-    /// <paramref name="format"/> on <paramref name="device"/>, timed over <paramref name="timedSteps"/> steps after
-    /// warm-up.</summary>
-    public static Result MsPerStep(string name, ImageDataset train, int timedSteps, Device device, WeightFormat? format = null)
+    /// <paramref name="format"/> (every block a checkpoint segment with <paramref name="checkpoint"/>) on
+    /// <paramref name="device"/>, timed over <paramref name="timedSteps"/> steps after warm-up.</summary>
+    public static Result MsPerStep(string name, ImageDataset train, int timedSteps, Device device, WeightFormat? format = null, bool checkpoint = false)
     {
         const int batch = 128;
         int? warmup = null;
         Init.ManualSeed(1);
-        using var model = Zoo.Create(name, device, format);
+        using var model = Zoo.Create(name, device, format, checkpoint: checkpoint);
         using var opt = new Adam(model.Parameters(), 1e-3);
         var clock = new Stopwatch();
         var warmClock = Stopwatch.StartNew();

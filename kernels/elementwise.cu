@@ -48,7 +48,7 @@ __device__ __forceinline__ T unary_grad(int op, T x, T y, T g, T alpha) {
         case UNARY_LOG: return g / x;
         case UNARY_TANH: return g * (T(1) - y * y);
         case UNARY_SIGMOID: return g * y * (T(1) - y);
-        case UNARY_RELU: return x > T(0) ? g : T(0);
+        case UNARY_RELU: return y > T(0) ? g : T(0);  // from the output: y > 0 exactly where x > 0
         case UNARY_GELU: {
             T t = fr_tanh(gelu_inner(x));
             T d_inner = T(0.7978845608028654) * (T(1) + T(3 * 0.044715) * x * x);

@@ -77,15 +77,15 @@ public class MemoryTests
 
         var h = F.Linear(x, w);
         Assert.Equal(act, alloc.Current(MemoryCategory.Activation));
-        var r = h.Relu();                     // saves its input h
+        var r = h.Relu();                     // saves its output r (y > 0 exactly where x > 0)
         Assert.Equal(2 * act, alloc.Current(MemoryCategory.Activation));
         var loss = r.Sum();                   // saves nothing
         Assert.Equal(2 * act + 4, alloc.Current(MemoryCategory.Activation));
-        h.Dispose();                          // still saved by Relu
-        Assert.Equal(2 * act + 4, alloc.Current(MemoryCategory.Activation));
-        r.Dispose();                          // nothing saves the Relu output
+        h.Dispose();                          // nothing saves the Linear output
         Assert.Equal(act + 4, alloc.Current(MemoryCategory.Activation));
-        loss.Backward();                      // Relu's saved input is freed by its backward
+        r.Dispose();                          // still saved by Relu
+        Assert.Equal(act + 4, alloc.Current(MemoryCategory.Activation));
+        loss.Backward();                      // Relu's saved output is freed by its backward
         Assert.Equal(4, alloc.Current(MemoryCategory.Activation));
         Assert.Equal(4L * 512 * 784, alloc.Current(MemoryCategory.Gradient));
         loss.Dispose();
@@ -572,9 +572,10 @@ public class MemoryTests
         const long parameters = 784L * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10;
         Assert.Equal(4 * parameters, stats.Peak(MemoryCategory.Parameter));
         Assert.Equal(2 * 4 * parameters, stats.Peak(MemoryCategory.OptimizerState));
-        // Saved for backward: two Linear outputs and two ReLU outputs of [128, 512], the logits and the softmax
-        // that cross-entropy keeps, [128, 10] each.
-        Assert.Equal(4L * (4 * batch * 512 + 2 * batch * 10), stats.Peak(MemoryCategory.Activation));
+        // Saved for backward: the two ReLU outputs of [128, 512] (each also the next Linear's input); the peak is
+        // the instant the second ReLU's output is made while its input, Linear 2's output, still exists: three
+        // [128, 512] tensors (the [128, 10] logits and softmax come after Linear 2's output is freed).
+        Assert.Equal(4L * 3 * batch * 512, stats.Peak(MemoryCategory.Activation));
         // Every parameter's gradient, plus the one [128, 512] input gradient in flight when the first layer's
         // weight gradient is made.
         Assert.Equal(4 * parameters + 4L * batch * 512, stats.Peak(MemoryCategory.Gradient));

@@ -242,8 +242,9 @@ public static partial class F
         var node = Autograd.Autograd.Record(y, name, x);
         if (node is not null)
         {
-            // Keep only what the derivative reads: the output for exp, tanh, sigmoid and sqrt, else the input.
-            var fromY = op is Backends.UnaryOp.Exp or Backends.UnaryOp.Tanh or Backends.UnaryOp.Sigmoid or Backends.UnaryOp.Sqrt;
+            // Keep only what the derivative reads: the output for exp, tanh, sigmoid, sqrt and relu (y > 0 exactly
+            // where x > 0), else the input. An output is often also the next layer's saved input: one tensor, not two.
+            var fromY = op is Backends.UnaryOp.Exp or Backends.UnaryOp.Tanh or Backends.UnaryOp.Sigmoid or Backends.UnaryOp.Sqrt or Backends.UnaryOp.Relu;
             var usesX = !fromY && op is not (Backends.UnaryOp.Neg or Backends.UnaryOp.AddScalar or Backends.UnaryOp.MulScalar);
             var sx = usesX ? node.Save(x.IsContiguous ? x : x.Contiguous()) : null;
             var sy = fromY ? node.Save(y) : null;

@@ -87,7 +87,8 @@ public sealed unsafe partial class CpuBackend
                 case UnaryOp.Log: TensorPrimitives.Divide(g, new ReadOnlySpan<T>(x + i0, n), d); break;
                 case UnaryOp.Relu:
                 {
-                    var xs = new ReadOnlySpan<T>(x + i0, n);
+                    // From the output: y > 0 exactly where x > 0.
+                    var xs = new ReadOnlySpan<T>(y + i0, n);
                     var j = 0;
                     for (; j <= n - Vector<T>.Count; j += Vector<T>.Count)
                     {

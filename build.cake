@@ -90,8 +90,9 @@ Task("GpuBundle")
     CleanDirectory(stage);
     foreach (var (project, name) in new[] { ("tests", "tests"), ("bench", "bench"), ("models", "cli") })
     {
+        // linux-x64 only: native packages (SkiaSharp for the plots) would otherwise ship every platform's library.
         DotNetPublish(project, new DotNetPublishSettings {
-            Configuration = configuration, SelfContained = false, OutputDirectory = stage + Directory($"app/{name}"),
+            Configuration = configuration, SelfContained = false, Runtime = "linux-x64", OutputDirectory = stage + Directory($"app/{name}"),
         });
     }
 
@@ -107,7 +108,9 @@ Task("GpuBundle")
     void Tar(string archive, string from, string what)
     {
         var exit = StartProcess("tar", new ProcessSettings {
-            Arguments = $"-c -I \"xz -T0 -6\" -f \"{MakeAbsolute(File(archive)).FullPath}\" -C \"{from}\" {what}",
+            // One stream with a dictionary larger than the input: the three apps' shared assemblies and native
+            // libraries are stored once.
+            Arguments = $"-c -I \"xz -T1 --lzma2=preset=6,dict=192MiB\" -f \"{MakeAbsolute(File(archive)).FullPath}\" -C \"{from}\" {what}",
         });
         if (exit != 0) throw new Exception($"GpuBundle: tar of {what} failed (exit {exit})");
     }

@@ -60,6 +60,12 @@ for model in mlp cnn; do
 done
 end
 
+begin "frugal profile on the GPU: memory per format of the MLP (allocator and driver counts)"
+timeout 120 "$dn" "$work/app/cli/Frugal.Cli.dll" profile --model mlp --device cuda --data embedded --steps 3 --out "$out/profile" >> "$report" 2>&1 \
+  || echo "profile exit $?" >> "$report"
+[ -f "$out/profile/profile.json" ] && grep -E '"(format|driverUsedBytes|reservedBytes|peakTotal)"' "$out/profile/profile.json" >> "$report"
+end
+
 begin "bench sgemm (CPU)"
 timeout 120 "$dn" "$work/app/bench/Frugal.Bench.dll" sgemm 1024 2048 >> "$report" 2>&1
 end

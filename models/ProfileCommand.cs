@@ -22,7 +22,7 @@ internal static class ProfileCommand
                        default dense,csr:0.1,bsr:0.1:16,lowrank:0.25 (every format built so far)
           --steps      training steps per format (Adam 1e-3); the last is the one pictured   default 3
           --checkpoint also profile each format with every block a checkpoint segment
-          --precision  fp32 (mixed precision is not built yet)                default fp32
+          --precision  fp32, or bf16 / fp16 mixed precision (linear layers)   default fp32
           --out        folder for profile.json and the pictures             default profile
         """;
 
@@ -39,9 +39,7 @@ internal static class ProfileCommand
         var modelName = args.Choice("model", "mlp", Zoo.Names.ToArray());
         var steps = args.Int("steps", 3);
         var batch = args.Int("batch", 128);
-        var precision = args.Choice("precision", "fp32", ["fp32", "bf16", "fp16"]);
-        if (precision != "fp32")
-            throw new UsageException($"--precision {precision}: mixed precision is not built yet; profile in fp32");
+        var precision = TrainCommand.ParsePrecision(args.Choice("precision", "fp32", ["fp32", "bf16", "fp16"]));
         var formats = args.String("formats", "dense,csr:0.1,bsr:0.1:16,lowrank:0.25").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         if (formats.Length == 0)
             throw new UsageException("--formats is empty");
@@ -54,13 +52,13 @@ internal static class ProfileCommand
         var dataArg = args.Optional("data");
         var data = dataArg == "embedded" ? EmbeddedData.FashionMnistSlice() : EmbeddedData.LoadFashionMnist(dataArg);
         var baseDevice = TrainCommand.ParseDevice(args.String("device", "cpu"));
-        AnsiConsole.MarkupLine($"[bold]profile[/]: {modelName}, {steps} steps of batch {batch} per format on {Markup.Escape(data.Source)}, device {baseDevice}");
+        AnsiConsole.MarkupLine($"[bold]profile[/]: {modelName}, {steps} steps of batch {batch} per format on {Markup.Escape(data.Source)}, device {baseDevice}{(precision is { } pr ? $", mixed precision {pr.Name()}" : "")}");
 
         var runs = new List<ProfiledRun>();
         foreach (var format in parsed)
         {
             foreach (var checkpoint in checkpoints)
-                runs.Add(Profile(modelName, format, checkpoint, baseDevice, data, steps, batch));
+                runs.Add(Profile(modelName, format, checkpoint, baseDevice, data, steps, batch, precision));
         }
         var reference = runs.FirstOrDefault(r => r.Format == WeightFormat.Dense && !r.Checkpoint) ?? runs[0];
         AnsiConsole.Write(Table(runs, reference));
@@ -82,7 +80,7 @@ internal static class ProfileCommand
 
     /// <summary>Builds the model in <paramref name="format"/> under a fresh profiler and trains <paramref name="steps"/>
     /// steps (marked "step i forward|backward|optimizer"); on the CPU each run has its own allocator.</summary>
-    public static ProfiledRun Profile(string modelName, WeightFormat format, bool checkpoint, Device baseDevice, FashionMnist data, int steps, int batch)
+    public static ProfiledRun Profile(string modelName, WeightFormat format, bool checkpoint, Device baseDevice, FashionMnist data, int steps, int batch, DType? precision = null)
     {
         var device = baseDevice.Kind == DeviceKind.Cpu ? Device.CreateCpu($"cpu ({format}{(checkpoint ? ", checkpointed" : "")})") : baseDevice;
         Init.ManualSeed(1);
@@ -110,7 +108,10 @@ internal static class ProfileCommand
                 using (var scope = TensorScope.Begin())
                 {
                     profiler.Mark($"step {step + 1} forward");
-                    var loss = F.CrossEntropy(model.Forward(x), y);
+                    Tensor logits;
+                    using (precision is { } p ? Autograd.Autocast.Enable(p) : default(Autograd.Autocast.Scope?))
+                        logits = model.Forward(x);
+                    var loss = F.CrossEntropy(logits, y);
                     profiler.Mark($"step {step + 1} backward");
                     loss.Backward();
                     profiler.Mark($"step {step + 1} optimizer");

@@ -15,7 +15,7 @@ internal static class TrainCommand
         frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
                      [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
-                     [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A]
+                     [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A] [--precision fp32|bf16|fp16]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -42,9 +42,12 @@ internal static class TrainCommand
                        are equal)                                            default none
           --teacher-epochs  the teacher's epochs                            default --epochs
           --kd-temperature, --kd-alpha   softmax temperature T and soft-loss weight α   default 4, 0.9
+          --precision  fp32; bf16 or fp16: linear layers round inputs and weights to 16 bits and keep those
+                       for backward (master weights, gradients, losses F32); fp16 adds dynamic loss
+                       scaling                                               default fp32
         """;
 
-    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha"];
+    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha", "precision"];
 
     public static int Run(IReadOnlyList<string> argv)
     {
@@ -75,6 +78,7 @@ internal static class TrainCommand
         if (distribution != "uniform" && !format.IsSparse)
             throw new UsageException($"--distribution {distribution} needs sparse weights: give --format csr:D or bsr:D:B");
         var erk = distribution == "erk";
+        var precision = ParsePrecision(args.Choice("precision", "fp32", ["fp32", "bf16", "fp16"]));
         var teacherFormat = args.Optional("teacher") is { } tf ? ParseFormat(tf) : null;
         var temperature = args.Double("kd-temperature", 4);
         var alpha = args.Double("kd-alpha", 0.9);
@@ -108,7 +112,7 @@ internal static class TrainCommand
             : Zoo.Create(modelName, device, format, erk));
         using var owned = model;
         using var opt = CreateOptimizer(optName, model, lr);
-        AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters ({format}), {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}");
+        AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters ({format}), {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}{(precision is { } pr ? $", mixed precision {pr.Name()}" : "")}");
         if (format != WeightFormat.Dense)
             AnsiConsole.MarkupLine("[bold]layers[/]: " + Markup.Escape(string.Join(", ", model.Layers.Where(l => l is Linear or Conv2d or SparseLayer or LowRankLayer or Shared))));
         if (teacher is not null)
@@ -131,6 +135,8 @@ internal static class TrainCommand
             var trainer = new Trainer(m, o, device)
             {
                 Schedule = scheduleName == "cosine" ? new CosineSchedule((long)stepsPerEpoch * runEpochs) : null,
+                Precision = precision,
+                Scaler = precision == DType.F16 ? new GradScaler() : null,
                 AfterStep = dyn is null ? null : () => dyn.Step(),
                 Loss = loss,
             };
@@ -155,6 +161,14 @@ internal static class TrainCommand
             throw new UsageException(e.Message);
         }
     }
+
+    /// <summary>The autocast dtype of a <c>--precision</c> value (null for fp32).</summary>
+    internal static DType? ParsePrecision(string precision) => precision switch
+    {
+        "bf16" => DType.BF16,
+        "fp16" => DType.F16,
+        _ => null,
+    };
 
     private static Optimizer CreateOptimizer(string name, Module model, double lr) => name switch
     {

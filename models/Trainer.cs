@@ -25,6 +25,12 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
     /// loss here.</summary>
     public Func<Tensor, Tensor, Tensor, Tensor>? Loss { get; init; }
 
+    /// <summary>BF16 or F16 for mixed precision (<see cref="Autograd.Autocast"/>), null for F32.</summary>
+    public DType? Precision { get; init; }
+
+    /// <summary>Loss scaling (F16): the loss is scaled before backward and steps that overflow are skipped.</summary>
+    public GradScaler? Scaler { get; init; }
+
     /// <summary>Optimizer steps taken so far, over all epochs.</summary>
     public long GlobalStep { get; private set; }
 
@@ -45,14 +51,28 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
                 break;
             using (var scope = TensorScope.Begin())
             {
-                using var logits = model.Forward(x);
-                using var loss = Loss is null ? F.CrossEntropy(logits, y) : Loss(x, logits, y);
-                loss.Backward();
-                Schedule?.Apply(optimizer, GlobalStep);
-                optimizer.Step();
-                GlobalStep++;
-                optimizer.ZeroGrad();
-                lossSum += loss.Item();
+                Tensor logits;
+                using (Precision is { } p ? Autograd.Autocast.Enable(p) : default(Autograd.Autocast.Scope?))
+                    logits = model.Forward(x);
+                using (logits)
+                using (var loss = Loss is null ? F.CrossEntropy(logits, y) : Loss(x, logits, y))
+                {
+                    Schedule?.Apply(optimizer, GlobalStep);
+                    if (Scaler is null)
+                    {
+                        loss.Backward();
+                        optimizer.Step();
+                    }
+                    else
+                    {
+                        using (var scaled = Scaler.ScaleLoss(loss))
+                            scaled.Backward();
+                        Scaler.Step(optimizer);
+                    }
+                    GlobalStep++;
+                    optimizer.ZeroGrad();
+                    lossSum += loss.Item();
+                }
             }
             AfterStep?.Invoke();
             examples += x.Shape[0];

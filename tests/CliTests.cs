@@ -229,7 +229,6 @@ public class CliTests
     {
         AssertUsageError(["profile", "--formats", "dense,q4"], "'q4' is a low-bit format, not built yet");
         AssertUsageError(["profile", "--formats", "dense,coo"], "weight format 'coo' is not one of");
-        AssertUsageError(["profile", "--precision", "bf16"], "mixed precision is not built yet");
         AssertUsageError(["profile", "--formats", ""], "--formats is empty");
         var file = Path.GetTempFileName();
         try

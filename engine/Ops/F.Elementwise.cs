@@ -240,6 +240,22 @@ public static partial class F
         var y = NewLike(x.Shape, x);
         x.Backend.Unary(op, x.View, y.View, alpha);
         var node = Autograd.Autograd.Record(y, name, x);
+        if (node is not null && op == Backends.UnaryOp.Relu && Autograd.Autocast.Current is not null)
+        {
+            // Under mixed precision the next linear layer keeps only a 16-bit copy of this output, so keeping the
+            // F32 output here would cost more than it saves: keep the 1-byte mask y > 0 instead.
+            Tensor mask;
+            using (var zero = Tensor.Zeros(new Shape(), x.DType, x.Device))
+                mask = Gt(y, zero);
+            var sm = node.Save(mask);
+            mask.Dispose();
+            node.Backward = g =>
+            {
+                using var zero = Tensor.Zeros(new Shape(), g.DType, g.Device);
+                return [Where(sm, g, zero)];
+            };
+            return y;
+        }
         if (node is not null)
         {
             // Keep only what the derivative reads: the output for exp, tanh, sigmoid, sqrt and relu (y > 0 exactly

@@ -1,3 +1,4 @@
+using Frugal.Memory;
 using Frugal.Backends;
 
 namespace Frugal;
@@ -138,10 +139,68 @@ public static partial class F
             using var y2 = Linear(x2, weight, bias);
             return y2.Reshape(weight.Shape[0]);
         }
-        var y = MatMul(x, weight, transB: true);
+        var y = Autograd.Autocast.Current is { } low && x.DType == DType.F32 && weight.DType == DType.F32
+            ? LowPrecisionLinear(x, weight, low)
+            : MatMul(x, weight, transB: true);
         if (bias is null)
             return y;
         using (y)
             return Add(y, bias);
+    }
+
+    /// <summary>x·Wᵀ with x and W rounded to <paramref name="low"/> (BF16/F16) and F32 accumulation. Backward keeps
+    /// only the 16-bit copy of x (Activation; the weight is referenced, not copied, and rounded again) and computes
+    /// both gradients in F32. The F32 copies of the rounded values are Workspace, freed at once.</summary>
+    private static Tensor LowPrecisionLinear(Tensor x, Tensor weight, DType low)
+    {
+        Tensor x16, y;
+        using (Autograd.Autograd.NoGrad())
+        {
+            x16 = Cast(x, low);
+            using var work = MemoryContext.Use(MemoryCategory.Workspace, "autocast");
+            using var xr = Cast(x16, DType.F32);
+            using var wr = Rounded(weight, low);
+            y = MatMulResult(xr, wr);
+        }
+        var node = Autograd.Autograd.Record(y, "LinearLowPrecision", x, weight);
+        if (node is not null)
+        {
+            var sx = weight.RequiresGrad ? node.Save(x16) : null;
+            var sw = x.RequiresGrad ? node.Save(weight) : null;
+            node.Backward = g =>
+            {
+                Tensor? dx = null, dw = null;
+                if (sw is not null)
+                {
+                    using (MemoryContext.Use(MemoryCategory.Workspace, "autocast"))
+                    using (var wr = Rounded(sw, low))
+                        dx = MatMul(g, wr);                    // [.., out]·[out, in]
+                }
+                if (sx is not null)
+                {
+                    using var xr = Cast(sx, DType.F32);
+                    using var g2 = g.Reshape(-1, g.Shape[^1]);
+                    using var x2 = xr.Reshape(-1, xr.Shape[^1]);
+                    dw = MatMul(g2, x2, transA: true);         // [out, N]·[N, in]
+                }
+                return [dx, dw];
+            };
+        }
+        x16.Dispose();
+        return y;
+
+        // The op's result is an Activation even though its inputs were Workspace.
+        static Tensor MatMulResult(Tensor a, Tensor b)
+        {
+            using (MemoryContext.Use(MemoryCategory.Activation))
+                return MatMul(a, b, transB: true);
+        }
+    }
+
+    /// <summary>An F32 tensor holding <paramref name="t"/>'s values rounded to <paramref name="low"/>.</summary>
+    private static Tensor Rounded(Tensor t, DType low)
+    {
+        using var t16 = Cast(t, low);
+        return Cast(t16, DType.F32);
     }
 }

@@ -124,4 +124,25 @@ public class MixedPrecisionTests
         }
         Assert.Equal(1024, scaler.Scale);
     }
+
+    [Fact]
+    public void Bf16TrainingOfTheMlpMatchesFp32WithinHalfAPoint()
+    {
+        var data = Models.EmbeddedData.FashionMnistSlice();
+        double Accuracy(DType? precision)
+        {
+            var device = Device.CreateCpu($"mixed-{precision}");
+            Init.ManualSeed(1);
+            Rng.ManualSeed(1);
+            using var model = Models.Zoo.Mlp(device: device);
+            using var opt = new Adam(model.Parameters(), 1e-3);
+            var trainer = new Models.Trainer(model, opt, device) { Precision = precision };
+            return trainer.TrainEpoch(data.Train, data.Test, epoch: 1, batchSize: 128, seed: 1).TestAccuracy;
+        }
+
+        var fp32 = Accuracy(null);
+        var bf16 = Accuracy(DType.BF16);
+        Assert.True(Math.Abs(bf16 - fp32) <= 0.005, $"bf16 {bf16:F4} vs fp32 {fp32:F4}");
+        Assert.True(fp32 > 0.7, $"fp32 trained: {fp32:F4}");
+    }
 }

@@ -71,6 +71,42 @@ public class MixedPrecisionTests
         Assert.Equal(DType.F32, w.Grad!.DType);
     }
 
+    [Theory]
+    [InlineData(DType.BF16)]
+    [InlineData(DType.F16)]
+    public void ConvolutionUnderAutocastIsTheF32ConvolutionOfRoundedValues(DType low)
+    {
+        var device = Device.CreateCpu($"autocast-conv-{low}");
+        using var scope = TensorScope.Begin();
+        var xs = Uniform(4, 2 * 3 * 6 * 5).Select(v => (float)v).ToArray();
+        var ws = Uniform(5, 4 * 3 * 3 * 3).Select(v => (float)v).ToArray();
+        Tensor Leaf(float[] v, params int[] shape)
+        {
+            var t = Tensor.FromArray(v, new Shape(shape), device);
+            t.RequiresGrad = true;
+            return t;
+        }
+        float[] Rounded(float[] v) => [.. v.Select(a => (float)Round(a, low))];
+        var x = Leaf(xs, 2, 3, 6, 5);
+        var w = Leaf(ws, 4, 3, 3, 3);
+        var xr = Leaf(Rounded(xs), 2, 3, 6, 5);
+        var wr = Leaf(Rounded(ws), 4, 3, 3, 3);
+        Tensor y;
+        var before = device.Allocator.Current(MemoryCategory.Activation);
+        using (Autocast.Enable(low))
+            y = F.Conv2d(x, w, stride: 2, padding: 1);
+        // Kept for backward: the 16-bit input; and the result.
+        Assert.Equal(2L * x.Numel + 4L * y.Numel, device.Allocator.Current(MemoryCategory.Activation) - before);
+        var reference = F.Conv2d(xr, wr, stride: 2, padding: 1);
+        AssertClose(Values(reference), Values(y), 1e-6, 1e-6, "forward");
+        var mix = Tensor.Uniform(y.Shape, -1, 1, 6, device: device);
+        F.Sum(y * mix).Backward();
+        F.Sum(reference * mix).Backward();
+        AssertClose(Values(xr.Grad!), Values(x.Grad!), 1e-6, 1e-6, "input gradient");
+        AssertClose(Values(wr.Grad!), Values(w.Grad!), 1e-6, 1e-6, "weight gradient");
+        Assert.Equal(0, device.Allocator.Current(MemoryCategory.Workspace));
+    }
+
     [Fact]
     public void ReluUnderAutocastKeepsAOneByteMaskAndTheSameGradient()
     {

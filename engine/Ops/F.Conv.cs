@@ -22,12 +22,26 @@ public static partial class F
         using var xc = x.Contiguous();
         using var wc = weight.Contiguous();
         using var bc = bias?.Contiguous();
+        // Under autocast the input and weight are rounded to 16 bits (F32 accumulation) and only the 16-bit input is
+        // kept for backward; the weight is referenced and rounded again there. The rounded F32 copies are Workspace.
+        var low = Autograd.Autocast.Current is { } l && x.DType == DType.F32 && weight.DType == DType.F32 ? l : (DType?)null;
+        Tensor? x16 = null, xr = null, wr = null;
+        if (low is { } lowType)
+        {
+            using var noGrad = Autograd.Autograd.NoGrad();
+            x16 = Cast(xc, lowType);
+            using var work = Memory.MemoryContext.Use(Memory.MemoryCategory.Workspace, "autocast");
+            xr = Cast(x16, DType.F32);
+            wr = Rounded(wc, lowType);
+        }
         var y = NewLike(new Shape(args.N, args.OutC, args.OutH, args.OutW), x);
-        x.Backend.Conv2d(args, xc.View, wc.View, bc?.View ?? default, y.View);
+        x.Backend.Conv2d(args, (xr ?? xc).View, (wr ?? wc).View, bc?.View ?? default, y.View);
+        xr?.Dispose();
+        wr?.Dispose();
         var node = bias is null ? Autograd.Autograd.Record(y, "Conv2d", x, weight) : Autograd.Autograd.Record(y, "Conv2d", x, weight, bias);
         if (node is not null)
         {
-            var sx = node.NeedsGrad(1) ? node.Save(xc) : null;
+            var sx = node.NeedsGrad(1) ? node.Save(x16 ?? xc) : null;
             var sw = node.NeedsGrad(0) ? node.Save(wc) : null;
             node.Backward = g =>
             {
@@ -36,7 +50,8 @@ public static partial class F
                 if (sw is not null)
                 {
                     dx = NewLike(x.Shape, x);
-                    g.Backend.Conv2dBackwardInput(args, gc.View, sw.View, dx.View);
+                    using var wUse = low is { } lw ? Workspace(() => Rounded(sw, lw)) : sw.Alias();
+                    g.Backend.Conv2dBackwardInput(args, gc.View, wUse.View, dx.View);
                 }
                 var wantBias = bias is not null && node.NeedsGrad(2);
                 if (sx is not null || wantBias)
@@ -50,13 +65,22 @@ public static partial class F
                     }
                     else
                     {
-                        g.Backend.Conv2dBackwardWeight(args, sx!.View, gc.View, dw.View, db?.View ?? default);
+                        using var xUse = low is not null ? Workspace(() => Cast(sx!, DType.F32)) : sx!.Alias();
+                        g.Backend.Conv2dBackwardWeight(args, xUse.View, gc.View, dw.View, db?.View ?? default);
                     }
                 }
                 return bias is null ? [dx, dw] : [dx, dw, db];
             };
         }
+        x16?.Dispose();
         return y;
+    }
+
+    /// <summary>A tensor made by <paramref name="make"/> as Workspace (owner "autocast").</summary>
+    private static Tensor Workspace(Func<Tensor> make)
+    {
+        using (Memory.MemoryContext.Use(Memory.MemoryCategory.Workspace, "autocast"))
+            return make();
     }
 
     /// <summary>The geometry of a convolution of x [N, C, H, W] into outC channels, validated.</summary>

@@ -157,10 +157,9 @@ public static partial class F
         using (Autograd.Autograd.NoGrad())
         {
             x16 = Cast(x, low);
-            using var work = MemoryContext.Use(MemoryCategory.Workspace, "autocast");
-            using var xr = Cast(x16, DType.F32);
-            using var wr = Rounded(weight, low);
-            y = MatMulResult(xr, wr);
+            using var xr = Workspace(() => Cast(x16, DType.F32));
+            using var wr = Workspace(() => Rounded(weight, low));
+            y = MatMul(xr, wr, transB: true);
         }
         var node = Autograd.Autograd.Record(y, "LinearLowPrecision", x, weight);
         if (node is not null)
@@ -172,9 +171,8 @@ public static partial class F
                 Tensor? dx = null, dw = null;
                 if (sw is not null)
                 {
-                    using (MemoryContext.Use(MemoryCategory.Workspace, "autocast"))
-                    using (var wr = Rounded(sw, low))
-                        dx = MatMul(g, wr);                    // [.., out]·[out, in]
+                    using var wr = Workspace(() => Rounded(sw, low));
+                    dx = MatMul(g, wr);                        // [.., out]·[out, in]
                 }
                 if (sx is not null)
                 {
@@ -188,13 +186,6 @@ public static partial class F
         }
         x16.Dispose();
         return y;
-
-        // The op's result is an Activation even though its inputs were Workspace.
-        static Tensor MatMulResult(Tensor a, Tensor b)
-        {
-            using (MemoryContext.Use(MemoryCategory.Activation))
-                return MatMul(a, b, transB: true);
-        }
     }
 
     /// <summary>An F32 tensor holding <paramref name="t"/>'s values rounded to <paramref name="low"/>.</summary>

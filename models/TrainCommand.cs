@@ -15,7 +15,7 @@ internal static class TrainCommand
         frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
                      [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
-                     [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A] [--precision fp32|bf16|fp16]
+                     [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A] [--precision fp32|bf16|fp16] [--optimizer-bits 32|8]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -42,12 +42,13 @@ internal static class TrainCommand
                        are equal)                                            default none
           --teacher-epochs  the teacher's epochs                            default --epochs
           --kd-temperature, --kd-alpha   softmax temperature T and soft-loss weight α   default 4, 0.9
+          --optimizer-bits  8: Adam/AdamW moments of tensors ≥ 4096 values in blockwise 8 bits   default 32
           --precision  fp32; bf16 or fp16: linear layers round inputs and weights to 16 bits and keep those
                        for backward (master weights, gradients, losses F32); fp16 adds dynamic loss
                        scaling                                               default fp32
         """;
 
-    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha", "precision"];
+    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha", "precision", "optimizer-bits"];
 
     public static int Run(IReadOnlyList<string> argv)
     {
@@ -79,6 +80,9 @@ internal static class TrainCommand
             throw new UsageException($"--distribution {distribution} needs sparse weights: give --format csr:D or bsr:D:B");
         var erk = distribution == "erk";
         var precision = ParsePrecision(args.Choice("precision", "fp32", ["fp32", "bf16", "fp16"]));
+        var stateBits = int.Parse(args.Choice("optimizer-bits", "32", ["32", "8"]), CultureInfo.InvariantCulture);
+        if (stateBits != 32 && optName == "sgd")
+            throw new UsageException("--optimizer-bits 8 is for adam and adamw (SGD's momentum stays 32-bit)");
         var teacherFormat = args.Optional("teacher") is { } tf ? ParseFormat(tf) : null;
         var temperature = args.Double("kd-temperature", 4);
         var alpha = args.Double("kd-alpha", 0.9);
@@ -98,7 +102,7 @@ internal static class TrainCommand
         {
             Init.ManualSeed((ulong)seed + 1000);
             teacherModel = Build(() => Zoo.Create(modelName, device, teacherFormat));
-            using var teacherOpt = CreateOptimizer(optName, teacherModel, lr);
+            using var teacherOpt = CreateOptimizer(optName, teacherModel, lr, stateBits);
             AnsiConsole.MarkupLine($"[bold]teacher[/]: {modelName}, {teacherModel.ParameterCount():N0} parameters ({teacherFormat}), trained first");
             Fit(teacherModel, teacherOpt, null, null, teacherEpochs, "teacher ");
             Init.ManualSeed((ulong)seed);
@@ -111,8 +115,8 @@ internal static class TrainCommand
             ? SnipModel(modelName, device, format, erk, data, batch, seed)
             : Zoo.Create(modelName, device, format, erk));
         using var owned = model;
-        using var opt = CreateOptimizer(optName, model, lr);
-        AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters ({format}), {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}{(precision is { } pr ? $", mixed precision {pr.Name()}" : "")}");
+        using var opt = CreateOptimizer(optName, model, lr, stateBits);
+        AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters ({format}), {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}{(precision is { } pr ? $", mixed precision {pr.Name()}" : "")}{(stateBits == 8 ? ", 8-bit optimizer states" : "")}");
         if (format != WeightFormat.Dense)
             AnsiConsole.MarkupLine("[bold]layers[/]: " + Markup.Escape(string.Join(", ", model.Layers.Where(l => l is Linear or Conv2d or SparseLayer or LowRankLayer or Shared))));
         if (teacher is not null)
@@ -170,11 +174,11 @@ internal static class TrainCommand
         _ => null,
     };
 
-    private static Optimizer CreateOptimizer(string name, Module model, double lr) => name switch
+    private static Optimizer CreateOptimizer(string name, Module model, double lr, int stateBits) => name switch
     {
         "sgd" => new SGD(model.Parameters(), lr, momentum: 0.9),
-        "adamw" => new AdamW(model.Parameters(), lr),
-        _ => new Adam(model.Parameters(), lr),
+        "adamw" => new AdamW(model.Parameters(), lr, stateBits: stateBits),
+        _ => new Adam(model.Parameters(), lr, stateBits: stateBits),
     };
 
     /// <summary>The model pruned at initialisation by SNIP on the first training batch.</summary>

@@ -240,4 +240,18 @@ public class CliTests
             File.Delete(file);
         }
     }
+
+    [Fact]
+    public void EightBitOptimizerStatesHoldAQuarterOfTheBytes()
+    {
+        var (code, output, err) = Run("train", "--model", "mlp", "--optimizer-bits", "8", "--data", "embedded", "--steps", "5");
+        Assert.True(code == 0, err);
+        Assert.Contains("8-bit optimizer states", output, StringComparison.Ordinal);
+        // Tensors of ≥ 4096 values: codes of whole 2048-value blocks for both moments and an F32 scale per block;
+        // the biases and the 10×512 head's bias stay 32-bit (the head's weight, 5,120 values, is quantized).
+        static long Quantized(long n) => 2 * ((n + 2047) / 2048 * (2048 + 4));
+        var bytes = Quantized(784 * 512) + Quantized(512 * 512) + Quantized(512 * 10) + 8L * (512 + 512 + 10);
+        Assert.Matches($@"OptimizerState\s.*{bytes:N0}", output);
+        AssertUsageError(["train", "--optimizer", "sgd", "--optimizer-bits", "8"], "--optimizer-bits 8 is for adam and adamw");
+    }
 }

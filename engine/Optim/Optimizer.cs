@@ -68,12 +68,17 @@ public abstract class Optimizer : IDisposable
     }
 
     /// <summary>The state tensor <paramref name="name"/> of <paramref name="p"/>, created as zeros on first use.</summary>
-    protected Tensor State(Tensor p, string name, out bool created)
+    protected Tensor State(Tensor p, string name, out bool created) => State(p, name, p.Shape, p.DType, out created);
+
+    /// <summary>The state tensor <paramref name="name"/> of <paramref name="p"/> with its own shape and dtype (a
+    /// quantized state's codes and scales), created as zeros on first use.</summary>
+    protected Tensor State(Tensor p, string name, Shape shape, DType dtype, out bool created)
     {
+        ArgumentNullException.ThrowIfNull(p);
         created = false;
         if (_state.TryGetValue((p, name), out var s))
             return s;
-        s = Tensor.Zeros(p.Shape, p.DType, p.Device, MemoryCategory.OptimizerState, $"{p.Name ?? "param"}.{name}");
+        s = Tensor.Zeros(shape, dtype, p.Device, MemoryCategory.OptimizerState, $"{p.Name ?? "param"}.{name}");
         s.DetachFromScope();
         _state[(p, name)] = s;
         created = true;
@@ -138,6 +143,8 @@ public abstract class Optimizer : IDisposable
         foreach (var key in _state.Keys.Where(k => ReferenceEquals(k.Item1, parameter)).ToList())
         {
             var state = _state[key];
+            if (state.Shape != parameter.Shape)
+                throw new NotSupportedException($"{name}: the '{key.Item2}' state of {parameter.Describe()} is blockwise-quantized ({state.Describe()}) and cannot follow a change of pattern or rank; use 32-bit optimizer states with dynamic sparsity and rank schedules");
             double[] values;
             using (var old = state.To(DType.F64))
                 values = old.ToArray<double>();

@@ -43,20 +43,36 @@ public sealed class SGD : Optimizer
 /// <summary>Adam (Kingma and Ba) with L2 weight decay added to the gradient, as PyTorch's Adam.</summary>
 public class Adam : Optimizer
 {
-    /// <summary>Creates the optimizer.</summary>
-    public Adam(IEnumerable<Tensor> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0)
-        : this(parameters, lr, beta1, beta2, eps, weightDecay, decoupled: false)
+    /// <summary>Values per block of an 8-bit state, each block with its own F32 scale.</summary>
+    public const int StateBlock = 2048;
+
+    /// <summary>Tensors with fewer values keep 32-bit state even when 8-bit states are asked for.</summary>
+    public const int MinQuantizedState = 4096;
+
+    /// <summary>Creates the optimizer; <paramref name="stateBits"/> 8 stores both moments of every tensor of at least
+    /// <see cref="MinQuantizedState"/> values in 8 bits (see <see cref="StateBits"/>).</summary>
+    public Adam(IEnumerable<Tensor> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, int stateBits = 32)
+        : this(parameters, lr, beta1, beta2, eps, weightDecay, decoupled: false, stateBits)
     {
     }
 
     /// <summary>Shared constructor of Adam and AdamW.</summary>
-    protected Adam(IEnumerable<Tensor> parameters, double lr, double beta1, double beta2, double eps, double weightDecay, bool decoupled)
+    protected Adam(IEnumerable<Tensor> parameters, double lr, double beta1, double beta2, double eps, double weightDecay, bool decoupled, int stateBits)
         : base(parameters, lr)
     {
         if (beta1 is < 0 or >= 1 || beta2 is < 0 or >= 1 || eps <= 0 || weightDecay < 0)
             throw new ArgumentOutOfRangeException(nameof(beta1), $"{GetType().Name}: invalid betas ({beta1}, {beta2}), eps {eps} or weight decay {weightDecay}");
-        (Beta1, Beta2, Eps, WeightDecay, Decoupled) = (beta1, beta2, eps, weightDecay, decoupled);
+        if (stateBits is not (32 or 8))
+            throw new ArgumentOutOfRangeException(nameof(stateBits), $"{GetType().Name}: state bits are 32 or 8, got {stateBits}");
+        (Beta1, Beta2, Eps, WeightDecay, Decoupled, StateBits) = (beta1, beta2, eps, weightDecay, decoupled, stateBits);
     }
+
+    /// <summary>32, or 8: blockwise-quantized moments (blocks of <see cref="StateBlock"/> values, linear
+    /// quantization against each block's absolute maximum): the first moment as signed codes, the second as unsigned
+    /// codes of its fourth root (8 bits then span a 2³² range of v, and a code of 0 is read as half a step, so the
+    /// update never divides by a rounded-away second moment), each block with an F32 scale; the step dequantizes into
+    /// F32 Workspace, runs the Adam kernel and quantizes back (round to nearest).</summary>
+    public int StateBits { get; }
 
     /// <summary>First-moment decay.</summary>
     public double Beta1 { get; }
@@ -82,19 +98,76 @@ public class Adam : Optimizer
     /// <inheritdoc/>
     protected override void Update(Tensor parameter, Tensor grad)
     {
+        var args = new AdamArgs(Lr, Beta1, Beta2, Eps, WeightDecay, Decoupled, StepCount);
+        if (StateBits == 8 && parameter.Numel >= MinQuantizedState)
+        {
+            UpdateQuantized(parameter, grad, args);
+            return;
+        }
         var m = State(parameter, "exp_avg", out _);
         var v = State(parameter, "exp_avg_sq", out _);
-        parameter.Backend.AdamStep(parameter.View, grad.View, m.View, v.View,
-            new AdamArgs(Lr, Beta1, Beta2, Eps, WeightDecay, Decoupled, StepCount));
+        parameter.Backend.AdamStep(parameter.View, grad.View, m.View, v.View, args);
+    }
+
+    private void UpdateQuantized(Tensor parameter, Tensor grad, in AdamArgs args)
+    {
+        var n = checked((int)parameter.Numel);
+        var blocks = (n + StateBlock - 1) / StateBlock;
+        var codes = new Shape(blocks, StateBlock);
+        var scales = new Shape(blocks, 1);
+        var mCodes = State(parameter, "exp_avg.codes", codes, DType.I8, out _);
+        var mScale = State(parameter, "exp_avg.absmax", scales, DType.F32, out _);
+        var rCodes = State(parameter, "exp_avg_sq.root4_codes", codes, DType.U8, out _);
+        var rScale = State(parameter, "exp_avg_sq.root4_absmax", scales, DType.F32, out _);
+        using var work = Memory.MemoryContext.Use(Memory.MemoryCategory.Workspace, $"{parameter.Name ?? "param"}.adam8bit");
+        using var m = Dequantize(mCodes, mScale, 127, floor: 0);
+        // v is kept as codes of v^¼ (its range of 2³² in 8 bits), read back at least half a step above zero, so a
+        // small second moment never becomes 0 under a first moment that did not.
+        using var r = Dequantize(rCodes, rScale, 255, floor: 0.5);
+        using var r2 = r * r;
+        using var v = r2 * r2;
+        using (var mFlat = m.Reshape(-1))
+        using (var vFlat = v.Reshape(-1))
+        using (var mn = mFlat.Narrow(0, 0, n))
+        using (var vn = vFlat.Narrow(0, 0, n))
+            parameter.Backend.AdamStep(parameter.View, grad.View, mn.View, vn.View, args);
+        Quantize(m, mCodes, mScale, 127);
+        using var root2 = v.Sqrt();
+        using var root4 = root2.Sqrt();
+        Quantize(root4, rCodes, rScale, 255);
+    }
+
+    /// <summary>codes · absmax / levels, with codes below <paramref name="floor"/> read as the floor.</summary>
+    private static Tensor Dequantize(Tensor codes, Tensor absmax, double levels, double floor)
+    {
+        using var raw = codes.To(DType.F32);
+        using var least = Tensor.Full(new Shape(), floor, DType.F32, codes.Device);
+        using var values = floor > 0 ? F.Maximum(raw, least) : raw.Alias();
+        using var step = absmax.Mul(1 / levels);
+        return values * step;
+    }
+
+    /// <summary>codes = round(x / absmax · levels) per block (saturating), absmax = max |x| of the block.</summary>
+    private static void Quantize(Tensor x, Tensor codes, Tensor absmax, double levels)
+    {
+        using var abs = x.Abs();
+        using var max = F.Max(abs, [1], keepDim: true);
+        using var tiny = Tensor.Full(new Shape(), 1e-30, DType.F32, x.Device);
+        using var safe = F.Maximum(max, tiny);
+        using var scaled = x / safe;
+        using var levelled = scaled.Mul(levels);
+        using var q = levelled.To(codes.DType);
+        F.CopyInto(codes, q);
+        F.CopyInto(absmax, max);
     }
 }
 
 /// <summary>AdamW (Loshchilov and Hutter): Adam with decoupled weight decay p ← p·(1 - lr·wd).</summary>
 public sealed class AdamW : Adam
 {
-    /// <summary>Creates the optimizer (PyTorch's default weight decay 0.01).</summary>
-    public AdamW(IEnumerable<Tensor> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0.01)
-        : base(parameters, lr, beta1, beta2, eps, weightDecay, decoupled: true)
+    /// <summary>Creates the optimizer (PyTorch's default weight decay 0.01); <paramref name="stateBits"/> as Adam's.</summary>
+    public AdamW(IEnumerable<Tensor> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0.01, int stateBits = 32)
+        : base(parameters, lr, beta1, beta2, eps, weightDecay, decoupled: true, stateBits)
     {
     }
 }

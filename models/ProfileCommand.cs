@@ -63,6 +63,11 @@ internal static class ProfileCommand
         var reference = runs.FirstOrDefault(r => r.Format == WeightFormat.Dense && !r.Checkpoint) ?? runs[0];
         AnsiConsole.Write(Table(runs, reference));
         AnsiConsole.MarkupLine($"category peaks are each category's own maximum; \"at once\" is the most bytes live together; ×{Markup.Escape(reference.Label)} compares that");
+        foreach (var r in runs.Where(r => r.Report.DriverUsedBytes is not null))
+        {
+            AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "{0}: the driver reports {1:N0} bytes in use, the allocator reserves {2:N0} ({3:N0} of them cached free): {4}",
+                Markup.Escape(r.Label), r.Report.DriverUsedBytes!.Value, r.Report.ReservedBytes, r.Report.CachedBytes, r.Report.DriverAgrees == true ? "consistent" : "[red]the driver reports fewer bytes than the allocator holds[/]");
+        }
 
         WriteJson(Path.Combine(outDir, "profile.json"), modelName, steps, batch, baseDevice, runs);
         foreach (var r in runs)
@@ -196,6 +201,7 @@ internal static class ProfileCommand
                 cachedBytes = r.Report.CachedBytes,
                 reservedBytes = r.Report.ReservedBytes,
                 driverUsedBytes = r.Report.DriverUsedBytes,
+                driverAgrees = r.Report.DriverAgrees,
                 liveAtPeak = r.Report.LiveAtPeak.Take(20).Select(o => new { owner = o.Owner, category = o.Category.ToString(), bytes = o.Bytes }),
                 perModule = r.Report.PerModule.Select(g => new { module = g.Name, bytes = ByCategory(g.Bytes) }),
                 perFormat = r.Report.PerFormat.Select(g => new { format = g.Name, bytes = ByCategory(g.Bytes) }),

@@ -58,6 +58,10 @@ public class ProfilerTests
         Assert.Equal(4 * 3 * 128 * 512, report.Peak[MemoryCategory.Activation]);
         Assert.Equal(4 * 128 * 784 + 4 * 128, report.Peak[MemoryCategory.Other]);
         Assert.Equal(["dense"], report.PerFormat.Where(g => g.Name != "(no weight)").Select(g => g.Name));
+        Assert.Null(report.DriverUsedBytes);   // the CPU has no driver count
+        Assert.Null(report.DriverAgrees);
+        Assert.True(report with { DriverUsedBytes = report.ReservedBytes } is { DriverAgrees: true });
+        Assert.True(report with { DriverUsedBytes = report.ReservedBytes - 1 } is { DriverAgrees: false });
         Assert.NotEmpty(report.Window("step 2 "));
         Assert.All(report.Window("step 2 "), t => Assert.StartsWith("step 2 ", t.Phase, StringComparison.Ordinal));
     }

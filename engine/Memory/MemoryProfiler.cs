@@ -181,6 +181,11 @@ public sealed record MemoryReport(
     IReadOnlyList<GroupBytes> PerFormat,
     IReadOnlyList<TimelinePoint> Timeline)
 {
+    /// <summary>The check against the driver (CUDA): true when the driver reports at least the bytes the allocator has
+    /// reserved (it also counts the context and other processes), false when it reports fewer (the allocator's
+    /// accounting would be wrong), null without a driver count (the CPU).</summary>
+    public bool? DriverAgrees => DriverUsedBytes is { } used ? used >= ReservedBytes : null;
+
     /// <summary>The timeline points of the events marked <paramref name="phasePrefix"/>… (e.g. one training step).</summary>
     public IReadOnlyList<TimelinePoint> Window(string phasePrefix)
         => [.. Timeline.Where(t => t.Phase.StartsWith(phasePrefix, StringComparison.Ordinal))];

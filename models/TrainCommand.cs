@@ -16,6 +16,7 @@ internal static class TrainCommand
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
                      [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
                      [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A] [--precision fp32|bf16|fp16] [--optimizer-bits 32|8]
+                     [--update-in-backward]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -43,6 +44,8 @@ internal static class TrainCommand
           --teacher-epochs  the teacher's epochs                            default --epochs
           --kd-temperature, --kd-alpha   softmax temperature T and soft-loss weight α   default 4, 0.9
           --optimizer-bits  8: Adam/AdamW moments of tensors ≥ 4096 values in blockwise 8 bits   default 32
+          --update-in-backward  apply each weight's update during backward, as soon as its gradient is
+                       complete, and free that gradient at once (not with --precision fp16)
           --precision  fp32; bf16 or fp16: linear layers round inputs and weights to 16 bits and keep those
                        for backward (master weights, gradients, losses F32); fp16 adds dynamic loss
                        scaling                                               default fp32
@@ -52,7 +55,7 @@ internal static class TrainCommand
 
     public static int Run(IReadOnlyList<string> argv)
     {
-        var args = new CliArgs(argv, Options);
+        var args = new CliArgs(argv, Options, flags: ["update-in-backward"]);
         var modelName = args.Choice("model", "mlp", Zoo.Names.ToArray());
         var epochs = args.Int("epochs", 1);
         var batch = args.Int("batch", 128);
@@ -81,6 +84,9 @@ internal static class TrainCommand
         var erk = distribution == "erk";
         var precision = ParsePrecision(args.Choice("precision", "fp32", ["fp32", "bf16", "fp16"]));
         var stateBits = int.Parse(args.Choice("optimizer-bits", "32", ["32", "8"]), CultureInfo.InvariantCulture);
+        var inBackward = args.Flag("update-in-backward");
+        if (inBackward && precision == DType.F16)
+            throw new UsageException("--update-in-backward cannot be combined with --precision fp16: loss scaling must see every gradient before any update");
         if (stateBits != 32 && optName == "sgd")
             throw new UsageException("--optimizer-bits 8 is for adam and adamw (SGD's momentum stays 32-bit)");
         var teacherFormat = args.Optional("teacher") is { } tf ? ParseFormat(tf) : null;
@@ -141,6 +147,7 @@ internal static class TrainCommand
                 Schedule = scheduleName == "cosine" ? new CosineSchedule((long)stepsPerEpoch * runEpochs) : null,
                 Precision = precision,
                 Scaler = precision == DType.F16 ? new GradScaler() : null,
+                UpdateInBackward = inBackward,
                 AfterStep = dyn is null ? null : () => dyn.Step(),
                 Loss = loss,
             };

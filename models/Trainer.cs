@@ -31,6 +31,10 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
     /// <summary>Loss scaling (F16): the loss is scaled before backward and steps that overflow are skipped.</summary>
     public GradScaler? Scaler { get; init; }
 
+    /// <summary>Apply each parameter's update during backward as soon as its gradient is complete
+    /// (<see cref="Optimizer.StepInBackward"/>); incompatible with <see cref="Scaler"/>.</summary>
+    public bool UpdateInBackward { get; init; }
+
     /// <summary>Optimizer steps taken so far, over all epochs.</summary>
     public long GlobalStep { get; private set; }
 
@@ -58,7 +62,14 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
                 using (var loss = Loss is null ? F.CrossEntropy(logits, y) : Loss(x, logits, y))
                 {
                     Schedule?.Apply(optimizer, GlobalStep);
-                    if (Scaler is null)
+                    if (UpdateInBackward)
+                    {
+                        if (Scaler is not null)
+                            throw new InvalidOperationException("Trainer: update in backward cannot be combined with loss scaling (the scaler must see every gradient before any update)");
+                        using (optimizer.StepInBackward())
+                            loss.Backward();
+                    }
+                    else if (Scaler is null)
                     {
                         loss.Backward();
                         optimizer.Step();

@@ -254,4 +254,15 @@ public class CliTests
         Assert.Matches($@"OptimizerState\s.*{bytes:N0}", output);
         AssertUsageError(["train", "--optimizer", "sgd", "--optimizer-bits", "8"], "--optimizer-bits 8 is for adam and adamw");
     }
+
+    [Fact]
+    public void UpdateInBackwardKeepsOneLayersGradientAtATime()
+    {
+        var (code, output, err) = Run("train", "--model", "mlp", "--update-in-backward", "--data", "embedded", "--steps", "5");
+        Assert.True(code == 0, err);
+        // The first layer's weight gradient (784·512 floats, the largest) while one [128, 512] input gradient is
+        // still in flight; every other gradient was applied and freed before it.
+        Assert.Matches($@"Gradient\s.*{4L * (784 * 512 + 128 * 512):N0}", output);
+        AssertUsageError(["train", "--update-in-backward", "--precision", "fp16"], "cannot be combined with --precision fp16");
+    }
 }

@@ -79,18 +79,63 @@ public static class Autograd
         return node;
     }
 
+    [ThreadStatic] private static IGradientHook? t_hook;
+    [ThreadStatic] private static int t_depth;
+
+    /// <summary>Sets the hook told when a backward starts and when a leaf's gradient is complete, until disposed.</summary>
+    internal static HookScope Hook(IGradientHook hook)
+    {
+        var previous = t_hook;
+        t_hook = hook;
+        return new HookScope(previous);
+    }
+
+    /// <summary>Restores the previous hook.</summary>
+    internal readonly struct HookScope(IGradientHook? previous) : IDisposable
+    {
+        public void Dispose() => t_hook = previous;
+    }
+
     /// <summary>Back-propagates <paramref name="grad"/> (owned by the engine from here on) from <paramref name="root"/>.</summary>
     internal static void Run(Tensor root, Tensor grad)
+    {
+        if (t_depth == 0 && t_hook is { } hook)
+        {
+            try
+            {
+                hook.BackwardStarting();
+            }
+            catch
+            {
+                grad.Dispose();   // refused before anything was computed: nothing is left behind
+                throw;
+            }
+        }
+        t_depth++;
+        try
+        {
+            RunGraph(root, grad);
+        }
+        finally
+        {
+            t_depth--;
+        }
+    }
+
+    private static void RunGraph(Tensor root, Tensor grad)
     {
         var start = root.GradFn;
         if (start is null)
         {
             AccumulateLeaf(root, grad);
+            t_hook?.GradientReady(root);
             return;
         }
         // Count consumers of each node within the graph reachable from the root; refuse before any gradient is
         // computed when part of that graph was already back-propagated (its saved tensors are gone).
         var pending = new Dictionary<GradNode, int> { [start] = 0 };
+        // How many gradients each leaf receives in this graph: when the last arrives, its gradient is complete.
+        var leafUses = new Dictionary<Tensor, int>(ReferenceEqualityComparer.Instance);
         var stack = new Stack<GradNode>();
         stack.Push(start);
         while (stack.Count > 0)
@@ -101,6 +146,11 @@ public static class Autograd
                 grad.Dispose();
                 throw new InvalidOperationException(
                     $"Backward: the graph of {root.Describe()} reaches '{n.Op}', which was already back-propagated and its saved tensors freed");
+            }
+            for (var i = 0; i < n.Leaves.Length; i++)
+            {
+                if (n.Leaves[i] is { RequiresGrad: true } leaf)
+                    leafUses[leaf] = leafUses.GetValueOrDefault(leaf) + 1;
             }
             foreach (var up in n.Inputs)
             {
@@ -148,6 +198,8 @@ public static class Autograd
                 if (node.Leaves[i] is { } leaf)
                 {
                     AccumulateLeaf(leaf, gi);
+                    if (leafUses.TryGetValue(leaf, out var left) && (leafUses[leaf] = left - 1) == 0)
+                        t_hook?.GradientReady(leaf);
                 }
                 else if (node.Inputs[i] is { } up)
                 {
@@ -200,4 +252,13 @@ public static class Autograd
         g.Dispose();
         leaf.Grad = copy;
     }
+}
+
+/// <summary>Told by backward when it starts (the outermost run only) and when a leaf's gradient is complete (every
+/// use of the leaf in the graph has delivered its part): the optimizer's update in backward.</summary>
+internal interface IGradientHook
+{
+    void BackwardStarting();
+
+    void GradientReady(Tensor leaf);
 }

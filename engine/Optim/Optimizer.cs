@@ -49,12 +49,66 @@ public abstract class Optimizer : IDisposable
         using var noGrad = Autograd.Autograd.NoGrad();
         foreach (var p in Parameters)
         {
-            if (p.Grad is not { } g)
-                continue;
-            if (g.Shape != p.Shape || g.DType != p.DType || !g.IsContiguous || !p.IsContiguous)
-                throw new InvalidOperationException($"{GetType().Name}: gradient {g.Describe()} does not match parameter {p.Describe()} (both must be contiguous and alike)");
-            Update(p, g);
+            if (p.Grad is { } g)
+                UpdateChecked(p, g);
         }
+    }
+
+    private void UpdateChecked(Tensor p, Tensor g)
+    {
+        if (g.Shape != p.Shape || g.DType != p.DType || !g.IsContiguous || !p.IsContiguous)
+            throw new InvalidOperationException($"{GetType().Name}: gradient {g.Describe()} does not match parameter {p.Describe()} (both must be contiguous and alike)");
+        Update(p, g);
+    }
+
+    /// <summary>
+    /// Update in backward (as LOMO and PyTorch's optimizer-in-backward): inside the returned scope, the one
+    /// <c>Backward()</c> applies each parameter's update as soon as its gradient is complete and frees that gradient
+    /// at once, so the gradients of all layers never coexist. The scope counts as one <see cref="Step"/>.
+    /// Accumulation over micro-batches is refused: every parameter must start without a gradient, and a second
+    /// backward in the same scope throws before computing anything.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">A parameter already holds a gradient.</exception>
+    public IDisposable StepInBackward()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (Parameters.FirstOrDefault(p => p.Grad is not null) is { } held)
+            throw new InvalidOperationException($"{GetType().Name}.StepInBackward: {held.Describe()} already holds a gradient; update in backward cannot accumulate gradients over micro-batches (call ZeroGrad, or use Step)");
+        StepCount++;
+        return new InBackward(this);
+    }
+
+    private sealed class InBackward : Autograd.IGradientHook, IDisposable
+    {
+        private readonly Optimizer _optimizer;
+        private readonly HashSet<Tensor> _parameters;
+        private readonly Autograd.Autograd.HookScope _hook;
+        private bool _ran;
+
+        public InBackward(Optimizer optimizer)
+        {
+            _optimizer = optimizer;
+            _parameters = new HashSet<Tensor>(optimizer.Parameters, ReferenceEqualityComparer.Instance);
+            _hook = Autograd.Autograd.Hook(this);
+        }
+
+        public void BackwardStarting()
+        {
+            if (_ran)
+                throw new InvalidOperationException($"{_optimizer.GetType().Name}.StepInBackward: a second backward in one scope would accumulate over micro-batches, which update in backward refuses; open a new scope per backward");
+            _ran = true;
+        }
+
+        public void GradientReady(Tensor leaf)
+        {
+            if (!_parameters.Contains(leaf) || leaf.Grad is not { } g)
+                return;
+            using (Autograd.Autograd.NoGrad())
+                _optimizer.UpdateChecked(leaf, g);
+            leaf.Grad = null;
+        }
+
+        public void Dispose() => _hook.Dispose();
     }
 
     /// <summary>Updates one parameter in place from its gradient.</summary>

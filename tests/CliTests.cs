@@ -10,8 +10,11 @@ public class CliTests
     {
         // The CLI trains on Device.Cpu and its table reports that allocator: a tensor leaked by another test would
         // show up in it, so say so here rather than as a wrong byte count.
-        var leaked = Device.Cpu.Allocator.Current(Frugal.Memory.MemoryCategory.Parameter);
-        Assert.True(leaked == 0, $"{leaked} bytes of parameters are still alive on the CPU device before this CLI run: a test leaked them");
+        foreach (var category in new[] { Frugal.Memory.MemoryCategory.Parameter, Frugal.Memory.MemoryCategory.Gradient, Frugal.Memory.MemoryCategory.OptimizerState, Frugal.Memory.MemoryCategory.Activation })
+        {
+            var leaked = Device.Cpu.Allocator.Current(category);
+            Assert.True(leaked == 0, $"{leaked} bytes of {category} are still alive on the CPU device before this CLI run: a test leaked them");
+        }
         var (savedOut, savedErr, savedAnsi) = (Console.Out, Console.Error, AnsiConsole.Console);
         using var stdout = new StringWriter();
         using var stderr = new StringWriter();

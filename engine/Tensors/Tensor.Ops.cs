@@ -11,7 +11,18 @@ public sealed partial class Tensor
         ThrowIfDisposed();
         if (Numel != 1)
             throw new InvalidOperationException($"Backward: the output {Describe()} is not a scalar; pass a gradient of its shape with Backward(grad)");
-        Backward(Ones(Shape, DType, Device, Memory.MemoryCategory.Gradient, "backward"));
+        var ones = Ones(Shape, DType, Device, Memory.MemoryCategory.Gradient, "backward");
+        try
+        {
+            Backward(ones);
+        }
+        catch
+        {
+            // Refused (no graph, a consumed graph, update in backward refusing a second pass): the seed is not left behind.
+            if (!ones.IsDisposed)
+                ones.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Back-propagates <paramref name="grad"/> (same shape; ownership passes to autograd).</summary>

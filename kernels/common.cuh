@@ -25,6 +25,10 @@ __device__ float tanhf(float);
 __device__ float sqrtf(float);
 __device__ float fabsf(float);
 __device__ float powf(float, float);
+__device__ float fmaxf(float, float);
+__device__ float fminf(float, float);
+__device__ float floorf(float);
+__device__ float fmaf(float, float, float);
 __device__ double exp(double);
 __device__ double log(double);
 __device__ double tanh(double);
@@ -70,6 +74,34 @@ struct Window {
 };
 static_assert(sizeof(Window) == 64, "Window must match KernelAbi.Window (64 bytes)");
 
+// Packed low-bit weight (the Quantized format), mirrored by KernelAbi.QuantShape and KernelAbi.QuantScale.
+// A [rows, cols] weight of `bits`-bit unsigned codes (bits 1, 2, 4 or 8): value i = r·cols + c is the code at bit
+// offset i·bits of the code bytes, least significant bits first, so no code straddles a byte. Every `group`
+// consecutive values of a row (group divides cols) share one QuantScale, and value = scale · (code − zero).
+// 16 bytes.
+struct QuantShape {
+    int rows, cols, bits, group;
+};
+static_assert(sizeof(QuantShape) == 16, "QuantShape must match KernelAbi.QuantShape (16 bytes)");
+
+// Scale and zero point of one group. 8 bytes.
+struct QuantScale {
+    float scale, zero;
+};
+static_assert(sizeof(QuantScale) == 8, "QuantScale must match KernelAbi.QuantScale (8 bytes)");
+
+// The code of value i.
+__device__ __forceinline__ unsigned int quant_code(const unsigned char* codes, i64 i, int bits) {
+    i64 bit = i * bits;
+    return (codes[bit >> 3] >> (bit & 7)) & ((1u << bits) - 1u);
+}
+
+// Value i of a packed weight: scale · (code − zero) of its group.
+__device__ __forceinline__ float quant_value(const unsigned char* codes, const QuantScale* scales, QuantShape q, i64 i) {
+    QuantScale s = scales[i / q.group];
+    return s.scale * ((float)quant_code(codes, i, q.bits) - s.zero);
+}
+
 // Offset in elements of the element with row-major linear index i.
 __device__ __forceinline__ i64 offset_of(const Strided& v, i64 i) {
     i64 off = 0;
@@ -94,6 +126,9 @@ enum BinaryCode {
 };
 
 enum ReduceCode { REDUCE_SUM = 0, REDUCE_MEAN = 1, REDUCE_MAX = 2, REDUCE_MIN = 3 };
+
+// The values of Frugal.QuantScheme.
+enum QuantSchemeCode { SCHEME_SYMMETRIC = 0, SCHEME_ASYMMETRIC = 1, SCHEME_TERNARY = 2, SCHEME_BINARY = 3 };
 
 // The values of Frugal.DType.
 enum DTypeCode { DTYPE_F32 = 0, DTYPE_F64 = 1, DTYPE_F16 = 2, DTYPE_BF16 = 3, DTYPE_I8 = 4, DTYPE_U8 = 5, DTYPE_I32 = 6 };

@@ -17,59 +17,60 @@ internal static class ProfileCommand
 {
     public const string Usage = """
         frugal profile --model mlp|mlp-shared|cnn [--formats F1,F2,...] [--steps N] [--batch B] [--checkpoint]
-                       [--precision fp32] [--out DIR] [--data DIR|embedded] [--device cpu|cuda[:N]]
-          --formats    weight formats to compare (dense, csr:D, bsr:D:B, lowrank:R|F)
-                       default dense,csr:0.1,bsr:0.1:16,lowrank:0.25 (every format built so far)
+                       [--precision fp32] [--optimizer-bits 32|8] [--update-in-backward] [--out DIR]
+                       [--data DIR|embedded] [--device cpu|cuda[:N]]
+          --formats    weight formats to compare (dense, csr:D, bsr:D:B, lowrank:R|F, q8|q4|q2|q1[:G|:row]
+                       [:latent|:masterfree]; see train --help)
+                       default dense,csr:0.1,bsr:0.1:16,lowrank:0.25,q8,q4 (every kind of format built)
           --steps      training steps per format (Adam 1e-3); the last is the one pictured   default 3
           --checkpoint also profile each format with every block a checkpoint segment
           --precision  fp32, or bf16 / fp16 mixed precision (linear layers)   default fp32
+          --optimizer-bits  8: Adam's moments of tensors ≥ 4096 values in blockwise 8 bits   default 32
+          --update-in-backward  each weight's update is applied during backward and its gradient freed
           --out        folder for profile.json and the pictures             default profile
         """;
 
-    /// <summary>Formats the issue tracker names but the engine does not have yet: refused by name.</summary>
-    private static readonly string[] NotBuilt = ["q8", "q4", "q2", "q1"];
 
-    private static readonly string[] Options = ["model", "formats", "steps", "batch", "precision", "out", "data", "device"];
+    private static readonly string[] Options = ["model", "formats", "steps", "batch", "precision", "optimizer-bits", "out", "data", "device"];
 
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     public static int Run(IReadOnlyList<string> argv)
     {
-        var args = new CliArgs(argv, Options, flags: ["checkpoint"]);
+        var args = new CliArgs(argv, Options, flags: ["checkpoint", "update-in-backward"]);
         var modelName = args.Choice("model", "mlp", Zoo.Names.ToArray());
         var steps = args.Int("steps", 3);
         var batch = args.Int("batch", 128);
         var precision = TrainCommand.ParsePrecision(args.Choice("precision", "fp32", ["fp32", "bf16", "fp16"]));
-        var formats = args.String("formats", "dense,csr:0.1,bsr:0.1:16,lowrank:0.25").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        var optimizer = new OptimizerSettings(int.Parse(args.Choice("optimizer-bits", "32", ["32", "8"]), CultureInfo.InvariantCulture), args.Flag("update-in-backward"));
+        var formats = args.String("formats", "dense,csr:0.1,bsr:0.1:16,lowrank:0.25,q8,q4").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         if (formats.Length == 0)
             throw new UsageException("--formats is empty");
-        var parsed = formats.Select(f => NotBuilt.Any(n => f == n || f.StartsWith(n + ":", StringComparison.Ordinal))
-            ? throw new UsageException($"--formats: '{f}' is a low-bit format, not built yet; built formats: dense, csr:D, bsr:D:B, lowrank:R|F")
-            : TrainCommand.ParseFormat(f)).ToArray();
+        var parsed = formats.Select(TrainCommand.ParseFormat).ToArray();
         var outDir = Path.GetFullPath(args.String("out", "profile"));
         CheckWritable(outDir);
         var checkpoints = args.Flag("checkpoint") ? new[] { false, true } : [false];
         var dataArg = args.Optional("data");
         var data = dataArg == "embedded" ? EmbeddedData.FashionMnistSlice() : EmbeddedData.LoadFashionMnist(dataArg);
         var baseDevice = TrainCommand.ParseDevice(args.String("device", "cpu"));
-        AnsiConsole.MarkupLine($"[bold]profile[/]: {modelName}, {steps} steps of batch {batch} per format on {Markup.Escape(data.Source)}, device {baseDevice}{(precision is { } pr ? $", mixed precision {pr.Name()}" : "")}");
+        AnsiConsole.MarkupLine($"[bold]profile[/]: {modelName}, {steps} steps of batch {batch} per format on {Markup.Escape(data.Source)}, device {baseDevice}{(precision is { } pr ? $", mixed precision {pr.Name()}" : "")}, Adam with {optimizer}");
 
         var runs = new List<ProfiledRun>();
         foreach (var format in parsed)
         {
             foreach (var checkpoint in checkpoints)
-                runs.Add(Profile(modelName, format, checkpoint, baseDevice, data, steps, batch, precision));
+                runs.Add(Profile(modelName, format, checkpoint, baseDevice, data, steps, batch, precision, optimizer));
         }
         var reference = runs.FirstOrDefault(r => r.Format == WeightFormat.Dense && !r.Checkpoint) ?? runs[0];
         AnsiConsole.Write(Table(runs, reference));
-        AnsiConsole.MarkupLine($"category peaks are each category's own maximum; \"at once\" is the most bytes live together; ×{Markup.Escape(reference.Label)} compares that");
+        AnsiConsole.MarkupLine($"category peaks are each category's own maximum; \"at once\" is the most bytes live together; ×{Markup.Escape(reference.Label)} compares that; \"kept B/param\" is Parameter + Gradient + OptimizerState + FormatMeta still held after the last step, per parameter");
         foreach (var r in runs.Where(r => r.Report.DriverUsedBytes is not null))
         {
             AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "{0}: the driver reports {1:N0} bytes in use, the allocator reserves {2:N0} ({3:N0} of them cached free): {4}",
                 Markup.Escape(r.Label), r.Report.DriverUsedBytes!.Value, r.Report.ReservedBytes, r.Report.CachedBytes, r.Report.DriverAgrees == true ? "consistent" : "[red]the driver reports fewer bytes than the allocator holds[/]");
         }
 
-        WriteJson(Path.Combine(outDir, "profile.json"), modelName, steps, batch, baseDevice, runs);
+        WriteJson(Path.Combine(outDir, "profile.json"), modelName, steps, batch, optimizer, baseDevice, runs);
         foreach (var r in runs)
             ProfilePlots.StepTimeline(Path.Combine(outDir, $"step-{FileName(r.Label)}"), $"{modelName}, {r.Label}: memory by category over training step {steps}", r.Report.Window($"step {steps} "));
         ProfilePlots.PeaksPerFormat(Path.Combine(outDir, "peaks"), $"{modelName}: peak memory by category per weight format ({batch}-example steps, Adam)", [.. runs.Select(r => (r.Label, r.Report))]);
@@ -77,16 +78,29 @@ internal static class ProfileCommand
         return 0;
     }
 
-    /// <summary>One profiled run.</summary>
-    public sealed record ProfiledRun(WeightFormat Format, bool Checkpoint, long Parameters, double MsPerStep, MemoryReport Report, string Layers)
+    /// <summary>The optimizer of the profiled steps: Adam 1e-3 with 32- or 8-bit states, stepping after backward or
+    /// in it.</summary>
+    public sealed record OptimizerSettings(int StateBits = 32, bool InBackward = false)
+    {
+        /// <inheritdoc/>
+        public override string ToString() => $"{StateBits}-bit states{(InBackward ? ", updates in backward" : "")}";
+    }
+
+    /// <summary>One profiled run; <paramref name="KeptBytes"/> is the Parameter, Gradient, OptimizerState and
+    /// FormatMeta bytes still held after the last step (what training keeps between steps).</summary>
+    public sealed record ProfiledRun(WeightFormat Format, bool Checkpoint, long Parameters, double MsPerStep, MemoryReport Report, string Layers, long KeptBytes)
     {
         public string Label => Checkpoint ? $"{Format} +ckpt" : Format.ToString();
+
+        /// <summary>Kept bytes per parameter (weights and biases, logical values).</summary>
+        public double KeptPerParameter => (double)KeptBytes / Parameters;
     }
 
     /// <summary>Builds the model in <paramref name="format"/> under a fresh profiler and trains <paramref name="steps"/>
     /// steps (marked "step i forward|backward|optimizer"); on the CPU each run has its own allocator.</summary>
-    public static ProfiledRun Profile(string modelName, WeightFormat format, bool checkpoint, Device baseDevice, FashionMnist data, int steps, int batch, DType? precision = null)
+    public static ProfiledRun Profile(string modelName, WeightFormat format, bool checkpoint, Device baseDevice, FashionMnist data, int steps, int batch, DType? precision = null, OptimizerSettings? optimizer = null)
     {
+        var settings = optimizer ?? new OptimizerSettings();
         var device = baseDevice.Kind == DeviceKind.Cpu ? Device.CreateCpu($"cpu ({format}{(checkpoint ? ", checkpointed" : "")})") : baseDevice;
         Init.ManualSeed(1);
         Rng.ManualSeed(1);
@@ -104,7 +118,8 @@ internal static class ProfileCommand
         using var owned = model;
         var layers = string.Join(", ", model.Modules().Where(m => m.WeightFormatName is not null));
         var times = new List<double>();
-        using (var opt = new Adam(model.Parameters(), 1e-3))
+        long kept;
+        using (var opt = new Adam(model.Parameters(), 1e-3, stateBits: settings.StateBits))
         {
             var step = 0;
             foreach (var (x, y) in data.Train.Batches(batch, shuffle: true, seed: 1, device: device, dropLast: true))
@@ -118,10 +133,18 @@ internal static class ProfileCommand
                         logits = model.Forward(x);
                     var loss = F.CrossEntropy(logits, y);
                     profiler.Mark($"step {step + 1} backward");
-                    loss.Backward();
-                    profiler.Mark($"step {step + 1} optimizer");
-                    opt.Step();
-                    opt.ZeroGrad();
+                    if (settings.InBackward)
+                    {
+                        using (opt.StepInBackward())
+                            loss.Backward();
+                    }
+                    else
+                    {
+                        loss.Backward();
+                        profiler.Mark($"step {step + 1} optimizer");
+                        opt.Step();
+                        opt.ZeroGrad();
+                    }
                     loss.Item();
                 }
                 times.Add(clock.Elapsed.TotalMilliseconds);
@@ -129,11 +152,12 @@ internal static class ProfileCommand
                     break;
             }
             profiler.Mark("done");
+            kept = new[] { MemoryCategory.Parameter, MemoryCategory.Gradient, MemoryCategory.OptimizerState, MemoryCategory.FormatMeta }.Sum(device.Allocator.Current);
         }
         var report = profiler.Report(model.FormatsByPath());
         // The first step includes one-time costs (JIT, packing buffers): time the others when there are any.
         var timed = times.Count > 1 ? times.Skip(1).ToList() : times;
-        return new ProfiledRun(format, checkpoint, model.ParameterCount(), timed.Average(), report, layers);
+        return new ProfiledRun(format, checkpoint, model.ParameterCount(), timed.Average(), report, layers, kept);
     }
 
     private static Table Table(IReadOnlyList<ProfiledRun> runs, ProfiledRun reference)
@@ -146,6 +170,7 @@ internal static class ProfileCommand
             table.AddColumn(new TableColumn(c.ToString()).RightAligned());
         table.AddColumn(new TableColumn("at once").RightAligned());
         table.AddColumn(new TableColumn($"×{reference.Label}").RightAligned());
+        table.AddColumn(new TableColumn("kept B/param").RightAligned());
         table.AddColumn(new TableColumn("ms/step").RightAligned());
         foreach (var r in runs)
         {
@@ -153,6 +178,7 @@ internal static class ProfileCommand
             cells.AddRange(categories.Select(c => r.Report.Peak[c].ToString("N0", CultureInfo.InvariantCulture)));
             cells.Add(r.Report.PeakTotal.ToString("N0", CultureInfo.InvariantCulture));
             cells.Add(((double)r.Report.PeakTotal / reference.Report.PeakTotal).ToString("F3", CultureInfo.InvariantCulture));
+            cells.Add(r.KeptPerParameter.ToString("F3", CultureInfo.InvariantCulture));
             cells.Add(r.MsPerStep.ToString("F1", CultureInfo.InvariantCulture));
             table.AddRow([.. cells]);
         }
@@ -178,7 +204,7 @@ internal static class ProfileCommand
 
     /// <summary>The JSON of the README's schema: the command's settings and, per run, the report without the full
     /// timeline (only the pictured step's points).</summary>
-    private static void WriteJson(string path, string model, int steps, int batch, Device device, IReadOnlyList<ProfiledRun> runs)
+    private static void WriteJson(string path, string model, int steps, int batch, OptimizerSettings optimizer, Device device, IReadOnlyList<ProfiledRun> runs)
     {
         static Dictionary<string, long> ByCategory(IReadOnlyDictionary<MemoryCategory, long> bytes) => bytes.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value);
         var document = new
@@ -187,6 +213,8 @@ internal static class ProfileCommand
             model,
             steps,
             batch,
+            optimizerBits = optimizer.StateBits,
+            updateInBackward = optimizer.InBackward,
             device = device.Name,
             runs = runs.Select(r => new
             {
@@ -195,6 +223,7 @@ internal static class ProfileCommand
                 parameters = r.Parameters,
                 layers = r.Layers,
                 msPerStep = r.MsPerStep,
+                keptBytes = r.KeptBytes,
                 peak = ByCategory(r.Report.Peak),
                 peakTotal = r.Report.PeakTotal,
                 current = ByCategory(r.Report.Current),

@@ -14,7 +14,7 @@ internal static class TrainCommand
     public const string Usage = """
         frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
-                     [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
+                     [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F|q8|q4|q2|q1[:...]] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
                      [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A] [--precision fp32|bf16|fp16] [--optimizer-bits 32|8]
                      [--update-in-backward]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
@@ -32,7 +32,13 @@ internal static class TrainCommand
           --format     dense; csr:D for CSR weights of density D in (0, 1); bsr:D:B for B×B blocks
                        (B = 8, 16, 32), a fraction D of the blocks stored; a layer that is not whole
                        blocks stays dense; lowrank:R for U·Vᵀ factors of rank R, lowrank:F for factors
-                       holding a fraction F of each layer's parameters (the head stays dense)   default dense
+                       holding a fraction F of each layer's parameters (the head stays dense);
+                       q8, q4, q2, q1 for packed 8/4/2/1-bit codes (every layer), then any of :G (a scale
+                       per G inputs; default 64 where it divides a layer's inputs, else :row, one per row),
+                       :masterfree (default: codes updated by stochastic rounding, no F32 copy) or :latent
+                       (F32 latent weights, straight-through estimator), :symmetric|:asymmetric|:ternary|
+                       :binary (default symmetric for q8/q4, ternary q2, binary q1), :aK (linear layers
+                       quantize their inputs to K = 1..7 bits, DoReFa)   default dense
           --sparsity   static: random pattern; snip: pruned at init by |w·g| on one batch; set / rigl /
                        snfs: pattern updates every 100 steps (drop 0.3, cosine decay, frozen for the
                        last quarter); snfs also moves weights between layers by momentum   default static

@@ -230,7 +230,7 @@ public class CliTests
     [Fact]
     public void ProfileRefusesWhatItCannotDo()
     {
-        AssertUsageError(["profile", "--formats", "dense,q4"], "'q4' is a low-bit format, not built yet");
+        AssertUsageError(["profile", "--formats", "dense,q4:64"], "group of 64 values does not divide the input dimension 784");
         AssertUsageError(["profile", "--formats", "dense,coo"], "weight format 'coo' is not one of");
         AssertUsageError(["profile", "--formats", ""], "--formats is empty");
         var file = Path.GetTempFileName();

@@ -47,6 +47,19 @@ public partial class KernelAbiTests
         AssertCodes<BinaryOp>("BINARY");
         AssertCodes<ReduceOp>("REDUCE");
         AssertCodes<DType>("DTYPE");
+        AssertCodes<QuantScheme>("SCHEME");
+    }
+
+    [Fact]
+    public void QuantizedLayoutsHaveTheSizesTheHeaderAsserts()
+    {
+        Assert.Equal(Asserted("QuantShape"), Unsafe.SizeOf<KernelAbi.QuantShape>());
+        Assert.Equal(16, Asserted("QuantShape"));
+        Assert.Equal(Asserted("QuantScale"), Unsafe.SizeOf<QuantScale>());
+        Assert.Equal(8, Asserted("QuantScale"));
+
+        static int Asserted(string type)
+            => int.Parse(Regex.Match(Header, $@"static_assert\(sizeof\({type}\) == (\d+)").Groups[1].Value, CultureInfo.InvariantCulture);
     }
 
     private static void AssertCodes<TEnum>(string prefix) where TEnum : struct, Enum

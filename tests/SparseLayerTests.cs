@@ -271,7 +271,7 @@ public class SparseLayerTests
         Assert.Equal("bsr:0.25:16", WeightFormat.Parse("bsr:0.25").ToString());
         Assert.Equal("bsr:0.1:32", WeightFormat.Bsr(0.1, 32).ToString());
         Assert.Same(WeightFormat.Dense, WeightFormat.Parse("dense"));
-        foreach (var bad in new[] { "csr", "csr:0", "csr:1.5", "bsr:0.1:12", "bsr:0.1:16:1", "q4", "" })
+        foreach (var bad in new[] { "csr", "csr:0", "csr:1.5", "bsr:0.1:12", "bsr:0.1:16:1", "q3", "" })
             Assert.Contains($"'{bad}'", Assert.Throws<FormatException>(() => WeightFormat.Parse(bad)).Message, StringComparison.Ordinal);
         Init.ManualSeed(1);
         using (var linear = WeightFormat.Bsr(0.5, 8).Linear(16, 8))
@@ -280,7 +280,7 @@ public class SparseLayerTests
             Assert.IsType<SparseConv2d>(conv);
         using (var dense = WeightFormat.Csr(0.5).WithDensity(1).Linear(4, 2))
             Assert.IsType<Linear>(dense);
-        Assert.Equal(TensorFormat.All.Select(f => f.Name), ["dense", "csr", "bsr8", "bsr16", "bsr32", "lowrank"]);
+        Assert.Equal(TensorFormat.All.Select(f => f.Name), ["dense", "csr", "bsr8", "bsr16", "bsr32", "lowrank", "q8", "q4", "q2", "q1"]);
         var bytes = TensorFormat.Bsr(16).StorageBytes(512, 784, 160 * 256, DType.F32);
         Assert.Equal(4L * 160 * 256, bytes[MemoryCategory.Parameter]);
         Assert.Equal(4L * (33 + 160), bytes[MemoryCategory.FormatMeta]);

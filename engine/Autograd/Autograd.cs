@@ -230,8 +230,8 @@ public static class Autograd
     /// <summary>leaf.Grad += g, in the leaf's own buffer of category Gradient; takes ownership of g.</summary>
     private static void AccumulateLeaf(Tensor leaf, Tensor g)
     {
-        if (g.Shape != leaf.Shape)
-            throw new ShapeMismatchException($"Backward: gradient {g.Shape} does not match leaf {leaf.Describe()}");
+        if (g.Shape != leaf.GradShape)
+            throw new ShapeMismatchException($"Backward: gradient {g.Shape} does not match leaf {leaf.Describe()}{(leaf.Packing is { } p ? $" (packed {p.LogicalShape})" : "")}");
         var owner = leaf.Name ?? "leaf";
         if (leaf.Grad is { } existing)
         {

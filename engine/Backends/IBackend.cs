@@ -146,6 +146,20 @@ public interface IBackend
     /// <summary>The adjoint of <see cref="Im2Col"/>: dx of images n0 .. n0 + images (overwritten) = the columns
     /// summed back into the positions they were read from.</summary>
     void Col2Im(in Conv2dArgs args, StridedView cols, int n0, int images, StridedView dx);
+
+    // ---- packed low-bit weights (the Quantized format; dense operands contiguous F32) ----
+
+    /// <summary>Codes and scales of <paramref name="w"/> from dense [Rows, Cols] values, group by group: the scheme
+    /// picks each group's scale and zero, the rounding is to nearest or stochastic (<see cref="QuantizeArgs"/>).</summary>
+    void Quantize(in QuantView w, StridedView dense, in QuantizeArgs args);
+
+    /// <summary>dense [Rows, Cols] = scale · (code − zero) of every value of <paramref name="w"/>.</summary>
+    void Dequantize(in QuantView w, StridedView dense);
+
+    /// <summary>With <paramref name="transposed"/>: y [batch, Rows] = x [batch, Cols] · Wᵀ (a linear layer's forward);
+    /// otherwise y [batch, Cols] = x [batch, Rows] · W (its input gradient). Dequantization is fused into the
+    /// product: no dense copy of W is made.</summary>
+    void QuantMatMul(in QuantView w, bool transposed, StridedView x, StridedView y);
 }
 
 /// <summary>Distribution for <see cref="IBackend.Random"/>.</summary>
@@ -155,4 +169,5 @@ public enum RandomKind
     Uniform,
     /// <summary>Normal with mean a and standard deviation b.</summary>
     Normal,
+
 }

@@ -129,3 +129,29 @@ public readonly record struct CsrView(int Rows, int Cols, int Nnz, nint RowPtr, 
 /// <summary>Hyper-parameters of one Adam/AdamW step; <c>Step</c> counts from 1. <c>Decoupled</c> selects AdamW
 /// (p -= lr·wd·p) over Adam's L2 (g += wd·p).</summary>
 public readonly record struct AdamArgs(double Lr, double Beta1, double Beta2, double Eps, double WeightDecay, bool Decoupled, long Step);
+
+/// <summary>A packed low-bit weight [Rows, Cols] in device memory (the layout of <c>kernels/common.cuh</c>'s
+/// <c>QuantShape</c>): value i = r·Cols + c is the <c>Bits</c>-bit unsigned code at bit offset i·Bits of
+/// <c>Codes</c>, least significant bits first (Bits 1, 2, 4 or 8, so no code straddles a byte); every
+/// <c>Group</c> consecutive values of a row share one <see cref="QuantScale"/> of <c>Scales</c>, and
+/// value = scale · (code − zero).</summary>
+public readonly record struct QuantView(int Rows, int Cols, int Bits, int Group, nint Codes, nint Scales)
+{
+    /// <summary>Number of values.</summary>
+    public long Count => (long)Rows * Cols;
+
+    /// <summary>Number of groups (of scales).</summary>
+    public long Groups => Count / Group;
+
+    /// <summary>Bytes of packed codes: ⌈Rows·Cols·Bits / 8⌉.</summary>
+    public long CodeBytes => (Count * Bits + 7) / 8;
+}
+
+/// <summary>Scale and zero point of one group of a packed weight: <c>struct QuantScale</c> of
+/// <c>kernels/common.cuh</c>, 8 bytes (two F32 per group in a scales tensor).</summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+public readonly record struct QuantScale(float Scale, float Zero);
+
+/// <summary>How a dense weight becomes codes: the scheme that picks each group's scale and zero, and the rounding
+/// (to nearest, or stochastic: code = ⌊t + u⌋ with u = philox(Seed, Offset + i) uniform in [0, 1), unbiased).</summary>
+public readonly record struct QuantizeArgs(QuantScheme Scheme, bool Stochastic, ulong Seed, ulong Offset);

@@ -6,8 +6,8 @@ namespace Frugal.Formats;
 /// entry says what a [rows, cols] weight stores and what that costs per category, from the number of values it
 /// stores: the format's gradient and optimizer state follow its own rules (<see cref="GradientBytes"/>,
 /// <see cref="StateValues"/>). Formats with their own layout (<see cref="SparseFormat"/>) also convert to and from
-/// dense. Built so far: <see cref="Dense"/>, <see cref="Csr"/>, <see cref="Bsr"/> with blocks of 8, 16 and 32, and
-/// <see cref="LowRank"/>.</summary>
+/// dense. Built so far: <see cref="Dense"/>, <see cref="Csr"/>, <see cref="Bsr"/> with blocks of 8, 16 and 32,
+/// <see cref="LowRank"/> and <see cref="Quantized"/> (8, 4, 2 and 1 bits).</summary>
 public abstract class TensorFormat
 {
     /// <summary>Plain strided values.</summary>
@@ -21,8 +21,12 @@ public abstract class TensorFormat
     /// <summary>Factorized W = U·Vᵀ with both factors stored and trained.</summary>
     public static LowRankFormat LowRank { get; } = new();
 
-    /// <summary>Every format built, for listings and the profiler.</summary>
-    public static IReadOnlyList<TensorFormat> All { get; } = [Dense, Csr, .. s_bsr, LowRank];
+    /// <summary>Packed low-bit codes with a scale per group (see <see cref="QuantizedFormat.Create"/>).</summary>
+    public static QuantizedFormat Quantized(int bits, int group = 0, QuantScheme? scheme = null) => QuantizedFormat.Create(bits, group, scheme);
+
+    /// <summary>Every format built, for listings and the profiler (quantized ones with their default schemes, one
+    /// group per row).</summary>
+    public static IReadOnlyList<TensorFormat> All { get; } = [Dense, Csr, .. s_bsr, LowRank, Quantized(8), Quantized(4), Quantized(2), Quantized(1)];
 
     /// <summary>Block-sparse rows with <paramref name="block"/> × <paramref name="block"/> dense blocks (8, 16 or 32).</summary>
     /// <exception cref="ArgumentOutOfRangeException">Another block size.</exception>

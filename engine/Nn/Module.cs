@@ -173,7 +173,7 @@ public abstract class Module : IDisposable
     public IEnumerable<Tensor> Parameters() => NamedParameters().Select(p => p.Parameter);
 
     /// <summary>Number of trained values.</summary>
-    public long ParameterCount() => Parameters().Sum(p => p.Numel);
+    public long ParameterCount() => Parameters().Sum(p => p.GradShape.Numel);
 
     /// <summary>Sets training mode on this module and its children.</summary>
     public Module Train(bool on = true)

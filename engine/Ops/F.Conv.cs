@@ -77,11 +77,7 @@ public static partial class F
     }
 
     /// <summary>A tensor made by <paramref name="make"/> as Workspace (owner "autocast").</summary>
-    private static Tensor Workspace(Func<Tensor> make)
-    {
-        using (Memory.MemoryContext.Use(Memory.MemoryCategory.Workspace, "autocast"))
-            return make();
-    }
+    private static Tensor Workspace(Func<Tensor> make) => Workspace(make, "autocast");
 
     /// <summary>The geometry of a convolution of x [N, C, H, W] into outC channels, validated.</summary>
     private static Conv2dArgs ConvArgs(string op, Tensor x, int outC, int kh, int kw, int stride, int padding, int dilation)

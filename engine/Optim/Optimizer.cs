@@ -20,8 +20,8 @@ public abstract class Optimizer : IDisposable
             throw new ArgumentException($"{GetType().Name}: a parameter is listed twice");
         foreach (var p in Parameters)
         {
-            if (!p.DType.IsComputeType())
-                throw new ArgumentException($"{GetType().Name}: parameter {p.Describe()} must be f32 or f64");
+            if (!p.DType.IsComputeType() && p.Packing is null)
+                throw new ArgumentException($"{GetType().Name}: parameter {p.Describe()} must be f32 or f64 (or the codes of a master-free quantized weight)");
         }
         if (lr <= 0 || double.IsNaN(lr))
             throw new ArgumentOutOfRangeException(nameof(lr), $"{GetType().Name}: learning rate must be positive, got {lr}");
@@ -56,9 +56,28 @@ public abstract class Optimizer : IDisposable
 
     private void UpdateChecked(Tensor p, Tensor g)
     {
+        if (p.Packing is { } packed)
+        {
+            UpdatePacked(p, packed, g);
+            return;
+        }
         if (g.Shape != p.Shape || g.DType != p.DType || !g.IsContiguous || !p.IsContiguous)
             throw new InvalidOperationException($"{GetType().Name}: gradient {g.Describe()} does not match parameter {p.Describe()} (both must be contiguous and alike)");
-        Update(p, g);
+        Update(p, p, g);
+    }
+
+    /// <summary>Master-free update of packed codes: the weight's values are dequantized into F32 Workspace (one layer
+    /// at a time, freed at once), updated by this optimizer's rule with state kept per value, and written back into
+    /// the codes with stochastic rounding (scales re-estimated per group), so the update survives rounding in
+    /// expectation however small it is.</summary>
+    private void UpdatePacked(Tensor p, Formats.PackedWeight packed, Tensor g)
+    {
+        if (g.Shape != packed.LogicalShape || g.DType != DType.F32 || !g.IsContiguous)
+            throw new InvalidOperationException($"{GetType().Name}: gradient {g.Describe()} does not match the packed weight {p.Describe()} (f32 {packed.LogicalShape})");
+        using var work = MemoryContext.Use(MemoryCategory.Workspace, $"{p.Name ?? "param"}.update");
+        using var values = packed.Dequantize();
+        Update(p, values, g);
+        packed.Requantize(values);
     }
 
     /// <summary>
@@ -111,8 +130,10 @@ public abstract class Optimizer : IDisposable
         public void Dispose() => _hook.Dispose();
     }
 
-    /// <summary>Updates one parameter in place from its gradient.</summary>
-    protected abstract void Update(Tensor parameter, Tensor grad);
+    /// <summary>Updates one parameter's <paramref name="values"/> in place from its gradient: the parameter itself, or
+    /// for a master-free quantized weight its F32 values, which the base class writes back into the codes.
+    /// <paramref name="parameter"/> keys the state (<see cref="State(Tensor, Tensor, string, out bool)"/>).</summary>
+    protected abstract void Update(Tensor parameter, Tensor values, Tensor grad);
 
     /// <summary>Drops every parameter's gradient (frees gradient memory).</summary>
     public void ZeroGrad()
@@ -121,8 +142,9 @@ public abstract class Optimizer : IDisposable
             p.Grad = null;
     }
 
-    /// <summary>The state tensor <paramref name="name"/> of <paramref name="p"/>, created as zeros on first use.</summary>
-    protected Tensor State(Tensor p, string name, out bool created) => State(p, name, p.Shape, p.DType, out created);
+    /// <summary>The state tensor <paramref name="name"/> of <paramref name="p"/>, shaped like its
+    /// <paramref name="values"/>, created as zeros on first use.</summary>
+    protected Tensor State(Tensor p, Tensor values, string name, out bool created) => State(p, name, values.Shape, values.DType, out created);
 
     /// <summary>The state tensor <paramref name="name"/> of <paramref name="p"/> with its own shape and dtype (a
     /// quantized state's codes and scales), created as zeros on first use.</summary>
@@ -192,6 +214,8 @@ public abstract class Optimizer : IDisposable
         var at = _parameters.IndexOf(parameter);
         if (at < 0)
             throw new ArgumentException($"{name}: {parameter.Describe()} is not one of its parameters");
+        if (parameter.Packing is not null)
+            throw new NotSupportedException($"{name}: {parameter.Describe()} is a master-free quantized weight; its state cannot follow a change of pattern or rank");
         if (!ReferenceEquals(parameter, replacement) && _parameters.Contains(replacement))
             throw new ArgumentException($"{name}: the replacement {replacement.Describe()} is already optimized");
         foreach (var key in _state.Keys.Where(k => ReferenceEquals(k.Item1, parameter)).ToList())
@@ -216,7 +240,7 @@ public abstract class Optimizer : IDisposable
                 }
                 _state.Remove(key);
                 state.Dispose();
-                var fresh = State(replacement, key.Item2, out _);
+                var fresh = State(replacement, replacement, key.Item2, out _);
                 F.CopyInto(fresh, cast);
             }
         }

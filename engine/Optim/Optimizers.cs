@@ -32,11 +32,11 @@ public sealed class SGD : Optimizer
     protected override string? MomentumState => Momentum != 0 ? "momentum_buffer" : null;
 
     /// <inheritdoc/>
-    protected override void Update(Tensor parameter, Tensor grad)
+    protected override void Update(Tensor parameter, Tensor values, Tensor grad)
     {
         var first = false;
-        var buf = Momentum != 0 ? State(parameter, "momentum_buffer", out first).View : default;
-        parameter.Backend.SgdStep(parameter.View, grad.View, buf, new SgdArgs(Lr, Momentum, Dampening, WeightDecay, Nesterov, first));
+        var buf = Momentum != 0 ? State(parameter, values, "momentum_buffer", out first).View : default;
+        values.Backend.SgdStep(values.View, grad.View, buf, new SgdArgs(Lr, Momentum, Dampening, WeightDecay, Nesterov, first));
     }
 }
 
@@ -96,22 +96,22 @@ public class Adam : Optimizer
     protected override bool IsSecondMoment(string state) => state == "exp_avg_sq";
 
     /// <inheritdoc/>
-    protected override void Update(Tensor parameter, Tensor grad)
+    protected override void Update(Tensor parameter, Tensor values, Tensor grad)
     {
         var args = new AdamArgs(Lr, Beta1, Beta2, Eps, WeightDecay, Decoupled, StepCount);
-        if (StateBits == 8 && parameter.Numel >= MinQuantizedState)
+        if (StateBits == 8 && values.Numel >= MinQuantizedState)
         {
-            UpdateQuantized(parameter, grad, args);
+            UpdateQuantized(parameter, values, grad, args);
             return;
         }
-        var m = State(parameter, "exp_avg", out _);
-        var v = State(parameter, "exp_avg_sq", out _);
-        parameter.Backend.AdamStep(parameter.View, grad.View, m.View, v.View, args);
+        var m = State(parameter, values, "exp_avg", out _);
+        var v = State(parameter, values, "exp_avg_sq", out _);
+        values.Backend.AdamStep(values.View, grad.View, m.View, v.View, args);
     }
 
-    private void UpdateQuantized(Tensor parameter, Tensor grad, in AdamArgs args)
+    private void UpdateQuantized(Tensor parameter, Tensor values, Tensor grad, in AdamArgs args)
     {
-        var n = checked((int)parameter.Numel);
+        var n = checked((int)values.Numel);
         var blocks = (n + StateBlock - 1) / StateBlock;
         var codes = new Shape(blocks, StateBlock);
         var scales = new Shape(blocks, 1);
@@ -130,7 +130,7 @@ public class Adam : Optimizer
         using (var vFlat = v.Reshape(-1))
         using (var mn = mFlat.Narrow(0, 0, n))
         using (var vn = vFlat.Narrow(0, 0, n))
-            parameter.Backend.AdamStep(parameter.View, grad.View, mn.View, vn.View, args);
+            values.Backend.AdamStep(values.View, grad.View, mn.View, vn.View, args);
         Quantize(m, mCodes, mScale, 127);
         using var root2 = v.Sqrt();
         using var root4 = root2.Sqrt();

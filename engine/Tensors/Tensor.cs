@@ -106,13 +106,19 @@ public sealed partial class Tensor : IDisposable
         {
             if (ReferenceEquals(_grad, value))
                 return;
-            if (value is not null && value.Shape != Shape)
-                throw new ShapeMismatchException($"Grad: gradient shape {value.Shape} does not match tensor shape {Shape}");
+            if (value is not null && value.Shape != GradShape)
+                throw new ShapeMismatchException($"Grad: gradient shape {value.Shape} does not match tensor shape {GradShape}");
             _grad?.Dispose();
             value?.DetachFromScope();
             _grad = value;
         }
     }
+
+    /// <summary>For the packed codes of a master-free quantized weight: the weight it packs; null otherwise.</summary>
+    internal Formats.PackedWeight? Packing { get; set; }
+
+    /// <summary>The shape a gradient of this tensor has: its own, or the logical weight's for packed codes.</summary>
+    internal Shape GradShape => Packing?.LogicalShape ?? Shape;
 
     /// <summary>Removes and returns the gradient without disposing it (the caller owns it).</summary>
     internal Tensor? TakeGrad()

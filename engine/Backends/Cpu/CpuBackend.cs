@@ -273,4 +273,14 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
     /// <inheritdoc/>
     public void CsrSampledGradient(in CsrView w, StridedView dyT, StridedView xT, StridedView dValues)
         => CsrKernels.SampledGradient(w, xT.Shape[1], (float*)dyT.Data, (float*)xT.Data, (float*)dValues.Data);
+
+    /// <inheritdoc/>
+    public void Quantize(in QuantView w, StridedView dense, in QuantizeArgs args) => QuantKernels.Quantize(w, (float*)dense.Data, args);
+
+    /// <inheritdoc/>
+    public void Dequantize(in QuantView w, StridedView dense) => QuantKernels.Dequantize(w, (float*)dense.Data);
+
+    /// <inheritdoc/>
+    public void QuantMatMul(in QuantView w, bool transposed, StridedView x, StridedView y)
+        => QuantKernels.MatMul(w, transposed, x.Shape[0], (float*)x.Data, (float*)y.Data);
 }

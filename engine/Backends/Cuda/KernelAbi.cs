@@ -56,6 +56,15 @@ internal static class KernelAbi
         };
     }
 
+    /// <summary>Shape of a packed low-bit weight: <c>struct QuantShape</c>, 16 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct QuantShape
+    {
+        public int Rows, Cols, Bits, Group;
+
+        public static QuantShape From(in QuantView q) => new() { Rows = q.Rows, Cols = q.Cols, Bits = q.Bits, Group = q.Group };
+    }
+
     /// <summary><c>i64[FRUGAL_MAX_DIMS]</c>.</summary>
     [InlineArray(MaxDims)]
     public struct Dims

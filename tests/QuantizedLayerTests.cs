@@ -105,13 +105,15 @@ public class QuantizedLayerTests
         Assert.Equal(2 * (Blocks * Adam.StateBlock + 4 * Blocks) + 2 * 4L * 512, device.Allocator.Current(MemoryCategory.OptimizerState));
         Assert.Equal(Codes + Bias, device.Allocator.Current(MemoryCategory.Parameter));
         Assert.Equal(0, device.Allocator.Current(MemoryCategory.Workspace));
-        // The update's F32 values are Workspace, one layer at a time, freed at once (SGD: nothing else).
+        // The update's F32 values are Workspace, a chunk of whole rows at a time (SGD needs nothing else): 16 rows of
+        // 768 (a multiple of 2048 values, at most Optimizer.ChunkValues).
         using (var scope = TensorScope.Begin())
             F.Sum(layer.Forward(Tensor.Uniform(new Shape(8, 768), -1, 1, 3, device: device))).Backward();
         using var sgd = new SGD(layer.Parameters(), 1e-3);
         device.Allocator.ResetPeak();
         sgd.Step();
-        Assert.Equal(4L * Weights, device.Allocator.Peak(MemoryCategory.Workspace));
+        Assert.Equal(4L * 16 * 768, device.Allocator.Peak(MemoryCategory.Workspace));
+        Assert.True(16 * 768 <= Optimizer.ChunkValues && 16 * 768 % Adam.StateBlock == 0);
         Assert.Equal(0, device.Allocator.Current(MemoryCategory.Workspace));
     }
 

@@ -22,14 +22,42 @@ internal sealed class PackedWeight(QuantizedWeight weight, Shape logicalShape, u
             return F.Dequantize(weight, logicalShape);
     }
 
-    /// <summary>Writes <paramref name="values"/> (F32, <see cref="LogicalShape"/>) back into the codes with
-    /// stochastic rounding, re-estimating each group's scale; every call draws fresh random numbers.</summary>
-    public void Requantize(Tensor values)
+    /// <summary>Updates the weight a chunk of whole rows at a time: each chunk's values are dequantized into an F32
+    /// tensor, <paramref name="update"/>(values, index of its first value) changes them in place, and they are
+    /// written back into the codes with stochastic rounding, each group's scale re-estimated. Chunks hold about
+    /// <paramref name="chunkValues"/> values and start at multiples of <paramref name="align"/> values (a power of
+    /// two, so every chunk's codes start on a byte); every call draws fresh random numbers.</summary>
+    public void UpdateInChunks(int chunkValues, int align, Action<Tensor, long> update)
     {
-        if (values.Shape != logicalShape || values.DType != DType.F32 || !values.IsContiguous)
-            throw new ArgumentException($"{weight.Format}: cannot write {values.Describe()} into a weight of shape {logicalShape}");
-        var args = new Backends.QuantizeArgs(weight.Format.Scheme, true, seed, _draws);
-        _draws += (ulong)values.Numel;
-        values.Backend.Quantize(weight.View, values.View, args);
+        Rewrite(chunkValues, align, update, stochastic: true);
+        _draws += (ulong)((long)weight.Rows * weight.Cols);
+    }
+
+    /// <summary>Sets the weight a chunk of rows at a time to the values <paramref name="fill"/>(chunk, index of its
+    /// first value) writes, rounded to nearest (initialisation without a dense F32 copy of the whole weight).</summary>
+    public void Initialize(int chunkValues, int align, Action<Tensor, long> fill) => Rewrite(chunkValues, align, fill, stochastic: false);
+
+    private void Rewrite(int chunkValues, int align, Action<Tensor, long> update, bool stochastic)
+    {
+        var (rows, cols) = (weight.Rows, weight.Cols);
+        var alignRows = align / (int)System.Numerics.BigInteger.GreatestCommonDivisor(cols, align);
+        var chunkRows = Math.Min(rows, alignRows * Math.Max(1, chunkValues / (alignRows * cols)));
+        var view = weight.View;
+        var device = weight.Codes.Device;
+        for (var r0 = 0; r0 < rows; r0 += chunkRows)
+        {
+            var n = Math.Min(chunkRows, rows - r0);
+            var first = (long)r0 * cols;
+            var part = view with
+            {
+                Rows = n,
+                Codes = view.Codes + (nint)(first * view.Bits / 8),
+                Scales = view.Scales + (nint)(first / view.Group * 8),
+            };
+            using var values = Tensor.Empty(new Shape(n, cols), DType.F32, device);
+            values.Backend.Dequantize(part, values.View);
+            update(values, first);
+            values.Backend.Quantize(part, values.View, new Backends.QuantizeArgs(weight.Format.Scheme, stochastic, seed, _draws + (ulong)first));
+        }
     }
 }

@@ -33,11 +33,16 @@ public abstract class QuantizedLayer : Module
         {
             Scales = RegisterBuffer("weight_scales", MemoryCategory.FormatMeta, () => Tensor.Zeros(new Shape(checked(rows * (cols / group)), 2), DType.F32, device));
             Codes = RegisterParameter("weight", () => Tensor.Zeros(new Shape(checked((int)format.CodeBytes(rows, cols))), DType.U8, device));
-            var packed = new QuantizedWeight(Codes, Scales, Format, rows, cols, group);
+            // PyTorch's default U(±1/√in) drawn a chunk of rows at a time (the values Init.Default would give with the
+            // same stream) and rounded to nearest: no dense F32 copy of the whole weight exists.
+            var (initSeed, bound) = (Init.NextSeed(), 1 / Math.Sqrt(cols));
+            var packing = new PackedWeight(new QuantizedWeight(Codes, Scales, Format, rows, cols, group), weightShape, Init.NextSeed());
             using (MemoryContext.Use(MemoryCategory.Workspace, Codes.Name ?? "weight"))
-            using (var dense = Init.Default(weightShape, cols, device))
-                dense.Backend.Quantize(packed.View, dense.View, new Backends.QuantizeArgs(format.Scheme, false, 0, 0));
-            Codes.Packing = new PackedWeight(packed, weightShape, Init.NextSeed());
+            {
+                packing.Initialize(Optim.Optimizer.ChunkValues, Optim.Adam.StateBlock, (values, first) =>
+                    values.Backend.Random(values.View, Backends.RandomKind.Uniform, -bound, bound, initSeed, (ulong)first));
+            }
+            Codes.Packing = packing;
         }
         if (bias)
             Bias = RegisterParameter("bias", () => Init.Default(new Shape(rows), cols, device));

@@ -7,6 +7,7 @@ namespace Frugal.Optim;
 public abstract class Optimizer : IDisposable
 {
     private readonly Dictionary<(Tensor, string), Tensor> _state = new();
+    private readonly Dictionary<(Tensor, string), long> _createdAt = new();
     private readonly List<Tensor> _parameters;
     private bool _disposed;
 
@@ -54,6 +55,11 @@ public abstract class Optimizer : IDisposable
         }
     }
 
+    /// <summary>Values per chunk of an update. Updates run chunk by chunk so that their F32 transients (the
+    /// dequantized moments of 8-bit states, the values of a master-free quantized weight) stay small: 16,384 values,
+    /// a multiple of <see cref="Adam.StateBlock"/>, 64 KiB per F32 transient.</summary>
+    public const int ChunkValues = 8 * Adam.StateBlock;
+
     private void UpdateChecked(Tensor p, Tensor g)
     {
         if (p.Packing is { } packed)
@@ -63,21 +69,32 @@ public abstract class Optimizer : IDisposable
         }
         if (g.Shape != p.Shape || g.DType != p.DType || !g.IsContiguous || !p.IsContiguous)
             throw new InvalidOperationException($"{GetType().Name}: gradient {g.Describe()} does not match parameter {p.Describe()} (both must be contiguous and alike)");
-        Update(p, p, g);
+        using var values = p.Reshape(-1);
+        using var grads = g.Reshape(-1);
+        for (var offset = 0; offset < p.Numel; offset += ChunkValues)
+        {
+            var count = (int)Math.Min(ChunkValues, p.Numel - offset);
+            using var v = values.Narrow(0, offset, count);
+            using var gc = grads.Narrow(0, offset, count);
+            Update(p, v, gc, offset);
+        }
     }
 
-    /// <summary>Master-free update of packed codes: the weight's values are dequantized into F32 Workspace (one layer
-    /// at a time, freed at once), updated by this optimizer's rule with state kept per value, and written back into
-    /// the codes with stochastic rounding (scales re-estimated per group), so the update survives rounding in
-    /// expectation however small it is.</summary>
+    /// <summary>Master-free update of packed codes, a chunk of whole rows at a time: the rows' values are dequantized
+    /// into F32 Workspace, updated by this optimizer's rule (state kept per value), and written back into the codes
+    /// with stochastic rounding (scales re-estimated per group), so an update survives rounding in expectation however
+    /// small it is. Chunks start at multiples of <see cref="Adam.StateBlock"/> values.</summary>
     private void UpdatePacked(Tensor p, Formats.PackedWeight packed, Tensor g)
     {
         if (g.Shape != packed.LogicalShape || g.DType != DType.F32 || !g.IsContiguous)
             throw new InvalidOperationException($"{GetType().Name}: gradient {g.Describe()} does not match the packed weight {p.Describe()} (f32 {packed.LogicalShape})");
+        using var grads = g.Reshape(-1);
         using var work = MemoryContext.Use(MemoryCategory.Workspace, $"{p.Name ?? "param"}.update");
-        using var values = packed.Dequantize();
-        Update(p, values, g);
-        packed.Requantize(values);
+        packed.UpdateInChunks(ChunkValues, Adam.StateBlock, (values, offset) =>
+        {
+            using var gc = grads.Narrow(0, checked((int)offset), checked((int)values.Numel));
+            Update(p, values, gc, offset);
+        });
     }
 
     /// <summary>
@@ -130,10 +147,11 @@ public abstract class Optimizer : IDisposable
         public void Dispose() => _hook.Dispose();
     }
 
-    /// <summary>Updates one parameter's <paramref name="values"/> in place from its gradient: the parameter itself, or
-    /// for a master-free quantized weight its F32 values, which the base class writes back into the codes.
-    /// <paramref name="parameter"/> keys the state (<see cref="State(Tensor, Tensor, string, out bool)"/>).</summary>
-    protected abstract void Update(Tensor parameter, Tensor values, Tensor grad);
+    /// <summary>Updates values [offset, offset + n) of one parameter in place from their gradient: a flat view of
+    /// the parameter's own values, or for a master-free quantized weight F32 values that the base class writes back
+    /// into the codes. <paramref name="parameter"/> keys the state; <see cref="StateSlice"/> gives the matching
+    /// part of a state tensor. Chunks start at multiples of <see cref="Adam.StateBlock"/>.</summary>
+    protected abstract void Update(Tensor parameter, Tensor values, Tensor grad, long offset);
 
     /// <summary>Drops every parameter's gradient (frees gradient memory).</summary>
     public void ZeroGrad()
@@ -142,21 +160,31 @@ public abstract class Optimizer : IDisposable
             p.Grad = null;
     }
 
-    /// <summary>The state tensor <paramref name="name"/> of <paramref name="p"/>, shaped like its
-    /// <paramref name="values"/>, created as zeros on first use.</summary>
-    protected Tensor State(Tensor p, Tensor values, string name, out bool created) => State(p, name, values.Shape, values.DType, out created);
+    /// <summary>Values [offset, offset + n) of the state <paramref name="name"/> of <paramref name="p"/> (one state value
+    /// per parameter value, F32 or F64 as the values), created as zeros on first use; <paramref name="fresh"/> is
+    /// true during the step that created it. The caller disposes the returned view.</summary>
+    protected Tensor StateSlice(Tensor p, Tensor values, long offset, string name, out bool fresh)
+    {
+        var state = State(p, name, p.GradShape, values.DType, out fresh);
+        using var flat = state.Reshape(-1);
+        return flat.Narrow(0, checked((int)offset), checked((int)values.Numel));
+    }
 
     /// <summary>The state tensor <paramref name="name"/> of <paramref name="p"/> with its own shape and dtype (a
-    /// quantized state's codes and scales), created as zeros on first use.</summary>
+    /// quantized state's codes and scales), created as zeros on first use; <paramref name="created"/> is true during
+    /// the step that created it.</summary>
     protected Tensor State(Tensor p, string name, Shape shape, DType dtype, out bool created)
     {
         ArgumentNullException.ThrowIfNull(p);
-        created = false;
         if (_state.TryGetValue((p, name), out var s))
+        {
+            created = _createdAt[(p, name)] == StepCount;
             return s;
+        }
         s = Tensor.Zeros(shape, dtype, p.Device, MemoryCategory.OptimizerState, $"{p.Name ?? "param"}.{name}");
         s.DetachFromScope();
         _state[(p, name)] = s;
+        _createdAt[(p, name)] = StepCount;
         created = true;
         return s;
     }
@@ -238,9 +266,12 @@ public abstract class Optimizer : IDisposable
                     F.CopyInto(state, cast);
                     continue;
                 }
+                var dtype = state.DType;
                 _state.Remove(key);
+                _createdAt.Remove(key, out var born);
                 state.Dispose();
-                var fresh = State(replacement, replacement, key.Item2, out _);
+                var fresh = State(replacement, key.Item2, replacement.Shape, dtype, out _);
+                _createdAt[(replacement, key.Item2)] = born;
                 F.CopyInto(fresh, cast);
             }
         }
@@ -264,6 +295,7 @@ public abstract class Optimizer : IDisposable
         foreach (var s in _state.Values)
             s.Dispose();
         _state.Clear();
+        _createdAt.Clear();
         GC.SuppressFinalize(this);
     }
 }

@@ -32,11 +32,11 @@ public sealed class SGD : Optimizer
     protected override string? MomentumState => Momentum != 0 ? "momentum_buffer" : null;
 
     /// <inheritdoc/>
-    protected override void Update(Tensor parameter, Tensor values, Tensor grad)
+    protected override void Update(Tensor parameter, Tensor values, Tensor grad, long offset)
     {
         var first = false;
-        var buf = Momentum != 0 ? State(parameter, values, "momentum_buffer", out first).View : default;
-        values.Backend.SgdStep(values.View, grad.View, buf, new SgdArgs(Lr, Momentum, Dampening, WeightDecay, Nesterov, first));
+        using var buf = Momentum != 0 ? StateSlice(parameter, values, offset, "momentum_buffer", out first) : null;
+        values.Backend.SgdStep(values.View, grad.View, buf?.View ?? default, new SgdArgs(Lr, Momentum, Dampening, WeightDecay, Nesterov, first));
     }
 }
 
@@ -96,34 +96,58 @@ public class Adam : Optimizer
     protected override bool IsSecondMoment(string state) => state == "exp_avg_sq";
 
     /// <inheritdoc/>
-    protected override void Update(Tensor parameter, Tensor values, Tensor grad)
+    protected override void Update(Tensor parameter, Tensor values, Tensor grad, long offset)
     {
         var args = new AdamArgs(Lr, Beta1, Beta2, Eps, WeightDecay, Decoupled, StepCount);
-        if (StateBits == 8 && values.Numel >= MinQuantizedState)
+        if (StateBits == 8 && parameter.GradShape.Numel >= MinQuantizedState)
         {
-            UpdateQuantized(parameter, values, grad, args);
+            UpdateQuantized(parameter, values, grad, offset, args);
             return;
         }
-        var m = State(parameter, values, "exp_avg", out _);
-        var v = State(parameter, values, "exp_avg_sq", out _);
+        using var m = StateSlice(parameter, values, offset, "exp_avg", out _);
+        using var v = StateSlice(parameter, values, offset, "exp_avg_sq", out _);
         values.Backend.AdamStep(values.View, grad.View, m.View, v.View, args);
     }
 
-    private void UpdateQuantized(Tensor parameter, Tensor values, Tensor grad, in AdamArgs args)
+    /// <summary>The 8-bit step of values [offset, offset + n), <see cref="Optimizer.ChunkValues"/> at a time: the
+    /// chunk's blocks of both moments are dequantized into F32 Workspace, stepped, and quantized back, so the
+    /// transients stay small whatever the size of the range.</summary>
+    private void UpdateQuantized(Tensor parameter, Tensor values, Tensor grad, long offset, in AdamArgs args)
     {
-        var n = checked((int)values.Numel);
-        var blocks = (n + StateBlock - 1) / StateBlock;
+        using var flatValues = values.Reshape(-1);
+        using var flatGrad = grad.Reshape(-1);
+        for (var start = 0; start < values.Numel; start += ChunkValues)
+        {
+            var length = (int)Math.Min(ChunkValues, values.Numel - start);
+            using var v = flatValues.Narrow(0, start, length);
+            using var g = flatGrad.Narrow(0, start, length);
+            UpdateBlocks(parameter, v, g, offset + start, args);
+        }
+    }
+
+    private void UpdateBlocks(Tensor parameter, Tensor values, Tensor grad, long offset, in AdamArgs args)
+    {
+        var total = parameter.GradShape.Numel;
+        var blocks = checked((int)((total + StateBlock - 1) / StateBlock));
         var codes = new Shape(blocks, StateBlock);
         var scales = new Shape(blocks, 1);
         var mCodes = State(parameter, "exp_avg.codes", codes, DType.I8, out _);
         var mScale = State(parameter, "exp_avg.absmax", scales, DType.F32, out _);
         var rCodes = State(parameter, "exp_avg_sq.root4_codes", codes, DType.U8, out _);
         var rScale = State(parameter, "exp_avg_sq.root4_absmax", scales, DType.F32, out _);
+        if (offset % StateBlock != 0)
+            throw new InvalidOperationException($"{GetType().Name}: an 8-bit update must start on a block of {StateBlock} values, not at {offset}");
+        var (first, n) = ((int)(offset / StateBlock), checked((int)values.Numel));
+        var count = (n + StateBlock - 1) / StateBlock;
+        using var mc = mCodes.Narrow(0, first, count);
+        using var ms = mScale.Narrow(0, first, count);
+        using var rc = rCodes.Narrow(0, first, count);
+        using var rs = rScale.Narrow(0, first, count);
         using var work = Memory.MemoryContext.Use(Memory.MemoryCategory.Workspace, $"{parameter.Name ?? "param"}.adam8bit");
-        using var m = Dequantize(mCodes, mScale, 127, floor: 0);
+        using var m = Dequantize(mc, ms, 127, floor: 0);
         // v is kept as codes of v^¼ (its range of 2³² in 8 bits), read back at least half a step above zero, so a
         // small second moment never becomes 0 under a first moment that did not.
-        using var r = Dequantize(rCodes, rScale, 255, floor: 0.5);
+        using var r = Dequantize(rc, rs, 255, floor: 0.5);
         using var r2 = r * r;
         using var v = r2 * r2;
         using (var mFlat = m.Reshape(-1))
@@ -131,10 +155,10 @@ public class Adam : Optimizer
         using (var mn = mFlat.Narrow(0, 0, n))
         using (var vn = vFlat.Narrow(0, 0, n))
             values.Backend.AdamStep(values.View, grad.View, mn.View, vn.View, args);
-        Quantize(m, mCodes, mScale, 127);
+        Quantize(m, mc, ms, 127);
         using var root2 = v.Sqrt();
         using var root4 = root2.Sqrt();
-        Quantize(root4, rCodes, rScale, 255);
+        Quantize(root4, rc, rs, 255);
     }
 
     /// <summary>codes · absmax / levels, with codes below <paramref name="floor"/> read as the floor.</summary>

@@ -56,6 +56,7 @@ public static class GpuBench
         }
 
         SparseProducts(gpu);
+        QuantizedProducts(gpu);
 
         Console.WriteLine();
         Console.WriteLine("| training step, batch 128, Adam | Frugal ms/step | torch ms/step | torch / Frugal |");
@@ -102,6 +103,45 @@ public static class GpuBench
                     var sddmm = PerLaunch(dValues, () => gpu.Backend.CsrSampledGradient(view, yT.View, xT.View, dValues.View));
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"| {n} | {(block == 1 ? "csr (cuSPARSE)" : "bsr16 (kernel)")} | {density:P0} | {dense * 1e3:F3} | {fwd * 1e3:F3} | {fwd / dense:F2} | {dx * 1e3:F3} | {dx / dense:F2} | {sddmm * 1e3:F3} | {sddmm / denseDw:F2} |"));
+                }
+            }
+        }
+    }
+
+    /// <summary>A linear layer's two weight products at batch 128 (forward X·Wᵀ, input gradient dY·W) with W n×n in
+    /// packed codes, dequantization fused (the NVRTC kernel), beside the dense F32 GEMMs, and the time of a stochastic
+    /// requantization of W (what a master-free step adds).</summary>
+    private static void QuantizedProducts(Device gpu)
+    {
+        const int batch = 128;
+        Console.WriteLine();
+        Console.WriteLine("| W n×n, batch 128 | bits | group | dense fwd ms | fused fwd ms | ×dense | fused dX ms | ×dense | quantize ms |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var n in new[] { 1024, 4096 })
+        {
+            using var w = Tensor.Uniform(new Shape(n, n), -1, 1, 5, device: gpu);
+            using var x = Tensor.Uniform(new Shape(batch, n), -1, 1, 6, device: gpu);
+            using var y = Tensor.Empty(new Shape(batch, n), device: gpu);
+            var dense = PerLaunch(y, () => gpu.Backend.Gemm(new GemmArgs(false, true, 1, batch, n, n, 1, n, 0, n, 0, 0, n, 0), DType.F32, x.View.Data, w.View.Data, y.View.Data));
+            foreach (var bits in new[] { 8, 4, 1 })
+            {
+                foreach (var group in new[] { 64, 0 })
+                {
+                    var q = F.Quantize(w, Formats.TensorFormat.Quantized(bits, group));
+                    try
+                    {
+                        var view = q.View;
+                        ulong draws = 0;
+                        var fwd = PerLaunch(y, () => gpu.Backend.QuantMatMul(view, true, x.View, y.View));
+                        var dx = PerLaunch(y, () => gpu.Backend.QuantMatMul(view, false, x.View, y.View));
+                        var quantize = PerLaunch(q.Scales, () => gpu.Backend.Quantize(view, w.View, new QuantizeArgs(q.Format.Scheme, true, 1, draws += (ulong)n * (ulong)n)));
+                        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                            $"| {n} | {bits} | {(group == 0 ? "row" : group)} | {dense * 1e3:F3} | {fwd * 1e3:F3} | {fwd / dense:F2} | {dx * 1e3:F3} | {dx / dense:F2} | {quantize * 1e3:F3} |"));
+                    }
+                    finally
+                    {
+                        q.DisposeParts();
+                    }
                 }
             }
         }

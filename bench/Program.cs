@@ -11,6 +11,7 @@ var runners = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["gpu"] = GpuBench.Run,
     ["spmm"] = SpmmBench.Run,
     ["lowrank"] = LowRankBench.Run,
+    ["quant"] = QuantBench.Run,
 };
 
 if (args.Length == 0 || !runners.TryGetValue(args[0], out var runner))

@@ -10,7 +10,8 @@ namespace Frugal.Bench;
 
 /// <summary>Training throughput and memory of the CLI's models per weight format: examples per second at batch 128
 /// with Adam, measured on Fashion-MNIST batches after warm-up steps, in this process, and the allocator's peak bytes
-/// over the run (each run on its own CPU device, so the peaks are the model's alone).</summary>
+/// over the run (each run on its own CPU device, so the peaks are the model's alone). "+ckpt" makes every block a
+/// checkpoint segment; "+lean" uses 8-bit Adam states and applies updates in backward.</summary>
 public static class TrainBench
 {
     public static int Run(string[] args)
@@ -22,14 +23,15 @@ public static class TrainBench
         // ~30 calls) runs the timed steps.
         Console.WriteLine("| model | format | parameters | warm-up steps | timed steps | ms/step | ×dense | examples/s | peak P+G+OS+FM | peak total | ×dense |");
         Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        var formats = new[] { "dense", "dense +ckpt", "csr:0.1", "bsr:0.1:16", "lowrank:0.25" };
+        var formats = new[] { "dense", "dense +ckpt", "dense +lean", "csr:0.1", "bsr:0.1:16", "lowrank:0.25", "q8", "q4", "q4:latent", "q1:latent", "q8 +lean", "q4 +lean" };
         foreach (var (name, timed) in new[] { ("mlp", 300), ("cnn", 40) })
         {
             Result? dense = null;
             foreach (var format in formats)
             {
                 var device = Device.CreateCpu($"bench-{name}-{format}");
-                var r = MsPerStep(name, data.Train, timed, device, WeightFormat.Parse(format.Split(' ')[0]), checkpoint: format.EndsWith("+ckpt", StringComparison.Ordinal));
+                var r = MsPerStep(name, data.Train, timed, device, WeightFormat.Parse(format.Split(' ')[0]), checkpoint: format.EndsWith("+ckpt", StringComparison.Ordinal),
+                    lean: format.EndsWith("+lean", StringComparison.Ordinal));
                 dense ??= r;
                 var rate = 128 * 1000.0 / r.Ms;
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -44,15 +46,16 @@ public static class TrainBench
     public sealed record Result(int Warmup, double Ms, long Parameters, long PersistentPeak, long PeakTotal);
 
     /// <summary>Milliseconds per training step (batch 128, Adam 1e-3) of model <paramref name="name"/> in
-    /// <paramref name="format"/> (every block a checkpoint segment with <paramref name="checkpoint"/>) on
-    /// <paramref name="device"/>, timed over <paramref name="timedSteps"/> steps after warm-up.</summary>
-    public static Result MsPerStep(string name, ImageDataset train, int timedSteps, Device device, WeightFormat? format = null, bool checkpoint = false)
+    /// <paramref name="format"/> (every block a checkpoint segment with <paramref name="checkpoint"/>; 8-bit states and
+    /// updates in backward with <paramref name="lean"/>) on <paramref name="device"/>, timed over
+    /// <paramref name="timedSteps"/> steps after warm-up.</summary>
+    public static Result MsPerStep(string name, ImageDataset train, int timedSteps, Device device, WeightFormat? format = null, bool checkpoint = false, bool lean = false)
     {
         const int batch = 128;
         int? warmup = null;
         Init.ManualSeed(1);
         using var model = Zoo.Create(name, device, format, checkpoint: checkpoint);
-        using var opt = new Adam(model.Parameters(), 1e-3);
+        using var opt = new Adam(model.Parameters(), 1e-3, stateBits: lean ? 8 : 32);
         var clock = new Stopwatch();
         var warmClock = Stopwatch.StartNew();
         var step = 0;
@@ -69,9 +72,7 @@ public static class TrainBench
                 {
                     using var logits = model.Forward(x);
                     using var loss = F.CrossEntropy(logits, y);
-                    loss.Backward();
-                    opt.Step();
-                    opt.ZeroGrad();
+                    opt.BackwardAndStep(loss, inBackward: lean);
                     if (step + 1 == warmup + timedSteps)
                         loss.Item();   // waits for a GPU's queued work, so the clock covers it
                 }

@@ -63,7 +63,7 @@ internal static class ProfileCommand
         }
         var reference = runs.FirstOrDefault(r => r.Format == WeightFormat.Dense && !r.Checkpoint) ?? runs[0];
         AnsiConsole.Write(Table(runs, reference));
-        AnsiConsole.MarkupLine($"category peaks are each category's own maximum; \"at once\" is the most bytes live together; ×{Markup.Escape(reference.Label)} compares that; \"kept B/param\" is Parameter + Gradient + OptimizerState + FormatMeta still held after the last step, per parameter");
+        AnsiConsole.MarkupLine($"category peaks are each category's own maximum; \"at once\" is the most bytes live together; ×{Markup.Escape(reference.Label)} compares that; \"kept B/param\" is Parameter + Gradient + OptimizerState + FormatMeta live when backward ends (updates in backward: no gradient), per parameter");
         foreach (var r in runs.Where(r => r.Report.DriverUsedBytes is not null))
         {
             AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "{0}: the driver reports {1:N0} bytes in use, the allocator reserves {2:N0} ({3:N0} of them cached free): {4}",
@@ -87,7 +87,8 @@ internal static class ProfileCommand
     }
 
     /// <summary>One profiled run; <paramref name="KeptBytes"/> is the Parameter, Gradient, OptimizerState and
-    /// FormatMeta bytes still held after the last step (what training keeps between steps).</summary>
+    /// FormatMeta bytes live when the last step's backward has ended (every gradient the optimizer step will read, or
+    /// none with updates in backward): what a step holds beyond its transients.</summary>
     public sealed record ProfiledRun(WeightFormat Format, bool Checkpoint, long Parameters, double MsPerStep, MemoryReport Report, string Layers, long KeptBytes)
     {
         public string Label => Checkpoint ? $"{Format} +ckpt" : Format.ToString();
@@ -118,7 +119,7 @@ internal static class ProfileCommand
         using var owned = model;
         var layers = string.Join(", ", model.Modules().Where(m => m.WeightFormatName is not null));
         var times = new List<double>();
-        long kept;
+        long kept = 0;
         using (var opt = new Adam(model.Parameters(), 1e-3, stateBits: settings.StateBits))
         {
             var step = 0;
@@ -133,18 +134,12 @@ internal static class ProfileCommand
                         logits = model.Forward(x);
                     var loss = F.CrossEntropy(logits, y);
                     profiler.Mark($"step {step + 1} backward");
-                    if (settings.InBackward)
+                    opt.BackwardAndStep(loss, settings.InBackward, () =>
                     {
-                        using (opt.StepInBackward())
-                            loss.Backward();
-                    }
-                    else
-                    {
-                        loss.Backward();
-                        profiler.Mark($"step {step + 1} optimizer");
-                        opt.Step();
-                        opt.ZeroGrad();
-                    }
+                        kept = Kept(device);
+                        if (!settings.InBackward)
+                            profiler.Mark($"step {step + 1} optimizer");
+                    });
                     loss.Item();
                 }
                 times.Add(clock.Elapsed.TotalMilliseconds);
@@ -152,13 +147,16 @@ internal static class ProfileCommand
                     break;
             }
             profiler.Mark("done");
-            kept = new[] { MemoryCategory.Parameter, MemoryCategory.Gradient, MemoryCategory.OptimizerState, MemoryCategory.FormatMeta }.Sum(device.Allocator.Current);
         }
         var report = profiler.Report(model.FormatsByPath());
         // The first step includes one-time costs (JIT, packing buffers): time the others when there are any.
         var timed = times.Count > 1 ? times.Skip(1).ToList() : times;
         return new ProfiledRun(format, checkpoint, model.ParameterCount(), timed.Average(), report, layers, kept);
     }
+
+    /// <summary>Parameter + Gradient + OptimizerState + FormatMeta bytes live now.</summary>
+    private static long Kept(Device device)
+        => new[] { MemoryCategory.Parameter, MemoryCategory.Gradient, MemoryCategory.OptimizerState, MemoryCategory.FormatMeta }.Sum(device.Allocator.Current);
 
     private static Table Table(IReadOnlyList<ProfiledRun> runs, ProfiledRun reference)
     {

@@ -44,38 +44,40 @@ internal static class ProfilePlots
     /// <summary>One stacked bar per run: the category peaks (MiB), and a marker label with the peak of all at once.</summary>
     public static void PeaksPerFormat(string pathWithoutExtension, string title, IReadOnlyList<(string Label, MemoryReport Report)> runs)
     {
+        // Horizontal bars, first run on top: format names of any length stay readable on the left axis.
         var plot = new Plot();
         var bars = new List<Bar>();
         for (var i = 0; i < runs.Count; i++)
         {
+            var y = runs.Count - 1 - i;
             double bottom = 0;
             foreach (var c in MemoryCategories.All)
             {
                 var v = runs[i].Report.Peak[c] / MiB;
                 if (v <= 0)
                     continue;
-                bars.Add(new Bar { Position = i, ValueBase = bottom, Value = bottom + v, FillColor = ColorOf(c) });
+                bars.Add(new Bar { Position = y, ValueBase = bottom, Value = bottom + v, FillColor = ColorOf(c) });
                 bottom += v;
             }
-            var total = plot.Add.Text($"at once: {runs[i].Report.PeakTotal / MiB:F1}", i, bottom);
-            total.LabelAlignment = Alignment.LowerCenter;
+            var total = plot.Add.Text($" at once {runs[i].Report.PeakTotal / MiB:F2}", bottom, y);
+            total.LabelAlignment = Alignment.MiddleLeft;
         }
-        plot.Add.Bars(bars);
+        plot.Add.Bars(bars).Horizontal = true;
         foreach (var c in MemoryCategories.All.Where(c => runs.Any(r => r.Report.Peak[c] > 0)))
             plot.Legend.ManualItems.Add(new LegendItem { LabelText = c.ToString(), FillColor = ColorOf(c) });
-        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
-            [.. Enumerable.Range(0, runs.Count).Select(i => (double)i)], [.. runs.Select(r => r.Label)]);
+        plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
+            [.. Enumerable.Range(0, runs.Count).Select(i => (double)(runs.Count - 1 - i))], [.. runs.Select(r => r.Label)]);
         plot.Title(title);
-        plot.XLabel("weight format");
-        plot.YLabel("peak by category (MiB, stacked)");
-        plot.ShowLegend(Alignment.UpperRight);
-        plot.Axes.Margins(bottom: 0, top: 0.15);
-        Save(plot, pathWithoutExtension);
+        plot.YLabel("weight format");
+        plot.XLabel("peak by category (MiB, stacked); \"at once\": the most bytes live together");
+        plot.ShowLegend(Alignment.LowerRight);
+        plot.Axes.Margins(left: 0, right: 0.25);
+        Save(plot, pathWithoutExtension, Math.Max(Height, 120 + 38 * runs.Count));
     }
 
-    private static void Save(Plot plot, string pathWithoutExtension)
+    private static void Save(Plot plot, string pathWithoutExtension, int height = Height)
     {
-        plot.SavePng(pathWithoutExtension + ".png", Width, Height);
-        plot.SaveSvg(pathWithoutExtension + ".svg", Width, Height);
+        plot.SavePng(pathWithoutExtension + ".png", Width, height);
+        plot.SaveSvg(pathWithoutExtension + ".svg", Width, height);
     }
 }

@@ -62,17 +62,13 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
                 using (var loss = Loss is null ? F.CrossEntropy(logits, y) : Loss(x, logits, y))
                 {
                     Schedule?.Apply(optimizer, GlobalStep);
-                    if (UpdateInBackward)
+                    if (Scaler is null)
                     {
-                        if (Scaler is not null)
-                            throw new InvalidOperationException("Trainer: update in backward cannot be combined with loss scaling (the scaler must see every gradient before any update)");
-                        using (optimizer.StepInBackward())
-                            loss.Backward();
+                        optimizer.BackwardAndStep(loss, UpdateInBackward);
                     }
-                    else if (Scaler is null)
+                    else if (UpdateInBackward)
                     {
-                        loss.Backward();
-                        optimizer.Step();
+                        throw new InvalidOperationException("Trainer: update in backward cannot be combined with loss scaling (the scaler must see every gradient before any update)");
                     }
                     else
                     {

@@ -7,7 +7,9 @@ namespace Frugal.Models;
 /// with a sparse format the global density is spread over the layers uniformly or by ERK (a layer that ERK makes
 /// fully dense stays dense), and a layer whose sizes are not whole blocks of a BSR format stays dense (the 10-class
 /// head; the first convolution's 9 inputs per channel). With low rank the output head stays dense (its rank is at
-/// most 10 already) and so does a layer with fewer than 16 inputs per output (the first convolution).</summary>
+/// most 10 already) and so does a layer with fewer than 16 inputs per output (the first convolution). Quantized
+/// formats apply to every layer; DoReFa input quantization (<see cref="WeightFormat.ActivationBits"/>) to every
+/// layer but the first, whose input is the standardized image (as in DoReFa-Net).</summary>
 public static class Zoo
 {
     /// <summary>Names accepted by <c>--model</c>.</summary>
@@ -95,6 +97,8 @@ public static class Zoo
                 return format;
             })];
         }
+        if (format.IsQuantized)
+            return [.. shapes.Select((_, i) => i == 0 ? format.WithActivationBits(0) : format)];
         return [.. Densities(shapes, format, erk).Select(format.WithDensity)];
     }
 

@@ -22,18 +22,7 @@ public class StepInBackwardTests
         {
             var x = Tensor.Uniform(new Shape(16, 32), -1, 1, 5, device: device);
             var y = Tensor.FromArray(Enumerable.Range(0, 16).Select(i => i % 10).ToArray(), new Shape(16), device);
-            var loss = F.CrossEntropy(model.Forward(x), y);
-            if (inBackward)
-            {
-                using (opt.StepInBackward())
-                    loss.Backward();
-            }
-            else
-            {
-                loss.Backward();
-                opt.Step();
-            }
-            opt.ZeroGrad();
+            opt.BackwardAndStep(F.CrossEntropy(model.Forward(x), y), inBackward);
         }
         Assert.Equal(0, device.Allocator.Current(MemoryCategory.Gradient));
         return ([.. model.Parameters().Select(p => p.ToArray<float>())], device.Allocator.Peak(MemoryCategory.Gradient));

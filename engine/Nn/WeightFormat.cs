@@ -47,6 +47,15 @@ public sealed record WeightFormat
         return new(QuantizedFormat.Create(bits, group ?? 0, scheme), 1) { Mode = mode, ActivationBits = activationBits, AutoGroup = group is null };
     }
 
+    /// <summary>This format with linear layers quantizing their inputs to <paramref name="bits"/> (0: F32 inputs), for
+    /// quantized formats; other formats ignore it.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Bits outside 0..7.</exception>
+    public WeightFormat WithActivationBits(int bits) => !IsQuantized || bits == ActivationBits
+        ? this
+        : bits is >= 0 and <= 7
+            ? this with { ActivationBits = bits }
+            : throw new ArgumentOutOfRangeException(nameof(bits), $"quantized: activation bits must be 1..7 (0: not quantized), got {bits}");
+
     /// <summary>The quantized format a [rows, cols] weight gets (its group resolved).</summary>
     private QuantizedFormat QuantizedFor(int cols)
     {

@@ -54,8 +54,8 @@ public static partial class F
     /// The quantized weight of latent full-precision weights, differentiable by the straight-through estimator: the
     /// codes' gradient (a dense [rows, cols] from the product that uses them) passes to <paramref name="latent"/>,
     /// clipped to |w| ≤ 1 for ternary and binary codes (XNOR-Net's and BinaryConnect's recipe; the linear schemes'
-    /// grid covers every latent value, so nothing is clipped there). The codes and scales are Activation memory kept
-    /// for backward.
+    /// grid covers every latent value, so nothing is clipped there). The codes and scales (and the clipping's 1-byte
+    /// mask) are Activation memory kept for backward.
     /// </summary>
     /// <exception cref="ShapeMismatchException">Not F32, or rank 0.</exception>
     /// <exception cref="ArgumentException">The format's group does not divide the columns.</exception>
@@ -68,16 +68,25 @@ public static partial class F
         var node = Autograd.Autograd.Record(w.Codes, "QuantizeSte", latent);
         if (node is not null)
         {
-            var clip = format.Scheme is QuantScheme.Ternary or QuantScheme.Binary;
-            var saved = clip ? node.Save(latent) : null;
+            // Ternary and binary clip at |w| ≤ 1: the 1-byte mask is made now and kept (not the F32 latent), so
+            // backward makes nothing but the gradient itself.
+            Tensor? inside = null;
+            if (format.Scheme is QuantScheme.Ternary or QuantScheme.Binary)
+            {
+                using (Autograd.Autograd.NoGrad())
+                using (MemoryContext.Use(MemoryCategory.Activation, latent.Name is { } m ? m + ".ste_mask" : "ste_mask"))
+                {
+                    using var abs = latent.Abs();
+                    using var one = Tensor.Full(new Shape(), 1, DType.F32, latent.Device);
+                    using var mask = Le(abs, one);
+                    inside = node.Save(mask);
+                }
+            }
             node.Backward = g =>
             {
                 using var shaped = g.Reshape(latent.Shape.Dims);
-                if (saved is null)
+                if (inside is null)
                     return [shaped.Contiguous()];
-                using var abs = saved.Abs();
-                using var one = Tensor.Full(new Shape(), 1, DType.F32, g.Device);
-                using var inside = Le(abs, one);
                 using var zero = Tensor.Zeros(new Shape(), DType.F32, g.Device);
                 return [Where(inside, shaped, zero)];
             };

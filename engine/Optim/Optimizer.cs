@@ -69,14 +69,25 @@ public abstract class Optimizer : IDisposable
         }
         if (g.Shape != p.Shape || g.DType != p.DType || !g.IsContiguous || !p.IsContiguous)
             throw new InvalidOperationException($"{GetType().Name}: gradient {g.Describe()} does not match parameter {p.Describe()} (both must be contiguous and alike)");
-        using var values = p.Reshape(-1);
-        using var grads = g.Reshape(-1);
-        for (var offset = 0; offset < p.Numel; offset += ChunkValues)
+        InChunks(p, g, 0, (v, gc, offset) => Update(p, v, gc, offset));
+    }
+
+    /// <summary>Calls <paramref name="body"/>(values, gradient, offset) over flat chunks of
+    /// <see cref="ChunkValues"/> values of <paramref name="values"/> and <paramref name="grad"/> (contiguous, alike),
+    /// the offsets counted from <paramref name="offset"/>.</summary>
+    protected static void InChunks(Tensor values, Tensor grad, long offset, Action<Tensor, Tensor, long> body)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        ArgumentNullException.ThrowIfNull(grad);
+        ArgumentNullException.ThrowIfNull(body);
+        using var flatValues = values.Reshape(-1);
+        using var flatGrad = grad.Reshape(-1);
+        for (var start = 0; start < values.Numel; start += ChunkValues)
         {
-            var count = (int)Math.Min(ChunkValues, p.Numel - offset);
-            using var v = values.Narrow(0, offset, count);
-            using var gc = grads.Narrow(0, offset, count);
-            Update(p, v, gc, offset);
+            var count = (int)Math.Min(ChunkValues, values.Numel - start);
+            using var v = flatValues.Narrow(0, start, count);
+            using var g = flatGrad.Narrow(0, start, count);
+            body(v, g, offset + start);
         }
     }
 
@@ -145,6 +156,28 @@ public abstract class Optimizer : IDisposable
         }
 
         public void Dispose() => _hook.Dispose();
+    }
+
+    /// <summary>Back-propagates <paramref name="loss"/> and applies one update: during the backward when
+    /// <paramref name="inBackward"/> (see <see cref="StepInBackward"/>), else with <see cref="Step"/> after it; then
+    /// drops the gradients. <paramref name="afterBackward"/> runs between the backward and the step (with updates in
+    /// backward, after both).</summary>
+    public void BackwardAndStep(Tensor loss, bool inBackward = false, Action? afterBackward = null)
+    {
+        ArgumentNullException.ThrowIfNull(loss);
+        if (inBackward)
+        {
+            using (StepInBackward())
+                loss.Backward();
+            afterBackward?.Invoke();
+        }
+        else
+        {
+            loss.Backward();
+            afterBackward?.Invoke();
+            Step();
+        }
+        ZeroGrad();
     }
 
     /// <summary>Updates values [offset, offset + n) of one parameter in place from their gradient: a flat view of

@@ -112,18 +112,8 @@ public class Adam : Optimizer
     /// <summary>The 8-bit step of values [offset, offset + n), <see cref="Optimizer.ChunkValues"/> at a time: the
     /// chunk's blocks of both moments are dequantized into F32 Workspace, stepped, and quantized back, so the
     /// transients stay small whatever the size of the range.</summary>
-    private void UpdateQuantized(Tensor parameter, Tensor values, Tensor grad, long offset, in AdamArgs args)
-    {
-        using var flatValues = values.Reshape(-1);
-        using var flatGrad = grad.Reshape(-1);
-        for (var start = 0; start < values.Numel; start += ChunkValues)
-        {
-            var length = (int)Math.Min(ChunkValues, values.Numel - start);
-            using var v = flatValues.Narrow(0, start, length);
-            using var g = flatGrad.Narrow(0, start, length);
-            UpdateBlocks(parameter, v, g, offset + start, args);
-        }
-    }
+    private void UpdateQuantized(Tensor parameter, Tensor values, Tensor grad, long offset, AdamArgs args)
+        => InChunks(values, grad, offset, (v, g, start) => UpdateBlocks(parameter, v, g, start, args));
 
     private void UpdateBlocks(Tensor parameter, Tensor values, Tensor grad, long offset, in AdamArgs args)
     {

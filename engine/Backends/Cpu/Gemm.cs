@@ -59,6 +59,10 @@ internal static unsafe class Gemm
     private const int ModeAdd = 1;
     private const int ModeScale = 2;
 
+    /// <summary>Writes op(B)[p0 .. p0 + kc, c0 .. c0 + nc] as <see cref="PackB"/> packs it: NR-column panels, panel q
+    /// holding columns q·NR .. q·NR + NR − 1 as kc consecutive groups of NR values, zero padded.</summary>
+    internal delegate void PanelSource(int p0, int c0, int kc, int nc, int nr, float* dst);
+
     /// <summary>Kernel family chosen by <see cref="GemmKernel.Auto"/> on this machine.</summary>
     internal static GemmKernel BestKernel { get; } =
         Avx512F.IsSupported ? GemmKernel.Vector512
@@ -161,8 +165,31 @@ internal static unsafe class Gemm
             SplitK(cfg, maxThreads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
             return;
         }
-        var args = new Args<T>(cfg, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        Dispatch(new Args<T>(cfg, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), maxThreads);
+    }
 
+    /// <summary>Single-precision C[m x n] = op(A)·B + beta·C where the packed panels of B [k x n] are written by
+    /// <paramref name="b"/> (a weight stored in another format, unpacked straight into the GEMM's packing buffer: no
+    /// copy of B exists beyond one KC × NC block).</summary>
+    public static void SgemmSourcedB(bool transA, int m, int n, int k, float* a, int lda, PanelSource b, float beta, float* c, int ldc)
+    {
+        ArgumentNullException.ThrowIfNull(b);
+        if (m == 0 || n == 0)
+            return;
+        if (k == 0)
+        {
+            ScaleC(m, n, beta, c, ldc);
+            return;
+        }
+        var cfg = GetConfig<float>(GemmKernel.Auto);
+        Dispatch(new Args<float>(cfg, transA, false, m, n, k, 1, a, lda, null, n, beta, c, ldc, b), Environment.ProcessorCount);
+    }
+
+    /// <summary>Runs validated arguments on up to <paramref name="maxThreads"/> threads, split along the larger side.</summary>
+    private static void Dispatch<T>(in Args<T> args, int maxThreads)
+        where T : unmanaged, INumberBase<T>
+    {
+        var (cfg, m, n, k) = (args.Cfg, args.M, args.N, args.K);
         var macs = (long)m * n * k;
         var parts = 1;
         var splitM = m >= n;
@@ -268,9 +295,13 @@ internal static unsafe class Gemm
         public readonly nint A, B, C;
         public readonly long Lda, Ldb, Ldc;
 
+        /// <summary>When set, writes the packed panels of op(B) instead of <see cref="PackB"/> (B is then unused).</summary>
+        public readonly PanelSource? Source;
+
         public Args(Config cfg, bool transA, bool transB, int m, int n, int k, T alpha, T* a, long lda, T* b, long ldb,
-            T beta, T* c, long ldc)
+            T beta, T* c, long ldc, PanelSource? source = null)
         {
+            Source = source;
             Cfg = cfg;
             TransA = transA;
             TransB = transB;
@@ -330,8 +361,15 @@ internal static unsafe class Gemm
                     ForParts(parts, p =>
                     {
                         int q0 = panels * p / parts, q1 = panels * (p + 1) / parts;
-                        if (q1 > q0)
-                            PackB(g.TransB, (T*)g.B, g.Ldb, p0, col0 + q0 * nr, kc, Math.Min(nc - q0 * nr, (q1 - q0) * nr), nr, packedB + (long)q0 * nr * kc);
+                        if (q1 <= q0)
+                            return;
+                        var c0 = col0 + q0 * nr;
+                        var width = Math.Min(nc - q0 * nr, (q1 - q0) * nr);
+                        var dst = packedB + (long)q0 * nr * kc;
+                        if (g.Source is { } source)
+                            source(p0, c0, kc, width, nr, (float*)dst);
+                        else
+                            PackB(g.TransB, (T*)g.B, g.Ldb, p0, c0, kc, width, nr, dst);
                     });
                     ForParts(parts, p =>
                     {

@@ -5,17 +5,14 @@ namespace Frugal.Backends.Cpu;
 /// <summary>
 /// CPU kernels of packed low-bit weights (layout: <see cref="QuantView"/>), the twins of <c>kernels/quant.cu</c>:
 /// quantization per group (the scheme's scale and zero, then nearest or stochastic rounding), dequantization, and the
-/// products X·Wᵀ and dY·W with dequantization fused: W is unpacked a tile of rows at a time into a small buffer
-/// (<see cref="TileValues"/> floats) that the packed SGEMM multiplies, so no dense copy of W is ever made.
+/// products X·Wᵀ and dY·W with dequantization fused: the packed SGEMM takes W's codes and unpacks them straight into
+/// its packing buffer, one KC × NC block at a time, so no dense copy of W is ever made.
 /// Every scheme only picks a group's scale, zero and code range; rounding is then the same for all: to the nearest
 /// code, or stochastic. Arithmetic is written as the CUDA kernels write it (sums in group order, fused multiply-adds spelled out), so
 /// both give the same codes.
 /// </summary>
 internal static unsafe class QuantKernels
 {
-    /// <summary>Floats of one dequantized tile of rows (512 KiB: a few rows of the widest layers, in L2).</summary>
-    private const int TileValues = 128 * 1024;
-
     /// <summary>Codes and scales of <paramref name="q"/> from dense row-major values.</summary>
     public static void Quantize(in QuantView q, float* dense, in QuantizeArgs a)
     {
@@ -99,51 +96,104 @@ internal static unsafe class QuantKernels
     }
 
     /// <summary>Dense row-major values of <paramref name="q"/>.</summary>
-    public static void Dequantize(in QuantView q, float* dense)
+    public static void Dequantize(in QuantView q, float* dense) => DequantizeRows(q, 0, q.Rows, dense);
+
+    /// <summary>Rows r0 .. r1 of <paramref name="q"/> into <paramref name="dst"/> (row-major, Cols per row), rows in
+    /// parallel when large.</summary>
+    private static void DequantizeRows(in QuantView q, int r0, int r1, float* dst)
     {
         var w = q;
-        StridedLoop.ForRows(w.Rows, w.Cols, (r0, r1) => DequantizeRows(w, (int)r0, (int)r1, dense + r0 * w.Cols));
+        StridedLoop.ForRows(r1 - r0, w.Cols, (a, b) =>
+        {
+            for (var r = r0 + a; r < r0 + b; r++)
+                DequantizeRange(w, r * w.Cols, w.Cols, dst + (r - r0) * w.Cols, 1);
+        });
     }
 
-    /// <summary>Rows r0 .. r1 of <paramref name="q"/> into <paramref name="dst"/> (row-major, Cols per row).</summary>
-    private static void DequantizeRows(in QuantView q, int r0, int r1, float* dst)
+    /// <summary>Values first .. first + count of <paramref name="q"/> (row-major order) into dst[0], dst[stride], ...:
+    /// value = scale · (code − zero), a group at a time; below 8 bits through a table of the group's 2^bits values
+    /// when the run is long enough to pay for it.</summary>
+    private static void DequantizeRange(in QuantView q, long first, int count, float* dst, int stride)
     {
         var codes = (byte*)q.Codes;
         var scales = (QuantScale*)q.Scales;
-        var mask = (1 << q.Bits) - 1;
-        var first = (long)r0 * q.Cols;
-        var count = (long)(r1 - r0) * q.Cols;
-        for (long k = 0; k < count; k++)
+        int bits = q.Bits, mask = (1 << bits) - 1;
+        var table = stackalloc float[16];
+        var end = first + count;
+        for (var i = first; i < end;)
         {
-            var i = first + k;
-            var bit = i * q.Bits;
-            var code = (codes[bit >> 3] >> (int)(bit & 7)) & mask;
-            var s = scales[i / q.Group];
-            dst[k] = s.Scale * (code - s.Zero);
+            var g = i / q.Group;
+            var stop = Math.Min(end, (g + 1) * q.Group);
+            var s = scales[g];
+            if (bits == 8)
+            {
+                for (; i < stop; i++, dst += stride)
+                    *dst = s.Scale * (codes[i] - s.Zero);
+                continue;
+            }
+            if (stop - i >= 2 << bits)
+            {
+                for (var code = 0; code <= mask; code++)
+                    table[code] = s.Scale * (code - s.Zero);
+                for (var bit = i * bits; i < stop; i++, bit += bits, dst += stride)
+                    *dst = table[(codes[bit >> 3] >> (int)(bit & 7)) & mask];
+                continue;
+            }
+            for (var bit = i * bits; i < stop; i++, bit += bits, dst += stride)
+                *dst = s.Scale * (((codes[bit >> 3] >> (int)(bit & 7)) & mask) - s.Zero);
         }
     }
 
-    /// <summary>y [batch, Rows] = x [batch, Cols] · Wᵀ (transposed) or y [batch, Cols] = x [batch, Rows] · W, over
-    /// tiles of W's rows dequantized one at a time.</summary>
+    /// <summary>y [batch, Rows] = x [batch, Cols] · Wᵀ (transposed) or y [batch, Cols] = x [batch, Rows] · W: the
+    /// packed SGEMM with W's codes unpacked straight into its packing buffer, one KC × NC block at a time.</summary>
     public static void MatMul(in QuantView q, bool transposed, int batch, float* x, float* y)
     {
-        var tileRows = Math.Clamp(TileValues / q.Cols, 1, q.Rows);
-        var tile = (float*)NativeMemory.AlignedAlloc((nuint)((long)tileRows * q.Cols * sizeof(float)), 64);
-        try
+        var w = q;
+        if (transposed)
         {
-            for (var r0 = 0; r0 < q.Rows; r0 += tileRows)
+            // op(B) = Wᵀ [Cols, Rows]: column c of a panel is W's row c, read along its columns p0 .. p0 + kc.
+            Gemm.SgemmSourcedB(false, batch, w.Rows, w.Cols, x, w.Cols, (p0, c0, kc, nc, nr, dst) =>
             {
-                var rows = Math.Min(tileRows, q.Rows - r0);
-                DequantizeRows(q, r0, r0 + rows, tile);
-                if (transposed)   // y[:, r0 .. r0 + rows] = x · tileᵀ
-                    Gemm.Sgemm(false, true, batch, rows, q.Cols, 1, x, q.Cols, tile, q.Cols, 0, y + r0, q.Rows);
-                else              // y += x[:, r0 .. r0 + rows] · tile
-                    Gemm.Sgemm(false, false, batch, q.Cols, rows, 1, x + r0, q.Rows, tile, q.Cols, r0 == 0 ? 0 : 1, y, q.Cols);
-            }
+                for (var j = 0; j < RoundUp(nc, nr); j++)
+                {
+                    var panel = dst + (long)(j / nr) * nr * kc + j % nr;
+                    if (j < nc)
+                        DequantizeRange(w, (long)(c0 + j) * w.Cols + p0, kc, panel, nr);
+                    else
+                        Zero(panel, kc, nr);
+                }
+            }, 0, y, w.Rows);
         }
-        finally
+        else
         {
-            NativeMemory.AlignedFree(tile);
+            // op(B) = W [Rows, Cols]: row p of every panel is nr consecutive values of W's row p0 + p, unpacked a
+            // whole block row (nc values) at a time, then dealt out to the panels.
+            Gemm.SgemmSourcedB(false, batch, w.Cols, w.Rows, x, w.Rows, (p0, c0, kc, nc, nr, dst) =>
+            {
+                Span<float> buffer = nc <= 8192 ? stackalloc float[nc] : new float[nc];
+                fixed (float* row = buffer)
+                {
+                    for (var p = 0; p < kc; p++)
+                    {
+                        DequantizeRange(w, (long)(p0 + p) * w.Cols + c0, nc, row, 1);
+                        for (var jp = 0; jp < nc; jp += nr)
+                        {
+                            var cols = Math.Min(nr, nc - jp);
+                            var to = new Span<float>(dst + (long)jp * kc + (long)p * nr, nr);
+                            new ReadOnlySpan<float>(row + jp, cols).CopyTo(to);
+                            to[cols..].Clear();
+                        }
+                    }
+                }
+            }, 0, y, w.Cols);
         }
+    }
+
+    private static int RoundUp(int x, int m) => (x + m - 1) / m * m;
+
+    private static void Zero(float* dst, int count, int stride)
+    {
+        for (var i = 0; i < count; i++)
+            dst[(long)i * stride] = 0;
     }
 }

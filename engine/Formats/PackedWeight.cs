@@ -7,7 +7,16 @@ namespace Frugal.Formats;
 /// </summary>
 internal sealed class PackedWeight(QuantizedWeight weight, Shape logicalShape, ulong seed)
 {
+    private ulong _seed = seed;
     private ulong _draws;
+
+    /// <summary>The stochastic rounding's stream: its seed and the random numbers drawn so far (a checkpoint keeps
+    /// it, so a resumed run rounds as the uninterrupted one).</summary>
+    public (ulong Seed, ulong Draws) Stream
+    {
+        get => (_seed, _draws);
+        set => (_seed, _draws) = value;
+    }
 
     /// <summary>The codes and scales.</summary>
     public QuantizedWeight Weight => weight;
@@ -57,7 +66,7 @@ internal sealed class PackedWeight(QuantizedWeight weight, Shape logicalShape, u
             using var values = Tensor.Empty(new Shape(n, cols), DType.F32, device);
             values.Backend.Dequantize(part, values.View);
             update(values, first);
-            values.Backend.Quantize(part, values.View, new Backends.QuantizeArgs(weight.Format.Scheme, stochastic, seed, _draws + (ulong)first));
+            values.Backend.Quantize(part, values.View, new Backends.QuantizeArgs(weight.Format.Scheme, stochastic, _seed, _draws + (ulong)first));
         }
     }
 }

@@ -127,6 +127,61 @@ public abstract class LowRankLayer : Module
         static double[] Squared(double[] m) => Array.ConvertAll(m, x => x * x);
     }
 
+    /// <inheritdoc/>
+    /// <remarks>The stored factors may have another rank (a rank schedule lowered it); both must be this layer's
+    /// factor shapes for that rank.</remarks>
+    protected internal override void CheckOwn(IO.SafeTensorsFile file)
+    {
+        StoredRank(file);
+        if (Bias is not null)
+            CheckStored(file, Bias, Bias.Shape);
+    }
+
+    /// <inheritdoc/>
+    protected internal override void LoadOwn(IO.SafeTensorsFile file, Optim.Optimizer? optimizer)
+    {
+        var rank = StoredRank(file);
+        if (rank == Rank)
+        {
+            LoadStored(file, U);
+            LoadStored(file, Vt);
+        }
+        else
+        {
+            var device = U.Device;
+            var (oldU, oldVt) = (U, Vt);
+            U = ReplaceParameter(oldU, () => file.ToTensor(oldU.Name!, device));
+            Vt = ReplaceParameter(oldVt, () => file.ToTensor(oldVt.Name!, device));
+            optimizer?.Forget(oldU, U);
+            optimizer?.Forget(oldVt, Vt);
+            oldU.Dispose();
+            oldVt.Dispose();
+            Rank = rank;
+        }
+        if (Bias is not null)
+            LoadStored(file, Bias);
+    }
+
+    /// <summary>The rank of the factors stored in <paramref name="file"/>, checked against this layer's shapes.</summary>
+    private int StoredRank(IO.SafeTensorsFile file)
+    {
+        if (!file.Contains(U.Name!))
+            throw new ArgumentException($"the checkpoint has no '{U.Name}'");
+        var rank = (int)Math.Min(file.Entry(U.Name!).Shape.Numel / Rows, int.MaxValue);
+        try
+        {
+            LowRankFormat.CheckRank(Rows, Cols, rank);
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new ArgumentException($"'{U.Name}': {e.Message}", e);
+        }
+        var (uShape, vtShape) = FactorShapes(rank);
+        CheckStored(file, U, uShape);
+        CheckStored(file, Vt, vtShape);
+        return rank;
+    }
+
     /// <summary>Row-major [m, n] · [n, p].</summary>
     private static double[] Product(double[] x, double[] y, int m, int n, int p)
     {

@@ -220,6 +220,68 @@ public abstract class Module : IDisposable
         }
     }
 
+    /// <summary>Every parameter and buffer (a sparse pattern's indices, a quantized weight's scales) with its dotted
+    /// name, parameters first, each tensor once: what a checkpoint stores.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> NamedTensors()
+    {
+        var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var (name, p) in NamedParameters())
+        {
+            seen.Add(p);
+            yield return (name, p);
+        }
+        foreach (var m in Modules())
+        {
+            foreach (var (_, b) in m._buffers)
+            {
+                if (seen.Add(b))
+                    yield return (b.Name!, b);
+            }
+        }
+    }
+
+    /// <summary>Checkpoint metadata of the weights this module itself holds, by key (e.g. a master-free weight's
+    /// rounding stream); keys start with the tensor names they describe.</summary>
+    protected internal virtual IEnumerable<KeyValuePair<string, string>> OwnMetadata() => [];
+
+    /// <summary>Throws unless <see cref="LoadOwn"/> can load this module's own tensors from <paramref name="file"/>
+    /// (by full dotted name). The default wants every tensor with its shape and dtype; formats whose sizes may change
+    /// in training (a sparse pattern, a rank) accept others that they validate.</summary>
+    /// <exception cref="ArgumentException">A tensor is missing or does not fit, naming it.</exception>
+    protected internal virtual void CheckOwn(IO.SafeTensorsFile file)
+    {
+        foreach (var (_, t) in _parameters.Concat(_buffers))
+            CheckStored(file, t, t.Shape);
+    }
+
+    /// <summary>Throws unless <paramref name="file"/> holds <paramref name="t"/>'s name with its dtype and
+    /// <paramref name="shape"/>.</summary>
+    /// <exception cref="ArgumentException">It does not, naming the tensor.</exception>
+    private protected static void CheckStored(IO.SafeTensorsFile file, Tensor t, Shape shape)
+    {
+        if (!file.Contains(t.Name!))
+            throw new ArgumentException($"the checkpoint has no '{t.Name}'");
+        var e = file.Entry(t.Name!);
+        if (e.Shape != shape || e.DType != t.DType)
+            throw new ArgumentException($"'{t.Name}' must be {t.DType.Name()} {shape} but the checkpoint holds {e.DType.Name()} {e.Shape}");
+    }
+
+    /// <summary>Loads this module's own tensors (checked by <see cref="CheckOwn"/>); a format that replaces a
+    /// parameter tells <paramref name="optimizer"/>, whose state is loaded afterwards.</summary>
+    protected internal virtual void LoadOwn(IO.SafeTensorsFile file, Optim.Optimizer? optimizer)
+    {
+        foreach (var (_, t) in _parameters.Concat(_buffers))
+            LoadStored(file, t);
+    }
+
+    /// <summary>Copies the stored tensor of <paramref name="t"/>'s name into it.</summary>
+    private protected static void LoadStored(IO.SafeTensorsFile file, Tensor t)
+    {
+        using var source = file.ToTensor(t.Name!, t.Device, Memory.MemoryCategory.Workspace);
+        using (Autograd.Autograd.NoGrad())
+            F.CopyInto(t, source);
+    }
+
     /// <summary>Disposes the parameters (and their gradients) of this module and its children.</summary>
     public void Dispose()
     {

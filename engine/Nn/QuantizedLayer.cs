@@ -101,6 +101,42 @@ public abstract class QuantizedLayer : Module
         }
     }
 
+    /// <summary>The metadata key of a master-free weight's rounding stream ("seed,draws").</summary>
+    private string StreamKey => $"{Codes!.Name}.rounding_stream";
+
+    /// <inheritdoc/>
+    protected internal override IEnumerable<KeyValuePair<string, string>> OwnMetadata()
+    {
+        if (Codes?.Packing is { } packing)
+            yield return new(StreamKey, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{packing.Stream.Seed},{packing.Stream.Draws}"));
+    }
+
+    /// <inheritdoc/>
+    protected internal override void CheckOwn(IO.SafeTensorsFile file)
+    {
+        base.CheckOwn(file);
+        if (Mode == QuantMode.MasterFree)
+            StoredStream(file);
+    }
+
+    /// <inheritdoc/>
+    protected internal override void LoadOwn(IO.SafeTensorsFile file, Optim.Optimizer? optimizer)
+    {
+        base.LoadOwn(file, optimizer);
+        if (Codes?.Packing is { } packing)
+            packing.Stream = StoredStream(file);
+    }
+
+    private (ulong Seed, ulong Draws) StoredStream(IO.SafeTensorsFile file)
+    {
+        var parts = file.Metadata.GetValueOrDefault(StreamKey)?.Split(',');
+        if (parts is not [var seed, var draws]
+            || !ulong.TryParse(seed, System.Globalization.CultureInfo.InvariantCulture, out var s)
+            || !ulong.TryParse(draws, System.Globalization.CultureInfo.InvariantCulture, out var d))
+            throw new ArgumentException($"the checkpoint has no valid '{StreamKey}' (\"seed,draws\" of the master-free weight's stochastic rounding)");
+        return (s, d);
+    }
+
     /// <summary>Bytes this layer stores per category: master-free, the codes (and the bias) as Parameter and the
     /// scales as FormatMeta (the format's formula, <see cref="TensorFormat.StorageBytes"/>); latent, the F32 latent
     /// weight and bias as Parameter (the codes are per-step transients).</summary>

@@ -128,6 +128,58 @@ public abstract class SparseLayer : Module
         Pattern = pattern;
     }
 
+    /// <inheritdoc/>
+    /// <remarks>The stored pattern may hold another number of blocks (SNFS moves weights between layers); it is
+    /// validated as a pattern of this layer's block grid, and the values must have its size.</remarks>
+    protected internal override void CheckOwn(IO.SafeTensorsFile file)
+    {
+        var pattern = StoredPattern(file);
+        CheckStored(file, Values, new Shape(checked(pattern.Nnz * Block * Block)));
+        if (Bias is not null)
+            CheckStored(file, Bias, Bias.Shape);
+    }
+
+    /// <inheritdoc/>
+    protected internal override void LoadOwn(IO.SafeTensorsFile file, Optim.Optimizer? optimizer)
+    {
+        var pattern = StoredPattern(file);
+        if (pattern.Nnz == Pattern.Nnz)
+        {
+            LoadStored(file, Values);
+            LoadStored(file, ColIdx);
+        }
+        else
+        {
+            var (device, old, colName) = (Values.Device, Values, ColIdx.Name!);
+            Values = ReplaceParameter(old, () => file.ToTensor(old.Name!, device));
+            optimizer?.Forget(old, Values);
+            old.Dispose();
+            ColIdx = ReplaceBuffer(ColIdx, () => file.ToTensor(colName, device));
+        }
+        LoadStored(file, RowPtr);
+        if (Bias is not null)
+            LoadStored(file, Bias);
+        Pattern = pattern;
+    }
+
+    /// <summary>The pattern stored in <paramref name="file"/>, validated against this layer's block grid.</summary>
+    private CsrPattern StoredPattern(IO.SafeTensorsFile file)
+    {
+        CheckStored(file, RowPtr, RowPtr.Shape);
+        if (!file.Contains(ColIdx.Name!) || file.Entry(ColIdx.Name!) is not { DType: DType.I32, Shape.Rank: 1 })
+            throw new ArgumentException($"the checkpoint has no i32 vector '{ColIdx.Name}'");
+        var rowPtr = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(file.Bytes(RowPtr.Name!));
+        var colIdx = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(file.Bytes(ColIdx.Name!));
+        try
+        {
+            return CsrPattern.FromParts(Pattern.Rows, Pattern.Cols, rowPtr, colIdx);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"'{RowPtr.Name}' and '{ColIdx.Name}': {e.Message}", e);
+        }
+    }
+
     /// <summary>Bytes this layer stores per category: the values and the bias as Parameter, the row pointers and
     /// column indices as FormatMeta (the format's formula, <see cref="TensorFormat.StorageBytes"/>). Its gradient
     /// and each optimizer moment have the Parameter bytes again (one entry per stored value), never the dense size.</summary>

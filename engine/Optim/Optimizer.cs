@@ -40,7 +40,7 @@ public abstract class Optimizer : IDisposable
     public double BaseLr { get; }
 
     /// <summary>Steps taken.</summary>
-    public long StepCount { get; private set; }
+    public long StepCount { get; internal set; }
 
     /// <summary>Applies one update to every parameter that has a gradient.</summary>
     public void Step()
@@ -318,6 +318,88 @@ public abstract class Optimizer : IDisposable
     /// <summary>Every state tensor by "param.name" key (for checkpoints and memory reports).</summary>
     public IReadOnlyDictionary<string, Tensor> StateDict()
         => _state.ToDictionary(kv => $"{kv.Key.Item1.Name ?? "param"}.{kv.Key.Item2}", kv => kv.Value);
+
+    /// <summary>Optimizes <paramref name="replacement"/> in place of <paramref name="parameter"/> with no state yet
+    /// (a checkpoint's loading replaced the parameter and loads its state next); the old state is freed.</summary>
+    internal void Forget(Tensor parameter, Tensor replacement)
+    {
+        var at = _parameters.IndexOf(parameter);
+        if (at < 0)
+            throw new ArgumentException($"{GetType().Name}: {parameter.Describe()} is not one of its parameters");
+        foreach (var key in _state.Keys.Where(k => ReferenceEquals(k.Item1, parameter)).ToList())
+        {
+            _state.Remove(key, out var s);
+            _createdAt.Remove(key);
+            s!.Dispose();
+        }
+        _parameters[at] = replacement;
+    }
+
+    /// <summary>The checkpoint tensors of the state: "optimizer/PARAMETER/STATE" (dense tensors any reader opens).</summary>
+    internal IEnumerable<(string Name, Tensor Tensor)> NamedStates()
+        => _state.Select(kv => ($"{StatePrefix}{kv.Key.Item1.Name ?? "param"}/{kv.Key.Item2}", kv.Value));
+
+    /// <summary>The checkpoint metadata of the optimizer: its type, step count and learning rate.</summary>
+    internal IEnumerable<KeyValuePair<string, string>> Metadata()
+    {
+        yield return new("optimizer.type", GetType().Name);
+        yield return new("optimizer.step", StepCount.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        yield return new("optimizer.lr", Lr.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>Prefix of the optimizer's tensors in a checkpoint.</summary>
+    internal const string StatePrefix = "optimizer/";
+
+    /// <summary>Throws unless <see cref="LoadState"/> can load <paramref name="file"/>: the same optimizer type, a
+    /// step count and rate, and every stored state belonging to a parameter optimized here.</summary>
+    /// <exception cref="ArgumentException">It cannot, naming what differs.</exception>
+    internal void CheckState(IO.SafeTensorsFile file)
+    {
+        var name = GetType().Name;
+        if (file.Metadata.GetValueOrDefault("optimizer.type") != name)
+            throw new ArgumentException($"the checkpoint's optimizer is '{file.Metadata.GetValueOrDefault("optimizer.type") ?? "(none)"}', not {name}");
+        if (!long.TryParse(file.Metadata.GetValueOrDefault("optimizer.step"), System.Globalization.CultureInfo.InvariantCulture, out _)
+            || !double.TryParse(file.Metadata.GetValueOrDefault("optimizer.lr"), System.Globalization.CultureInfo.InvariantCulture, out _))
+            throw new ArgumentException("the checkpoint's optimizer.step or optimizer.lr is missing or not a number");
+        var byName = _parameters.ToDictionary(p => p.Name ?? "param", StringComparer.Ordinal);
+        foreach (var e in file.Entries.Where(e => e.Name.StartsWith(StatePrefix, StringComparison.Ordinal)))
+        {
+            var slash = e.Name.LastIndexOf('/');
+            if (slash <= StatePrefix.Length || !byName.TryGetValue(e.Name[StatePrefix.Length..slash], out var p))
+                throw new ArgumentException($"the checkpoint's optimizer state '{e.Name}' belongs to no parameter optimized here");
+            // The layout follows the parameter as stored (a sparse layer's size may differ from the fresh model's).
+            var values = p.Packing is not null ? p.GradShape : file.Contains(p.Name ?? "param") ? file.Entry(p.Name ?? "param").Shape : p.Shape;
+            if (StateLayout(values, e.Name[(slash + 1)..]) is not { } layout || layout.Shape != e.Shape || layout.DType != e.DType)
+                throw new ArgumentException($"the checkpoint's optimizer state '{e.Name}' ({e.DType.Name()} {e.Shape}) is not a {name} state of a parameter of shape {values}");
+        }
+    }
+
+    /// <summary>The shape and dtype of state <paramref name="state"/> for a parameter of <paramref name="values"/>
+    /// values (F32 parameters), or null when this optimizer keeps no such state: how a checkpoint's state is checked.</summary>
+    protected abstract (Shape Shape, DType DType)? StateLayout(Shape values, string state);
+
+    /// <summary>Replaces the state with the one stored in <paramref name="file"/> (checked by
+    /// <see cref="CheckState"/>), with the step count and the learning rate.</summary>
+    internal void LoadState(IO.SafeTensorsFile file)
+    {
+        foreach (var s in _state.Values)
+            s.Dispose();
+        _state.Clear();
+        _createdAt.Clear();
+        var byName = _parameters.ToDictionary(p => p.Name ?? "param", StringComparer.Ordinal);
+        foreach (var e in file.Entries.Where(e => e.Name.StartsWith(StatePrefix, StringComparison.Ordinal)))
+        {
+            var slash = e.Name.LastIndexOf('/');
+            var p = byName[e.Name[StatePrefix.Length..slash]];
+            var key = (p, e.Name[(slash + 1)..]);
+            var t = file.ToTensor(e.Name, p.Device, MemoryCategory.OptimizerState);
+            t.DetachFromScope();
+            _state[key] = t;
+            _createdAt[key] = -1;   // created in an earlier step
+        }
+        StepCount = long.Parse(file.Metadata["optimizer.step"], System.Globalization.CultureInfo.InvariantCulture);
+        Lr = double.Parse(file.Metadata["optimizer.lr"], System.Globalization.CultureInfo.InvariantCulture);
+    }
 
     /// <summary>Frees the optimizer state.</summary>
     public void Dispose()

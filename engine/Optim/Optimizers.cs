@@ -32,6 +32,10 @@ public sealed class SGD : Optimizer
     protected override string? MomentumState => Momentum != 0 ? "momentum_buffer" : null;
 
     /// <inheritdoc/>
+    protected override (Shape Shape, DType DType)? StateLayout(Shape values, string state)
+        => state == "momentum_buffer" && Momentum != 0 ? (values, DType.F32) : null;
+
+    /// <inheritdoc/>
     protected override void Update(Tensor parameter, Tensor values, Tensor grad, long offset)
     {
         var first = false;
@@ -94,6 +98,21 @@ public class Adam : Optimizer
 
     /// <inheritdoc/>
     protected override bool IsSecondMoment(string state) => state == "exp_avg_sq";
+
+    /// <inheritdoc/>
+    protected override (Shape Shape, DType DType)? StateLayout(Shape values, string state)
+    {
+        var blocks = (int)((values.Numel + StateBlock - 1) / StateBlock);
+        var quantized = StateBits == 8 && values.Numel >= MinQuantizedState;
+        return (state, quantized) switch
+        {
+            ("exp_avg" or "exp_avg_sq", false) => (values, DType.F32),
+            ("exp_avg.codes", true) => (new Shape(blocks, StateBlock), DType.I8),
+            ("exp_avg_sq.root4_codes", true) => (new Shape(blocks, StateBlock), DType.U8),
+            ("exp_avg.absmax" or "exp_avg_sq.root4_absmax", true) => (new Shape(blocks, 1), DType.F32),
+            _ => null,
+        };
+    }
 
     /// <inheritdoc/>
     protected override void Update(Tensor parameter, Tensor values, Tensor grad, long offset)

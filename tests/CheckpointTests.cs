@@ -1,0 +1,133 @@
+using Frugal.IO;
+using Frugal.Models;
+using Frugal.Nn;
+using Frugal.Optim;
+using Frugal.Training.Sparsity;
+
+namespace Frugal.Tests;
+
+/// <summary>Training checkpoints: every format's parts round-trip exactly (sparse patterns whose size changed, lowered
+/// ranks, master-free codes with their rounding stream), a loaded model and optimizer continue exactly as the saved
+/// ones, and a checkpoint that does not fit is refused by name with nothing changed.</summary>
+public class CheckpointTests
+{
+    private static string TempPath() => Path.Combine(Path.GetTempPath(), $"frugal-ckpt-{Environment.ProcessId}-{Guid.NewGuid():N}.safetensors");
+
+    private static void Steps(Module model, Optimizer opt, int seed, int steps, Device device, Action? afterStep = null)
+    {
+        for (var s = 0; s < steps; s++)
+        {
+            using var scope = TensorScope.Begin();
+            var x = Tensor.Uniform(new Shape(16, 1, 28, 28), -1, 1, (ulong)(seed * 100 + s), device: device);
+            var y = Tensor.FromArray(Enumerable.Range(0, 16).Select(i => (i + s) % 10).ToArray(), new Shape(16), device);
+            opt.BackwardAndStep(F.CrossEntropy(model.Forward(x), y));
+            afterStep?.Invoke();
+        }
+    }
+
+    private static Dictionary<string, byte[]> Snapshot(Module model, Optimizer opt)
+    {
+        var all = model.NamedTensors().Concat(opt.NamedStates());
+        return all.ToDictionary(t => t.Name, t =>
+        {
+            using var c = t.Tensor.Contiguous();
+            var bytes = new byte[c.Numel * c.DType.SizeOf()];
+            c.Backend.Download(c.View.Data, bytes);
+            return bytes;
+        });
+    }
+
+    private static void AssertSame(Dictionary<string, byte[]> expected, Dictionary<string, byte[]> actual)
+    {
+        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
+        foreach (var (name, bytes) in expected)
+            Assert.True(bytes.AsSpan().SequenceEqual(actual[name]), $"'{name}' differs");
+    }
+
+    [Theory]
+    [InlineData("dense", 32, "")]
+    [InlineData("csr:0.1", 32, "snfs")]
+    [InlineData("bsr:0.1:16", 32, "")]
+    [InlineData("lowrank:0.25", 32, "truncate")]
+    [InlineData("q4", 8, "")]
+    [InlineData("q4:latent", 32, "")]
+    [InlineData("q1:row", 32, "")]
+    public void EveryFormatRoundTripsAndContinuesExactly(string format, int stateBits, string change)
+    {
+        var device = Device.CreateCpu($"ckpt-{format}");
+        var path = TempPath();
+        Init.ManualSeed(1);
+        using var model = Zoo.Mlp(device: device, format: WeightFormat.Parse(format));
+        using var opt = new Adam(model.Parameters(), 1e-3, stateBits: stateBits);
+        // SNFS moves weights between layers: the saved layers' sizes differ from a fresh model's.
+        var snfs = change == "snfs" ? new Snfs(model, opt, updateEvery: 2, dropFraction: 0.3, endStep: 100) : null;
+        int[] Sizes() => [.. model.Layers.OfType<SparseLayer>().Select(l => l.Pattern.Nnz)];
+        var freshSizes = Sizes();
+        Steps(model, opt, 1, 4, device, snfs is null ? null : () => snfs.Step());
+        if (snfs is not null)
+            Assert.NotEqual(freshSizes, Sizes());
+        if (change == "truncate")
+            ((LowRankLayer)model.Layers[1]).Truncate(20, opt);
+        try
+        {
+            Rng.ManualSeed(77);
+            Checkpoints.Save(path, model, opt, new Dictionary<string, string> { ["note"] = "test" });
+            var saved = Snapshot(model, opt);
+
+            Init.ManualSeed(2);   // another initialisation: everything must come from the file
+            using var loaded = Zoo.Mlp(device: device, format: WeightFormat.Parse(format));
+            using var opt2 = new Adam(loaded.Parameters(), 1e-3, stateBits: stateBits);
+            Rng.ManualSeed(5);
+            var meta = Checkpoints.Load(path, loaded, opt2);
+            Assert.Equal("test", meta["note"]);
+            Assert.Equal((77UL, 0UL), Rng.State);
+            AssertSame(saved, Snapshot(loaded, opt2));
+            Assert.Equal(opt.StepCount, opt2.StepCount);
+
+            Steps(model, opt, 3, 2, device);
+            Steps(loaded, opt2, 3, 2, device);
+            AssertSame(Snapshot(model, opt), Snapshot(loaded, opt2));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void ACheckpointThatDoesNotFitIsRefusedAndChangesNothing()
+    {
+        var device = Device.CreateCpu("ckpt-bad");
+        var path = TempPath();
+        Init.ManualSeed(1);
+        using var mlp = Zoo.Mlp(device: device);
+        using var opt = new Adam(mlp.Parameters(), 1e-3);
+        Steps(mlp, opt, 1, 1, device);
+        Init.ManualSeed(3);
+        using var other = Zoo.Mlp(device: device, format: WeightFormat.Parse("q4"));
+        using var otherOpt = new SGD(other.Parameters(), 0.1, momentum: 0.9);
+        try
+        {
+            Checkpoints.Save(path, mlp, opt);
+            var before = Snapshot(other, otherOpt);
+            var e = Assert.Throws<ArgumentException>(() => Checkpoints.Load(path, other, otherOpt));
+            Assert.Contains($"checkpoint {path}: '1.weight' must be u8", e.Message, StringComparison.Ordinal);
+            AssertSame(before, Snapshot(other, otherOpt));
+
+            Init.ManualSeed(4);
+            using var same = Zoo.Mlp(device: device);
+            using var sgd = new SGD(same.Parameters(), 0.1, momentum: 0.9);
+            Assert.Contains("optimizer is 'Adam', not SGD", Assert.Throws<ArgumentException>(() => Checkpoints.Load(path, same, sgd)).Message, StringComparison.Ordinal);
+
+            var bytes = File.ReadAllBytes(path);
+            File.WriteAllBytes(path, bytes[..(bytes.Length - 3)]);
+            Assert.Throws<SafeTensorsException>(() => Checkpoints.Load(path, same));
+            Assert.Contains("is reserved", Assert.Throws<ArgumentException>(() => Checkpoints.Save(path, same, null, new Dictionary<string, string> { [SafeTensors.HashKey] = "x" })).Message, StringComparison.Ordinal);
+            Assert.Equal(bytes.Length - 3, new FileInfo(path).Length);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+}

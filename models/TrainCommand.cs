@@ -16,7 +16,7 @@ internal static class TrainCommand
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
                      [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F|q8|q4|q2|q1[:...]] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
                      [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A] [--precision fp32|bf16|fp16] [--optimizer-bits 32|8]
-                     [--update-in-backward]
+                     [--update-in-backward] [--save FILE] [--resume FILE] [--stop-after N]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -55,9 +55,14 @@ internal static class TrainCommand
           --precision  fp32; bf16 or fp16: linear layers round inputs and weights to 16 bits and keep those
                        for backward (master weights, gradients, losses F32); fp16 adds dynamic loss
                        scaling                                               default fp32
+          --save       write a checkpoint (safetensors: model, optimizer state, step, random stream) to FILE
+                       when training ends or stops
+          --resume     continue the run saved in FILE exactly (given the same options; not with --teacher,
+                       --sparsity set or --precision fp16)
+          --stop-after stop after N optimizer steps in all (then --save): an interrupted run
         """;
 
-    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha", "precision", "optimizer-bits"];
+    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha", "precision", "optimizer-bits", "save", "resume", "stop-after"];
 
     public static int Run(IReadOnlyList<string> argv)
     {
@@ -103,6 +108,25 @@ internal static class TrainCommand
             throw new UsageException("--teacher-epochs, --kd-temperature and --kd-alpha need a teacher: give --teacher FORMAT");
         if (!(temperature > 0) || !(alpha >= 0 && alpha <= 1))
             throw new UsageException($"--kd-temperature must be > 0 and --kd-alpha in [0, 1], got {temperature} and {alpha}");
+        var savePath = args.Optional("save");
+        var resumePath = args.Optional("resume");
+        var stopAfter = args.Int("stop-after", 0, min: 0);
+        // What a resumed run must share with the run it continues (anything that changes the steps it takes).
+        var options = string.Join(";", $"model={modelName}", $"format={format}", $"sparsity={sparsity}", $"distribution={distribution}",
+            $"optimizer={optName}", string.Create(CultureInfo.InvariantCulture, $"lr={lr:R}"), $"schedule={scheduleName}", $"seed={seed}",
+            $"batch={batch}", $"epochs={epochs}", $"steps={maxSteps}", $"precision={(precision is { } pp ? pp.Name() : "fp32")}",
+            $"optimizer-bits={stateBits}", $"update-in-backward={inBackward}", $"data={data.Source}");
+        long resumedStep = 0;
+        if (resumePath is not null)
+        {
+            if (teacherFormat is not null || sparsity == "set" || precision == DType.F16)
+                throw new UsageException("--resume is not built for --teacher (the teacher is not checkpointed), --sparsity set (its random regrowth stream is not) or --precision fp16 (the loss scale is not)");
+            var stored = ReadCheckpoint(resumePath);
+            if (stored.Metadata.GetValueOrDefault("train.options") != options)
+                throw new UsageException($"--resume {resumePath}: the run was saved with options [{stored.Metadata.GetValueOrDefault("train.options") ?? "(none)"}]; this one has [{options}]: give the same options to continue it");
+            if (!long.TryParse(stored.Metadata.GetValueOrDefault("train.step"), NumberStyles.None, CultureInfo.InvariantCulture, out resumedStep))
+                throw new UsageException($"--resume {resumePath}: no valid train.step in the checkpoint");
+        }
         var stepsPerEpoch = (data.Train.Count + batch - 1) / batch;
         if (maxSteps > 0)
             stepsPerEpoch = Math.Min(stepsPerEpoch, maxSteps);
@@ -142,14 +166,55 @@ internal static class TrainCommand
             "snfs" => new Training.Sparsity.Snfs(model, opt, updateEvery: 100, dropFraction: 0.3, endStep: endStep),
             _ => null,
         };
-        Fit(model, opt, dynamic, teacher is null ? null : teacher.Loss, epochs, "");
+        if (resumePath is not null)
+        {
+            IReadOnlyDictionary<string, string> meta;
+            try
+            {
+                meta = IO.Checkpoints.Load(resumePath, model, opt);
+            }
+            catch (ArgumentException e)
+            {
+                throw new UsageException($"--resume: {e.Message}");
+            }
+            if (dynamic is not null)
+                dynamic.Resume(long.Parse(meta["sparsity.step"], CultureInfo.InvariantCulture), int.Parse(meta["sparsity.updates"], CultureInfo.InvariantCulture));
+            AnsiConsole.MarkupLine($"[bold]resumed[/] {Markup.Escape(resumePath)} after step {resumedStep}");
+        }
+        var studentTrainer = Fit(model, opt, dynamic, teacher is null ? null : teacher.Loss, epochs, "", resumedStep, stopAfter);
+        if (studentTrainer.Stopped)
+            AnsiConsole.MarkupLine($"stopped after step {studentTrainer.GlobalStep} (--stop-after)");
+        if (savePath is not null)
+        {
+            var meta = new Dictionary<string, string>
+            {
+                ["train.options"] = options,
+                ["train.step"] = studentTrainer.GlobalStep.ToString(CultureInfo.InvariantCulture),
+            };
+            if (dynamic is not null)
+            {
+                meta["sparsity.step"] = dynamic.StepCount.ToString(CultureInfo.InvariantCulture);
+                meta["sparsity.updates"] = dynamic.Updates.ToString(CultureInfo.InvariantCulture);
+            }
+            try
+            {
+                IO.Checkpoints.Save(savePath, model, opt, meta);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new UsageException($"--save: cannot write '{savePath}': {e.Message}");
+            }
+            AnsiConsole.MarkupLine($"[bold]saved[/] {Markup.Escape(savePath)} (step {studentTrainer.GlobalStep})");
+        }
         AnsiConsole.Write(MemoryTable(device.Allocator.Stats()));
         return 0;
 
-        void Fit(Sequential m, Optimizer o, Training.Sparsity.DynamicSparsity? dyn, Func<Tensor, Tensor, Tensor, Tensor>? loss, int runEpochs, string who)
+        Trainer Fit(Sequential m, Optimizer o, Training.Sparsity.DynamicSparsity? dyn, Func<Tensor, Tensor, Tensor, Tensor>? loss, int runEpochs, string who, long startStep = 0, long stopAt = 0)
         {
             var trainer = new Trainer(m, o, device)
             {
+                GlobalStep = startStep,
+                StopAtStep = stopAt,
                 Schedule = scheduleName == "cosine" ? new CosineSchedule((long)stepsPerEpoch * runEpochs) : null,
                 Precision = precision,
                 Scaler = precision == DType.F16 ? new GradScaler() : null,
@@ -157,13 +222,29 @@ internal static class TrainCommand
                 AfterStep = dyn is null ? null : () => dyn.Step(),
                 Loss = loss,
             };
-            for (var epoch = 1; epoch <= runEpochs; epoch++)
+            for (var epoch = (int)(startStep / stepsPerEpoch) + 1; epoch <= runEpochs && !trainer.Stopped; epoch++)
             {
                 var r = RunEpoch(trainer, data, epoch, runEpochs, batch, seed, maxSteps);
+                if (double.IsNaN(r.TestAccuracy))
+                    break;
                 AnsiConsole.MarkupLine(CultureInfo.InvariantCulture,
                     "{6}epoch {0}/{1}: train loss {2:F4}, test accuracy [bold]{3:F4}[/], {4:F1} s, {5:F0} examples/s",
                     r.Epoch, runEpochs, r.TrainLoss, r.TestAccuracy, r.Seconds, r.ExamplesPerSecond, who);
             }
+            return trainer;
+        }
+    }
+
+    /// <summary>The validated checkpoint at <paramref name="path"/>, or a usage error naming what is wrong.</summary>
+    private static IO.SafeTensorsFile ReadCheckpoint(string path)
+    {
+        try
+        {
+            return IO.SafeTensors.Read(path, requireHash: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"--resume: {e.Message}");
         }
     }
 

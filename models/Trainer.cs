@@ -35,10 +35,20 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
     /// (<see cref="Optimizer.StepInBackward"/>); incompatible with <see cref="Scaler"/>.</summary>
     public bool UpdateInBackward { get; init; }
 
-    /// <summary>Optimizer steps taken so far, over all epochs.</summary>
-    public long GlobalStep { get; private set; }
+    /// <summary>Optimizer steps taken so far, over all epochs (a resumed run starts at the checkpoint's).</summary>
+    public long GlobalStep { get => _globalStep; init => _globalStep = value; }
 
-    /// <summary>Trains one epoch; <paramref name="maxSteps"/> limits the steps (0: all).</summary>
+    private long _globalStep;
+
+    /// <summary>Stop once <see cref="GlobalStep"/> reaches this (0: never): an interrupted run, for checkpoints.</summary>
+    public long StopAtStep { get; init; }
+
+    /// <summary>True once <see cref="StopAtStep"/> was reached.</summary>
+    public bool Stopped => StopAtStep > 0 && GlobalStep >= StopAtStep;
+
+    /// <summary>Trains one epoch; <paramref name="maxSteps"/> limits the steps (0: all). Steps of the epoch that
+    /// <see cref="GlobalStep"/> says are done (a resumed run) are skipped, their batches drawn and dropped so the
+    /// rest come in the same order; a stopped run returns NaN accuracy without evaluating.</summary>
     public EpochResult TrainEpoch(ImageDataset train, ImageDataset test, int epoch, int batchSize, int seed, int maxSteps = 0)
     {
         model.Train();
@@ -49,10 +59,16 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
         double lossSum = 0;
         long examples = 0;
         var step = 0;
+        var done = (int)Math.Clamp(GlobalStep - (long)(epoch - 1) * steps, 0, steps);
         foreach (var (x, y) in train.Batches(batchSize, shuffle: true, seed: seed + epoch, device))
         {
-            if (step == steps)
+            if (step == steps || Stopped)
                 break;
+            if (step < done)
+            {
+                step++;
+                continue;
+            }
             using (var scope = TensorScope.Begin())
             {
                 Tensor logits;
@@ -76,7 +92,7 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
                             scaled.Backward();
                         Scaler.Step(optimizer);
                     }
-                    GlobalStep++;
+                    _globalStep++;
                     optimizer.ZeroGrad();
                     lossSum += loss.Item();
                 }
@@ -84,11 +100,12 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
             AfterStep?.Invoke();
             examples += x.Shape[0];
             step++;
-            OnStep?.Invoke(step, steps, lossSum / step, examples / clock.Elapsed.TotalSeconds);
+            OnStep?.Invoke(step, steps, lossSum / (step - done), examples / clock.Elapsed.TotalSeconds);
         }
         var seconds = clock.Elapsed.TotalSeconds;
         // Evaluation at the training batch size: the allocator's peak then describes training, not a larger eval batch.
-        return new EpochResult(epoch, lossSum / Math.Max(step, 1), Evaluate(test, batchSize), seconds, examples / seconds);
+        var accuracy = step < steps && Stopped ? double.NaN : Evaluate(test, batchSize);
+        return new EpochResult(epoch, lossSum / Math.Max(step - done, 1), accuracy, seconds, examples / seconds);
     }
 
     /// <summary>Accuracy on <paramref name="data"/> in eval mode without recording autograd.</summary>

@@ -268,4 +268,43 @@ public class CliTests
         Assert.Matches($@"Gradient\s.*{4L * (784 * 512 + 128 * 512):N0}", output);
         AssertUsageError(["train", "--update-in-backward", "--precision", "fp16"], "cannot be combined with --precision fp16");
     }
+
+    [Theory]
+    [InlineData("dense")]
+    [InlineData("q4")]
+    [InlineData("csr:0.1")]
+    public void AStoppedAndResumedRunEqualsTheUninterruptedOneBitForBit(string format)
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"frugal-resume-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string[] common = ["train", "--model", "mlp", "--epochs", "2", "--steps", "5", "--data", "embedded", "--format", format, "--optimizer-bits", format == "q4" ? "8" : "32"];
+            string F(string name) => Path.Combine(dir, name);
+            var (code, _, err) = Run([.. common, "--save", F("whole.safetensors")]);
+            Assert.True(code == 0, err);
+            (code, var stopped, err) = Run([.. common, "--stop-after", "7", "--save", F("part.safetensors")]);
+            Assert.True(code == 0, err);
+            Assert.Contains("stopped after step 7", stopped, StringComparison.Ordinal);
+            (code, var resumed, err) = Run([.. common, "--resume", F("part.safetensors"), "--save", F("resumed.safetensors")]);
+            Assert.True(code == 0, err);
+            Assert.Contains("after step 7", resumed, StringComparison.Ordinal);
+            Assert.Equal(File.ReadAllBytes(F("whole.safetensors")), File.ReadAllBytes(F("resumed.safetensors")));
+
+            AssertUsageError([.. common[..^2], "--optimizer-bits", "32", "--lr", "0.01", "--resume", F("part.safetensors")], "give the same options to continue it");
+            var bytes = File.ReadAllBytes(F("part.safetensors"));
+            bytes[^1] ^= 1;
+            File.WriteAllBytes(F("damaged.safetensors"), bytes);
+            AssertUsageError([.. common, "--resume", F("damaged.safetensors")], "do not match their frugal.sha256 hash");
+            AssertUsageError([.. common, "--resume", F("missing.safetensors")], "missing.safetensors");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void ResumeRefusesWhatItCannotRestore()
+        => AssertUsageError(["train", "--format", "csr:0.1", "--sparsity", "set", "--resume", "x.safetensors"], "--resume is not built for --teacher");
 }

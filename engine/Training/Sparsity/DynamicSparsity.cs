@@ -59,6 +59,18 @@ public abstract class DynamicSparsity
     /// <summary>How many entries a layer drops at drop fraction <paramref name="fraction"/>.</summary>
     protected static int DropCount(SparseLayer layer, double fraction) => (int)Math.Round(fraction * layer.Pattern.Nnz);
 
+    /// <summary>Continues from a checkpoint taken after <paramref name="steps"/> steps and <paramref name="updates"/>
+    /// pattern updates (the patterns themselves are in the model), preparing the next step if it updates.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A negative count.</exception>
+    public void Resume(long steps, int updates)
+    {
+        if (steps < 0 || updates < 0)
+            throw new ArgumentOutOfRangeException(nameof(steps), $"{GetType().Name}.Resume: steps {steps} and updates {updates} must be >= 0");
+        (StepCount, Updates) = (steps, updates);
+        if (IsUpdateStep(steps + 1))
+            BeforeUpdateStep(DropFractionAt(steps + 1));
+    }
+
     /// <summary>Counts one training step; updates the patterns on update steps and prepares the next one.
     /// Returns true when it updated.</summary>
     public bool Step()

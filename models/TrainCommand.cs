@@ -16,7 +16,7 @@ internal static class TrainCommand
                      [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
                      [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F|q8|q4|q2|q1[:...]] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
                      [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A] [--precision fp32|bf16|fp16] [--optimizer-bits 32|8]
-                     [--update-in-backward] [--save FILE] [--resume FILE] [--stop-after N]
+                     [--update-in-backward] [--clip-grad-norm X] [--save FILE] [--resume FILE] [--stop-after N]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -55,6 +55,8 @@ internal static class TrainCommand
           --precision  fp32; bf16 or fp16: linear layers round inputs and weights to 16 bits and keep those
                        for backward (master weights, gradients, losses F32); fp16 adds dynamic loss
                        scaling                                               default fp32
+          --clip-grad-norm  scale the gradients so that their global L2 norm is at most X before each
+                       step (not with --update-in-backward or --precision fp16)   default: no clipping
           --save       write a checkpoint (safetensors: model, optimizer state, step, random stream) to FILE
                        when training ends or stops
           --resume     continue the run saved in FILE exactly (given the same options; not with --teacher,
@@ -62,7 +64,7 @@ internal static class TrainCommand
           --stop-after stop after N optimizer steps in all (then --save): an interrupted run
         """;
 
-    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha", "precision", "optimizer-bits", "save", "resume", "stop-after"];
+    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha", "precision", "optimizer-bits", "save", "resume", "stop-after", "clip-grad-norm"];
 
     public static int Run(IReadOnlyList<string> argv)
     {
@@ -108,6 +110,11 @@ internal static class TrainCommand
             throw new UsageException("--teacher-epochs, --kd-temperature and --kd-alpha need a teacher: give --teacher FORMAT");
         if (!(temperature > 0) || !(alpha >= 0 && alpha <= 1))
             throw new UsageException($"--kd-temperature must be > 0 and --kd-alpha in [0, 1], got {temperature} and {alpha}");
+        var clip = args.Double("clip-grad-norm", 0);
+        if (clip > 0 && inBackward)
+            throw new UsageException("--clip-grad-norm cannot be combined with --update-in-backward: each update is applied before all gradients exist, so their global norm is not known");
+        if (clip > 0 && precision == DType.F16)
+            throw new UsageException("--clip-grad-norm cannot be combined with --precision fp16 (it would clip loss-scaled gradients)");
         var savePath = args.Optional("save");
         var resumePath = args.Optional("resume");
         var stopAfter = args.Int("stop-after", 0, min: 0);
@@ -115,7 +122,7 @@ internal static class TrainCommand
         var options = string.Join(";", $"model={modelName}", $"format={format}", $"sparsity={sparsity}", $"distribution={distribution}",
             $"optimizer={optName}", string.Create(CultureInfo.InvariantCulture, $"lr={lr:R}"), $"schedule={scheduleName}", $"seed={seed}",
             $"batch={batch}", $"epochs={epochs}", $"steps={maxSteps}", $"precision={(precision is { } pp ? pp.Name() : "fp32")}",
-            $"optimizer-bits={stateBits}", $"update-in-backward={inBackward}", $"data={data.Source}");
+            $"optimizer-bits={stateBits}", $"update-in-backward={inBackward}", string.Create(CultureInfo.InvariantCulture, $"clip={clip:R}"), $"data={data.Source}");
         long resumedStep = 0;
         if (resumePath is not null)
         {
@@ -215,6 +222,7 @@ internal static class TrainCommand
             {
                 GlobalStep = startStep,
                 StopAtStep = stopAt,
+                ClipGradNorm = clip,
                 Schedule = scheduleName == "cosine" ? new CosineSchedule((long)stepsPerEpoch * runEpochs) : null,
                 Precision = precision,
                 Scaler = precision == DType.F16 ? new GradScaler() : null,

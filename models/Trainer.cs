@@ -35,6 +35,10 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
     /// (<see cref="Optimizer.StepInBackward"/>); incompatible with <see cref="Scaler"/>.</summary>
     public bool UpdateInBackward { get; init; }
 
+    /// <summary>Clip the gradients' global L2 norm to this before each step (0: no clipping); incompatible with
+    /// <see cref="UpdateInBackward"/>.</summary>
+    public double ClipGradNorm { get; init; }
+
     /// <summary>Optimizer steps taken so far, over all epochs (a resumed run starts at the checkpoint's).</summary>
     public long GlobalStep { get => _globalStep; init => _globalStep = value; }
 
@@ -80,7 +84,7 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
                     Schedule?.Apply(optimizer, GlobalStep);
                     if (Scaler is null)
                     {
-                        optimizer.BackwardAndStep(loss, UpdateInBackward);
+                        optimizer.BackwardAndStep(loss, UpdateInBackward, ClipGradNorm > 0 ? () => optimizer.ClipGradNorm(ClipGradNorm) : null);
                     }
                     else if (UpdateInBackward)
                     {
@@ -88,6 +92,8 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
                     }
                     else
                     {
+                        if (ClipGradNorm > 0)
+                            throw new InvalidOperationException("Trainer: gradient clipping with loss scaling would clip scaled gradients; use one or the other");
                         using (var scaled = Scaler.ScaleLoss(loss))
                             scaled.Backward();
                         Scaler.Step(optimizer);

@@ -267,6 +267,7 @@ public class CliTests
         // still in flight; every other gradient was applied and freed before it.
         Assert.Matches($@"Gradient\s.*{4L * (784 * 512 + 128 * 512):N0}", output);
         AssertUsageError(["train", "--update-in-backward", "--precision", "fp16"], "cannot be combined with --precision fp16");
+        AssertUsageError(["train", "--update-in-backward", "--clip-grad-norm", "1"], "--clip-grad-norm cannot be combined with --update-in-backward");
     }
 
     [Theory]

@@ -10,6 +10,7 @@ public abstract class Optimizer : IDisposable
     private readonly Dictionary<(Tensor, string), long> _createdAt = new();
     private readonly List<Tensor> _parameters;
     private bool _disposed;
+    private bool _inBackward;
 
     /// <summary>Optimizes <paramref name="parameters"/> with learning rate <paramref name="lr"/>.</summary>
     protected Optimizer(IEnumerable<Tensor> parameters, double lr)
@@ -135,6 +136,7 @@ public abstract class Optimizer : IDisposable
         public InBackward(Optimizer optimizer)
         {
             _optimizer = optimizer;
+            optimizer._inBackward = true;
             _parameters = new HashSet<Tensor>(optimizer.Parameters, ReferenceEqualityComparer.Instance);
             _hook = Autograd.Autograd.Hook(this);
         }
@@ -155,7 +157,45 @@ public abstract class Optimizer : IDisposable
             leaf.Grad = null;
         }
 
-        public void Dispose() => _hook.Dispose();
+        public void Dispose()
+        {
+            _optimizer._inBackward = false;
+            _hook.Dispose();
+        }
+    }
+
+    /// <summary>Scales every gradient by min(1, <paramref name="maxNorm"/> / (‖g‖ + 1e-6)), where ‖g‖ is the L2 norm
+    /// of all the parameters' gradients together (PyTorch's clip_grad_norm_); returns ‖g‖ before clipping. Call
+    /// between backward and <see cref="Step"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">maxNorm is not positive.</exception>
+    /// <exception cref="InvalidOperationException">Inside <see cref="StepInBackward"/>: each update is applied before
+    /// the global norm is known, so clipping by it is refused.</exception>
+    public double ClipGradNorm(double maxNorm)
+    {
+        if (!(maxNorm > 0))
+            throw new ArgumentOutOfRangeException(nameof(maxNorm), $"{GetType().Name}.ClipGradNorm: the maximum norm must be positive, got {maxNorm}");
+        if (_inBackward)
+            throw new InvalidOperationException($"{GetType().Name}.ClipGradNorm: update in backward applies each update before all gradients exist, so the global norm cannot clip them; clip without update in backward");
+        using var noGrad = Autograd.Autograd.NoGrad();
+        using var work = MemoryContext.Use(MemoryCategory.Workspace, "clip_grad_norm");
+        double squares = 0;
+        foreach (var g in Parameters.Select(p => p.Grad).OfType<Tensor>())
+        {
+            using var sq = g * g;
+            using var sum = F.Sum(sq);
+            squares += sum.Item();
+        }
+        var norm = Math.Sqrt(squares);
+        var coefficient = maxNorm / (norm + 1e-6);
+        if (coefficient < 1)
+        {
+            foreach (var g in Parameters.Select(p => p.Grad).OfType<Tensor>())
+            {
+                using var scaled = g.Mul(coefficient);
+                F.CopyInto(g, scaled);
+            }
+        }
+        return norm;
     }
 
     /// <summary>Back-propagates <paramref name="loss"/> and applies one update: during the backward when

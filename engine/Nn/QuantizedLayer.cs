@@ -168,12 +168,13 @@ public sealed class QuantizedLinear : QuantizedLayer
     /// <exception cref="ArgumentException">The format's group does not divide <paramref name="inFeatures"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException">Activation bits outside 0..7.</exception>
     public QuantizedLinear(int inFeatures, int outFeatures, QuantizedFormat format, QuantMode mode = QuantMode.MasterFree, bool bias = true, int activationBits = 0, Device? device = null)
-        : base(format, mode, new Shape(outFeatures, inFeatures), bias, device)
-    {
-        if (activationBits is < 0 or > 7)
-            throw new ArgumentOutOfRangeException(nameof(activationBits), $"QuantizedLinear: activation bits must be 1..7 (0: not quantized), got {activationBits}");
-        ActivationBits = activationBits;
-    }
+        : base(format, mode, CheckedShape(inFeatures, outFeatures, activationBits), bias, device)
+        => ActivationBits = activationBits;
+
+    /// <summary>[out, in], once the arguments are checked (before anything is allocated).</summary>
+    private static Shape CheckedShape(int inFeatures, int outFeatures, int activationBits) => activationBits is < 0 or > 7
+        ? throw new ArgumentOutOfRangeException(nameof(activationBits), $"QuantizedLinear: activation bits must be 1..7 (0: not quantized), got {activationBits}")
+        : new Shape(outFeatures, inFeatures);
 
     /// <summary>Bits of the quantized input (0: F32 input).</summary>
     public int ActivationBits { get; }

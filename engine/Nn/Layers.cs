@@ -178,12 +178,12 @@ public sealed class LayerNorm : Module
     protected override Tensor OnForward(Tensor x) => F.LayerNorm(x, Gamma, Beta, Eps);
 }
 
-/// <summary>A lookup table [vocab, dim] indexed by I32 tokens; initialised N(0, 1) as PyTorch.</summary>
+/// <summary>A lookup table [vocab, dim] indexed by I32 tokens; initialised N(0, 1) as PyTorch (or N(0, std²)).</summary>
 public sealed class Embedding : Module
 {
-    /// <summary>A table of <paramref name="count"/> vectors of width <paramref name="dim"/>.</summary>
-    public Embedding(int count, int dim, Device? device = null, DType dtype = DType.F32)
-        => Weight = RegisterParameter("weight", () => Tensor.Normal(new Shape(count, dim), 0, 1, Init.NextSeed(), dtype, device));
+    /// <summary>A table of <paramref name="count"/> vectors of width <paramref name="dim"/>, entries N(0, std²).</summary>
+    public Embedding(int count, int dim, Device? device = null, DType dtype = DType.F32, double std = 1)
+        => Weight = RegisterParameter("weight", () => Tensor.Normal(new Shape(count, dim), 0, std, Init.NextSeed(), dtype, device));
 
     /// <summary>Table [count, dim].</summary>
     public Tensor Weight { get; }

@@ -41,4 +41,15 @@ internal static class EmbeddedData
     private static Stream Open(string resource) =>
         typeof(EmbeddedData).Assembly.GetManifestResourceStream(resource)
         ?? throw new FileNotFoundException($"embedded resource {resource} is missing from {typeof(EmbeddedData).Assembly.GetName().Name}", resource);
+
+    /// <summary>The default text corpus of a machine without Debian's fortunes: this project's README (our own text),
+    /// embedded gzip-compressed as data/corpus-readme.txt.gz.</summary>
+    public static TextCorpus ReadmeCorpus()
+    {
+        using var stream = Open("data/corpus-readme.txt.gz");
+        using var gzip = new System.IO.Compression.GZipStream(stream, System.IO.Compression.CompressionMode.Decompress);
+        using var bytes = new MemoryStream();
+        gzip.CopyTo(bytes);
+        return TextCorpus.FromBytes("the README embedded in the CLI (apt-get install fortunes for a larger corpus)", bytes.ToArray());
+    }
 }

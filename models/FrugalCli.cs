@@ -10,6 +10,7 @@ public static class FrugalCli
 
         usage:
         {TrainCommand.Usage}
+        {GptCommand.Usage}
         {ProfileCommand.Usage}
           frugal devices      the CPU and what the CUDA driver reports (or why CUDA is unavailable)
           frugal kernels [--arch sm_XX]   compile every embedded CUDA kernel with NVRTC (default: cuda:0's arch)
@@ -68,6 +69,7 @@ public static class FrugalCli
             {
                 "train" => TrainCommand.Run(args.Skip(1).ToArray()),
                 "profile" => ProfileCommand.Run(args.Skip(1).ToArray()),
+                "sample" => GptCommand.Sample(args.Skip(1).ToArray()),
                 "devices" => Devices(args.Count),
                 "kernels" => Kernels(args.Skip(1).ToArray()),
                 _ => throw new UsageException($"unknown command '{args[0]}'"),

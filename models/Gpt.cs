@@ -12,8 +12,10 @@ namespace Frugal.Models;
 /// <param name="MlpFormat">Format of the MLP layers (dense when null).</param>
 /// <param name="ShareBlocks">One block's weights for every layer (ALBERT's cross-layer sharing).</param>
 /// <param name="MemoryEfficientAttention">Recompute the T × T attention scores in backward instead of keeping them.</param>
+/// <param name="Checkpoint">Every block a gradient checkpoint segment (only its input kept; recomputed in backward).</param>
 public sealed record GptConfig(int Vocab, int Context, int Layers = 4, int Width = 256, int Heads = 4,
-    WeightFormat? AttentionFormat = null, WeightFormat? MlpFormat = null, bool ShareBlocks = false, bool MemoryEfficientAttention = false);
+    WeightFormat? AttentionFormat = null, WeightFormat? MlpFormat = null, bool ShareBlocks = false, bool MemoryEfficientAttention = false,
+    bool Checkpoint = false);
 
 /// <summary>A pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x)) with a 4C GELU hidden layer.</summary>
 public sealed class TransformerBlock : Module
@@ -66,19 +68,48 @@ public sealed class Gpt : Module
         ArgumentNullException.ThrowIfNull(config);
         if (config.Vocab <= 0 || config.Context <= 0 || config.Layers <= 0)
             throw new ArgumentException($"Gpt: vocabulary {config.Vocab}, context {config.Context} and layers {config.Layers} must be positive");
+        if (config.Heads <= 0 || config.Width <= 0 || config.Width % config.Heads != 0)
+            throw new ArgumentException($"Gpt: width {config.Width} is not a positive multiple of {config.Heads} heads");
         Config = config;
-        TokenEmbedding = RegisterModule("wte", new Embedding(config.Vocab, config.Width, device, dtype, std: 0.02));
-        PositionEmbedding = RegisterModule("wpe", new Embedding(config.Context, config.Width, device, dtype, std: 0.02));
-        var first = new TransformerBlock(config, device, dtype);
-        var blocks = new Module[config.Layers];
-        for (var i = 0; i < blocks.Length; i++)
-            blocks[i] = i == 0 ? first : config.ShareBlocks ? new Shared(first) : new TransformerBlock(config, device, dtype);
-        Blocks = RegisterModule("h", new Sequential(blocks));
-        FinalNorm = RegisterModule("ln_f", new LayerNorm(config.Width, device: device, dtype: dtype));
+        try
+        {
+            (TokenEmbedding, PositionEmbedding, Blocks, FinalNorm) = Build(config, device, dtype);
+        }
+        catch
+        {
+            Dispose();   // a layer refused its format: free what was built
+            throw;
+        }
+    }
+
+    private (Embedding, Embedding, Sequential, LayerNorm) Build(GptConfig config, Device? device, DType dtype)
+    {
+        var wte = RegisterModule("wte", new Embedding(config.Vocab, config.Width, device, dtype, std: 0.02));
+        var wpe = RegisterModule("wpe", new Embedding(config.Context, config.Width, device, dtype, std: 0.02));
+        var blocks = new List<Module>();
+        try
+        {
+            for (var i = 0; i < config.Layers; i++)
+                blocks.Add(i > 0 && config.ShareBlocks ? new Shared(blocks[0]) : Block(config, device, dtype));
+        }
+        catch
+        {
+            foreach (var b in blocks)
+                b.Dispose();
+            throw;
+        }
+        var h = RegisterModule("h", new Sequential([.. blocks]));
+        return (wte, wpe, h, RegisterModule("ln_f", new LayerNorm(config.Width, device: device, dtype: dtype)));
     }
 
     /// <summary>The configuration.</summary>
     public GptConfig Config { get; }
+
+    private static Module Block(GptConfig config, Device? device, DType dtype)
+    {
+        var block = new TransformerBlock(config, device, dtype);
+        return config.Checkpoint ? new Checkpointed(block) : block;
+    }
 
     /// <summary>Token embedding [vocab, C], also the output head.</summary>
     public Embedding TokenEmbedding { get; }

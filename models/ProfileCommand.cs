@@ -16,13 +16,15 @@ namespace Frugal.Models;
 internal static class ProfileCommand
 {
     public const string Usage = """
-        frugal profile --model mlp|mlp-shared|cnn [--formats F1,F2,...] [--steps N] [--batch B] [--checkpoint]
+        frugal profile --model mlp|mlp-shared|cnn|gpt [--formats F1,F2,...] [--steps N] [--batch B] [--checkpoint]
                        [--precision fp32] [--optimizer-bits 32|8] [--update-in-backward] [--out DIR]
                        [--data DIR|embedded] [--device cpu|cuda[:N]]
           --formats    weight formats to compare (dense, csr:D, bsr:D:B, lowrank:R|F, q8|q4|q2|q1[:G|:row]
                        [:latent|:masterfree]; see train --help)
                        default dense,csr:0.1,bsr:0.1:16,lowrank:0.25,q8,q4 (every kind of format built)
           --steps      training steps per format (Adam 1e-3); the last is the one pictured   default 3
+          --model      gpt: 4 layers, width 256, 4 heads, context 128 on the text corpus (train --model gpt),
+                       every attention and MLP layer in the format; batch default 16 (images: 128)
           --checkpoint also profile each format with every block a checkpoint segment
           --precision  fp32, or bf16 / fp16 mixed precision (linear layers)   default fp32
           --optimizer-bits  8: Adam's moments of tensors ≥ 4096 values in blockwise 8 bits   default 32
@@ -38,9 +40,9 @@ internal static class ProfileCommand
     public static int Run(IReadOnlyList<string> argv)
     {
         var args = new CliArgs(argv, Options, flags: ["checkpoint", "update-in-backward"]);
-        var modelName = args.Choice("model", "mlp", Zoo.Names.ToArray());
+        var modelName = args.Choice("model", "mlp", [.. Zoo.Names, "gpt"]);
         var steps = args.Int("steps", 3);
-        var batch = args.Int("batch", 128);
+        var batch = args.Int("batch", modelName == "gpt" ? 16 : 128);
         var precision = TrainCommand.ParsePrecision(args.Choice("precision", "fp32", ["fp32", "bf16", "fp16"]));
         var optimizer = new OptimizerSettings(int.Parse(args.Choice("optimizer-bits", "32", ["32", "8"]), CultureInfo.InvariantCulture), args.Flag("update-in-backward"));
         var formats = args.String("formats", "dense,csr:0.1,bsr:0.1:16,lowrank:0.25,q8,q4").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
@@ -51,15 +53,15 @@ internal static class ProfileCommand
         CheckWritable(outDir);
         var checkpoints = args.Flag("checkpoint") ? new[] { false, true } : [false];
         var dataArg = args.Optional("data");
-        var data = dataArg == "embedded" ? EmbeddedData.FashionMnistSlice() : EmbeddedData.LoadFashionMnist(dataArg);
+        var workload = modelName == "gpt" ? Workload.Text(GptCommand.LoadCorpus(dataArg), batch) : Workload.Images(modelName, dataArg, batch);
         var baseDevice = TrainCommand.ParseDevice(args.String("device", "cpu"));
-        AnsiConsole.MarkupLine($"[bold]profile[/]: {modelName}, {steps} steps of batch {batch} per format on {Markup.Escape(data.Source)}, device {baseDevice}{(precision is { } pr ? $", mixed precision {pr.Name()}" : "")}, Adam with {optimizer}");
+        AnsiConsole.MarkupLine($"[bold]profile[/]: {modelName}, {steps} steps of batch {batch} per format on {Markup.Escape(workload.Source)}, device {baseDevice}{(precision is { } pr ? $", mixed precision {pr.Name()}" : "")}, Adam with {optimizer}");
 
         var runs = new List<ProfiledRun>();
         foreach (var format in parsed)
         {
             foreach (var checkpoint in checkpoints)
-                runs.Add(Profile(modelName, format, checkpoint, baseDevice, data, steps, batch, precision, optimizer));
+                runs.Add(Profile(workload, format, checkpoint, baseDevice, steps, precision, optimizer));
         }
         var reference = runs.FirstOrDefault(r => r.Format == WeightFormat.Dense && !r.Checkpoint) ?? runs[0];
         AnsiConsole.Write(Table(runs, reference));
@@ -97,9 +99,43 @@ internal static class ProfileCommand
         public double KeptPerParameter => (double)KeptBytes / Parameters;
     }
 
+    /// <summary>What is profiled: a model builder (format, checkpointing), its batches and its loss.</summary>
+    public sealed record Workload(string Source, Func<Device, WeightFormat, bool, Module> Build, Func<Device, IEnumerable<(Tensor X, Tensor Y)>> Batches, Func<Tensor, Tensor, Tensor> Loss)
+    {
+        /// <summary>An image classifier of the Zoo on Fashion-MNIST (<paramref name="dataArg"/> as train's --data).</summary>
+        public static Workload Images(string modelName, string? dataArg, int batch)
+        {
+            var data = dataArg == "embedded" ? EmbeddedData.FashionMnistSlice() : EmbeddedData.LoadFashionMnist(dataArg);
+            return new Workload(data.Source, (d, f, ck) => Zoo.Create(modelName, d, f, checkpoint: ck),
+                d => data.Train.Batches(batch, shuffle: true, seed: 1, device: d, dropLast: true), (logits, y) => F.CrossEntropy(logits, y));
+        }
+
+        /// <summary>The GPT of <c>train --model gpt</c>'s defaults on <paramref name="corpus"/>.</summary>
+        public static Workload Text(TextCorpus corpus, int batch) => new(corpus.Source,
+            (d, f, ck) => new Gpt(new GptConfig(TextCorpus.Vocab, 128, 4, 256, 4, f, f, Checkpoint: ck), d),
+            d => TextBatches(corpus, batch, 128, d), Gpt.Loss);
+
+        private static IEnumerable<(Tensor X, Tensor Y)> TextBatches(TextCorpus corpus, int batch, int context, Device device)
+        {
+            for (long i = 0; ; i++)
+            {
+                var (x, y) = TextCorpus.Batch(corpus.Train, batch, context, 1, i, device);
+                try
+                {
+                    yield return (x, y);
+                }
+                finally
+                {
+                    x.Dispose();
+                    y.Dispose();
+                }
+            }
+        }
+    }
+
     /// <summary>Builds the model in <paramref name="format"/> under a fresh profiler and trains <paramref name="steps"/>
     /// steps (marked "step i forward|backward|optimizer"); on the CPU each run has its own allocator.</summary>
-    public static ProfiledRun Profile(string modelName, WeightFormat format, bool checkpoint, Device baseDevice, FashionMnist data, int steps, int batch, DType? precision = null, OptimizerSettings? optimizer = null)
+    public static ProfiledRun Profile(Workload workload, WeightFormat format, bool checkpoint, Device baseDevice, int steps, DType? precision = null, OptimizerSettings? optimizer = null)
     {
         var settings = optimizer ?? new OptimizerSettings();
         var device = baseDevice.Kind == DeviceKind.Cpu ? Device.CreateCpu($"cpu ({format}{(checkpoint ? ", checkpointed" : "")})") : baseDevice;
@@ -107,10 +143,10 @@ internal static class ProfileCommand
         Rng.ManualSeed(1);
         using var profiler = MemoryProfiler.Start(device);
         profiler.Mark("model");
-        Sequential model;
+        Module model;
         try
         {
-            model = Zoo.Create(modelName, device, format, checkpoint: checkpoint);
+            model = workload.Build(device, format, checkpoint);
         }
         catch (ArgumentException e)
         {
@@ -123,7 +159,7 @@ internal static class ProfileCommand
         using (var opt = new Adam(model.Parameters(), 1e-3, stateBits: settings.StateBits))
         {
             var step = 0;
-            foreach (var (x, y) in data.Train.Batches(batch, shuffle: true, seed: 1, device: device, dropLast: true))
+            foreach (var (x, y) in workload.Batches(device))
             {
                 var clock = Stopwatch.StartNew();
                 using (var scope = TensorScope.Begin())
@@ -132,7 +168,7 @@ internal static class ProfileCommand
                     Tensor logits;
                     using (precision is { } p ? Autograd.Autocast.Enable(p) : default(Autograd.Autocast.Scope?))
                         logits = model.Forward(x);
-                    var loss = F.CrossEntropy(logits, y);
+                    var loss = workload.Loss(logits, y);
                     profiler.Mark($"step {step + 1} backward");
                     opt.BackwardAndStep(loss, settings.InBackward, () =>
                     {

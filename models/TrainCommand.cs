@@ -68,8 +68,13 @@ internal static class TrainCommand
 
     public static int Run(IReadOnlyList<string> argv)
     {
+        for (var i = 0; i + 1 < argv.Count; i++)
+        {
+            if (argv[i] == "--model" && argv[i + 1] == "gpt")
+                return GptCommand.Train(argv);
+        }
         var args = new CliArgs(argv, Options, flags: ["update-in-backward"]);
-        var modelName = args.Choice("model", "mlp", Zoo.Names.ToArray());
+        var modelName = args.Choice("model", "mlp", [.. Zoo.Names, "gpt"]);
         var epochs = args.Int("epochs", 1);
         var batch = args.Int("batch", 128);
         var optName = args.Choice("optimizer", "adam", ["adam", "adamw", "sgd"]);

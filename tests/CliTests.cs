@@ -56,7 +56,7 @@ public class CliTests
         AssertUsageError(["train", "--bogus", "1"], "unknown option --bogus");
         AssertUsageError(["train", "--epochs", "zero"], "--epochs must be an integer >= 1, got 'zero'");
         AssertUsageError(["train", "--lr", "-1"], "--lr must be a positive number, got '-1'");
-        AssertUsageError(["train", "--model", "resnet"], "--model must be one of mlp|mlp-shared|cnn, got 'resnet'");
+        AssertUsageError(["train", "--model", "resnet"], "--model must be one of mlp|mlp-shared|cnn|gpt, got 'resnet'");
         AssertUsageError(["train", "--schedule", "step"], "--schedule must be one of cosine|constant, got 'step'");
         AssertUsageError(["train", "--batch"], "option --batch needs a value");
         AssertUsageError(["train", "--seed", "1", "--seed", "2"], "option --seed given twice");
@@ -308,4 +308,36 @@ public class CliTests
     [Fact]
     public void ResumeRefusesWhatItCannotRestore()
         => AssertUsageError(["train", "--format", "csr:0.1", "--sparsity", "set", "--resume", "x.safetensors"], "--resume is not built for --teacher");
+
+    [Fact]
+    public void GptTrainsOnACorpusReportsValidationLossAndSamples()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"frugal-gpt-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var corpus = Path.Combine(dir, "corpus.txt");
+            File.WriteAllText(corpus, string.Concat(Enumerable.Range(0, 400).Select(i => $"the cat {i % 7} sat on the mat {i % 3}.\n")));
+            var checkpoint = Path.Combine(dir, "gpt.safetensors");
+            var (code, output, err) = Run("train", "--model", "gpt", "--layers", "1", "--width", "16", "--heads", "2", "--context", "16",
+                "--batch", "8", "--steps", "30", "--eval-every", "15", "--corpus", corpus, "--save", checkpoint);
+            Assert.True(code == 0, err);
+            Assert.Contains("unigram baseline: validation loss", output, StringComparison.Ordinal);
+            Assert.Matches(@"step 30/30: train loss [0-9.]+, validation loss [0-9.]+", output);
+            (code, output, err) = Run("sample", "--checkpoint", checkpoint, "--prompt", "the cat", "--tokens", "12");
+            Assert.True(code == 0, err);
+            Assert.StartsWith("the cat", output.TrimStart(), StringComparison.Ordinal);
+            AssertUsageError(["sample"], "sample needs --checkpoint FILE");
+            (code, output, err) = Run("profile", "--model", "gpt", "--formats", "dense,q4", "--steps", "1", "--data", corpus, "--out", Path.Combine(dir, "profile"));
+            Assert.True(code == 0, err);
+            Assert.Matches(@"q4:auto:masterfree\s+│\s+3,257,856", output);
+            Assert.True(File.Exists(Path.Combine(dir, "profile", "peaks.png")));
+            AssertUsageError(["train", "--model", "gpt", "--width", "30", "--heads", "4", "--corpus", corpus], "width 30 is not a positive multiple of 4 heads");
+            AssertUsageError(["train", "--model", "gpt", "--context", "100000", "--corpus", corpus], "the corpus");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

@@ -56,14 +56,15 @@ public class Adam : Optimizer
     /// <summary>Creates the optimizer; <paramref name="stateBits"/> 8 stores both moments of every tensor of at least
     /// <see cref="MinQuantizedState"/> values in 8 bits (see <see cref="StateBits"/>).</summary>
     public Adam(IEnumerable<Tensor> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0, int stateBits = 32)
-        : this(parameters, lr, beta1, beta2, eps, weightDecay, decoupled: false, stateBits)
+        : this(parameters, lr, beta1, beta2, eps, weightDecay, decoupled: false, stateBits, decay: null)
     {
     }
 
     /// <summary>Shared constructor of Adam and AdamW.</summary>
-    protected Adam(IEnumerable<Tensor> parameters, double lr, double beta1, double beta2, double eps, double weightDecay, bool decoupled, int stateBits)
+    protected Adam(IEnumerable<Tensor> parameters, double lr, double beta1, double beta2, double eps, double weightDecay, bool decoupled, int stateBits, Func<Tensor, bool>? decay)
         : base(parameters, lr)
     {
+        Decay = decay;
         if (beta1 is < 0 or >= 1 || beta2 is < 0 or >= 1 || eps <= 0 || weightDecay < 0)
             throw new ArgumentOutOfRangeException(nameof(beta1), $"{GetType().Name}: invalid betas ({beta1}, {beta2}), eps {eps} or weight decay {weightDecay}");
         if (stateBits is not (32 or 8))
@@ -93,6 +94,17 @@ public class Adam : Optimizer
     /// <summary>True for AdamW's decoupled weight decay.</summary>
     public bool Decoupled { get; }
 
+    /// <summary>Which parameters weight decay applies to (null: all), e.g. <see cref="MatricesOnly"/>.</summary>
+    public Func<Tensor, bool>? Decay { get; }
+
+    /// <summary>Decay for weight matrices, embeddings and kernels (rank ≥ 2), not for biases and normalisation gains
+    /// and shifts (rank 1): the usual transformer recipe.</summary>
+    public static bool MatricesOnly(Tensor parameter)
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        return parameter.GradShape.Rank >= 2;
+    }
+
     /// <inheritdoc/>
     protected override string? MomentumState => "exp_avg";
 
@@ -117,7 +129,7 @@ public class Adam : Optimizer
     /// <inheritdoc/>
     protected override void Update(Tensor parameter, Tensor values, Tensor grad, long offset)
     {
-        var args = new AdamArgs(Lr, Beta1, Beta2, Eps, WeightDecay, Decoupled, StepCount);
+        var args = new AdamArgs(Lr, Beta1, Beta2, Eps, Decay is null || Decay(parameter) ? WeightDecay : 0, Decoupled, StepCount);
         if (StateBits == 8 && parameter.GradShape.Numel >= MinQuantizedState)
         {
             UpdateQuantized(parameter, values, grad, offset, args);
@@ -198,9 +210,11 @@ public class Adam : Optimizer
 /// <summary>AdamW (Loshchilov and Hutter): Adam with decoupled weight decay p ← p·(1 - lr·wd).</summary>
 public sealed class AdamW : Adam
 {
-    /// <summary>Creates the optimizer (PyTorch's default weight decay 0.01); <paramref name="stateBits"/> as Adam's.</summary>
-    public AdamW(IEnumerable<Tensor> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0.01, int stateBits = 32)
-        : base(parameters, lr, beta1, beta2, eps, weightDecay, decoupled: true, stateBits)
+    /// <summary>Creates the optimizer (PyTorch's default weight decay 0.01); <paramref name="stateBits"/> as Adam's;
+    /// <paramref name="decay"/> picks the parameters that decay (null: all; <see cref="Adam.MatricesOnly"/> spares
+    /// biases and normalisation parameters).</summary>
+    public AdamW(IEnumerable<Tensor> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0.01, int stateBits = 32, Func<Tensor, bool>? decay = null)
+        : base(parameters, lr, beta1, beta2, eps, weightDecay, decoupled: true, stateBits, decay)
     {
     }
 }

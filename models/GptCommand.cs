@@ -1,0 +1,213 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Frugal.Data;
+using Frugal.IO;
+using Frugal.Nn;
+using Frugal.Optim;
+using Spectre.Console;
+
+namespace Frugal.Models;
+
+/// <summary><c>frugal train --model gpt</c>: a byte-level GPT on a text corpus, with validation loss against the
+/// unigram baseline; and <c>frugal sample</c>, text from a saved GPT.</summary>
+internal static class GptCommand
+{
+    public const string Usage = """
+        frugal train --model gpt [--layers 4] [--width 256] [--heads 4] [--context 128] [--batch 32] [--steps N]
+                     [--lr X] [--format F] [--share-blocks] [--memory-efficient] [--corpus FILE] [--eval-every N]
+                     [--optimizer-bits 32|8] [--clip-grad-norm X] [--seed S] [--device D] [--save FILE]
+          --format     weight format of every attention and MLP layer (see above; embeddings stay dense)   default dense
+          --corpus     a UTF-8 text file; default: Debian's fortunes (/usr/share/games/fortunes, apt-get install
+                       fortunes) when installed, else the README embedded in the CLI
+          --steps      optimizer steps (AdamW, weight decay 0.1 on matrices, 100 warm-up steps, cosine decay)   default 2000
+          --lr         peak learning rate                                    default 0.001
+          --eval-every validation loss every N steps (and at the end), over 8 batches   default 200
+          --clip-grad-norm  global gradient norm limit                       default 1
+          --memory-efficient  recompute attention scores in backward instead of keeping them
+          --share-blocks  one block's weights for every layer (ALBERT)
+          --save       write model and optimizer to FILE (safetensors) at the end, for frugal sample
+        frugal sample --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--seed S] [--device D]
+          writes N bytes (default 200) continuing TEXT, sampled at temperature T (default 0.8) from a saved GPT
+        """;
+
+    private static readonly string[] Options = ["model", "layers", "width", "heads", "context", "batch", "steps", "lr", "format", "corpus", "eval-every", "optimizer-bits", "clip-grad-norm", "seed", "device", "save"];
+
+    /// <summary>The run's configuration in a checkpoint, for <c>frugal sample</c>.</summary>
+    private const string ConfigKey = "gpt.config";
+
+    public static int Train(IReadOnlyList<string> argv)
+    {
+        var args = new CliArgs(argv, Options, flags: ["share-blocks", "memory-efficient"]);
+        var layers = args.Int("layers", 4);
+        var width = args.Int("width", 256);
+        var heads = args.Int("heads", 4);
+        var context = args.Int("context", 128);
+        var batch = args.Int("batch", 32);
+        var steps = args.Int("steps", 2000);
+        var lr = args.Double("lr", 1e-3);
+        var evalEvery = args.Int("eval-every", 200);
+        var stateBits = int.Parse(args.Choice("optimizer-bits", "32", ["32", "8"]), CultureInfo.InvariantCulture);
+        var clip = args.Double("clip-grad-norm", 1);
+        var seed = args.Int("seed", 1, min: 0);
+        var format = TrainCommand.ParseFormat(args.String("format", "dense"));
+        if (format.IsSparse && format.Density < 1 && width % (format.Format is Formats.SparseFormat s ? s.Block : 1) != 0)
+            throw new UsageException($"--format {format}: the width {width} is not a whole number of blocks");
+        var device = TrainCommand.ParseDevice(args.String("device", "cpu"));
+        var corpus = LoadCorpus(args.Optional("corpus"));
+        if (corpus.Validation.Length < context + 1 || corpus.Train.Length < context + 1)
+            throw new UsageException($"--context {context}: the corpus {corpus.Source} is too short ({corpus.Train.Length} training and {corpus.Validation.Length} validation bytes)");
+        var config = new GptConfig(TextCorpus.Vocab, context, layers, width, heads, format, format, args.Flag("share-blocks"), args.Flag("memory-efficient"));
+        Init.ManualSeed((ulong)seed);
+        Rng.ManualSeed((ulong)seed);
+        Gpt model;
+        try
+        {
+            model = new Gpt(config, device);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException(e.Message);
+        }
+        using var owned = model;
+        using var opt = new AdamW(model.Parameters(), lr, beta2: 0.95, weightDecay: 0.1, stateBits: stateBits, decay: Adam.MatricesOnly);
+        var schedule = new WarmupSchedule(Math.Min(100, steps), new CosineSchedule(Math.Max(1, steps - 100), minFactor: 0.1));
+        AnsiConsole.MarkupLine($"[bold]corpus[/]: {Markup.Escape(corpus.Source)}: {corpus.Train.Length:N0} training and {corpus.Validation.Length:N0} validation bytes");
+        AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "[bold]model[/]: gpt, {0} layers, width {1}, {2} heads, context {3}, {4:N0} parameters ({5}{6}{7}), AdamW lr {8} (warm-up, cosine), batch {9}, device {10}",
+            layers, width, heads, context, model.ParameterCount(), format, config.ShareBlocks ? ", shared blocks" : "", config.MemoryEfficientAttention ? ", memory-efficient attention" : "", lr, batch, device);
+        AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "unigram baseline: validation loss {0:F4} nats/byte", corpus.UnigramValidationLoss());
+        device.Allocator.ResetPeak();
+        var clock = Stopwatch.StartNew();
+        double lossSum = 0;
+        var lossCount = 0;
+        double validation = double.NaN;
+        for (var step = 0; step < steps; step++)
+        {
+            using (var scope = TensorScope.Begin())
+            {
+                var (x, y) = TextCorpus.Batch(corpus.Train, batch, context, (ulong)seed, step, device);
+                schedule.Apply(opt, step);
+                var loss = Gpt.Loss(model.Forward(x), y);
+                opt.BackwardAndStep(loss, afterBackward: () => opt.ClipGradNorm(clip));
+                lossSum += loss.Item();
+                lossCount++;
+            }
+            if ((step + 1) % evalEvery == 0 || step + 1 == steps)
+            {
+                validation = ValidationLoss(model, corpus, batch, context, device);
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"step {step + 1}/{steps}: train loss {lossSum / lossCount:F4}, validation loss {validation:F4}, {(step + 1.0) * batch * context / clock.Elapsed.TotalSeconds:F0} tokens/s, {clock.Elapsed.TotalSeconds:F0} s"));
+                (lossSum, lossCount) = (0, 0);
+            }
+        }
+        AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "final validation loss [bold]{0:F4}[/] nats/byte (unigram {1:F4}) after {2:F0} s", validation, corpus.UnigramValidationLoss(), clock.Elapsed.TotalSeconds);
+        if (args.Optional("save") is { } path)
+        {
+            var c = config;
+            var meta = new Dictionary<string, string>
+            {
+                [ConfigKey] = string.Create(CultureInfo.InvariantCulture, $"{c.Vocab};{c.Context};{c.Layers};{c.Width};{c.Heads};{format};{c.ShareBlocks};{c.MemoryEfficientAttention}"),
+            };
+            try
+            {
+                Checkpoints.Save(path, model, opt, meta);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new UsageException($"--save: cannot write '{path}': {e.Message}");
+            }
+            AnsiConsole.MarkupLine($"[bold]saved[/] {Markup.Escape(path)}");
+        }
+        AnsiConsole.Write(TrainCommand.MemoryTable(device.Allocator.Stats()));
+        return 0;
+    }
+
+    /// <summary>Mean loss over 8 fixed validation batches, without recording autograd.</summary>
+    private static double ValidationLoss(Gpt model, TextCorpus corpus, int batch, int context, Device device)
+    {
+        using var noGrad = Autograd.Autograd.NoGrad();
+        double sum = 0;
+        for (var i = 0; i < 8; i++)
+        {
+            using var scope = TensorScope.Begin();
+            var (x, y) = TextCorpus.Batch(corpus.Validation, batch, context, seed: 0xE7A1, i, device);
+            sum += Gpt.Loss(model.Forward(x), y).Item();
+        }
+        return sum / 8;
+    }
+
+    /// <summary>The corpus at the path, else Debian's fortunes, else the embedded README.</summary>
+    internal static TextCorpus LoadCorpus(string? path)
+    {
+        try
+        {
+            if (path is not null)
+                return TextCorpus.FromFile(path);
+            return TextCorpus.FromFortunes() ?? EmbeddedData.ReadmeCorpus();
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"--corpus: {e.Message}");
+        }
+    }
+
+    public static int Sample(IReadOnlyList<string> argv)
+    {
+        var args = new CliArgs(argv, ["checkpoint", "prompt", "tokens", "temperature", "seed", "device"]);
+        var path = args.Optional("checkpoint") ?? throw new UsageException("sample needs --checkpoint FILE (written by frugal train --model gpt --save FILE)");
+        var tokens = args.Int("tokens", 200);
+        var temperature = args.Double("temperature", 0.8);
+        var seed = args.Int("seed", 1, min: 0);
+        var device = TrainCommand.ParseDevice(args.String("device", "cpu"));
+        SafeTensorsFile file;
+        try
+        {
+            file = SafeTensors.Read(path, requireHash: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"--checkpoint: {e.Message}");
+        }
+        var parts = file.Metadata.GetValueOrDefault(ConfigKey)?.Split(';');
+        if (parts is not { Length: 8 })
+            throw new UsageException($"--checkpoint {path}: no {ConfigKey}; it was not written by frugal train --model gpt --save");
+        var format = TrainCommand.ParseFormat(parts[5]);
+        var config = new GptConfig(int.Parse(parts[0], CultureInfo.InvariantCulture), int.Parse(parts[1], CultureInfo.InvariantCulture),
+            int.Parse(parts[2], CultureInfo.InvariantCulture), int.Parse(parts[3], CultureInfo.InvariantCulture), int.Parse(parts[4], CultureInfo.InvariantCulture),
+            format, format, bool.Parse(parts[6]), bool.Parse(parts[7]));
+        using var model = new Gpt(config, device);
+        try
+        {
+            Checkpoints.Load(path, model);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"--checkpoint: {e.Message}");
+        }
+        model.Eval();
+        var text = new List<byte>(Encoding.UTF8.GetBytes(args.String("prompt", "\n")));
+        using var noGrad = Autograd.Autograd.NoGrad();
+        for (var n = 0; n < tokens; n++)
+        {
+            using var scope = TensorScope.Begin();
+            var window = text.Skip(Math.Max(0, text.Count - config.Context)).Select(b => (int)b).ToArray();
+            var logits = model.Forward(Tensor.FromArray(window, new Shape(1, window.Length), device));
+            var last = logits.Narrow(1, window.Length - 1, 1).Reshape(config.Vocab).Mul(1 / temperature);
+            var p = F.Softmax(last, 0).ToArray<float>();
+            var u = Backends.Philox.Uniform((ulong)seed, (ulong)n);
+            var (next, cumulative) = (p.Length - 1, 0.0);
+            for (var i = 0; i < p.Length; i++)
+            {
+                cumulative += p[i];
+                if (u < cumulative)
+                {
+                    next = i;
+                    break;
+                }
+            }
+            text.Add((byte)next);
+        }
+        Console.WriteLine(Encoding.UTF8.GetString([.. text]));
+        return 0;
+    }
+}

@@ -66,6 +66,11 @@ timeout 120 "$dn" "$work/app/cli/Frugal.Cli.dll" profile --model mlp --device cu
 [ -f "$out/profile/profile.json" ] && grep -E '"(format|driverUsedBytes|reservedBytes|peakTotal)"' "$out/profile/profile.json" >> "$report"
 end
 
+begin "frugal train --model gpt on cuda:0 (4 layers, width 256, the embedded README corpus)"
+timeout 240 "$dn" "$work/app/cli/Frugal.Cli.dll" train --model gpt --device cuda --steps 100 --eval-every 50 >> "$report" 2>&1 \
+  || echo "gpt exit $?" >> "$report"
+end
+
 begin "bench sgemm (CPU)"
 timeout 120 "$dn" "$work/app/bench/Frugal.Bench.dll" sgemm 1024 2048 >> "$report" 2>&1
 end

@@ -13,9 +13,15 @@ namespace Frugal.Models;
 /// <param name="ShareBlocks">One block's weights for every layer (ALBERT's cross-layer sharing).</param>
 /// <param name="MemoryEfficientAttention">Recompute the T × T attention scores in backward instead of keeping them.</param>
 /// <param name="Checkpoint">Every block a gradient checkpoint segment (only its input kept; recomputed in backward).</param>
+/// <param name="EmbeddingFormat">Dense (null) or low-rank token embedding (ALBERT's factorization; the tied head uses
+/// the factors: logits = (h·V)·Uᵀ).</param>
 public sealed record GptConfig(int Vocab, int Context, int Layers = 4, int Width = 256, int Heads = 4,
     WeightFormat? AttentionFormat = null, WeightFormat? MlpFormat = null, bool ShareBlocks = false, bool MemoryEfficientAttention = false,
-    bool Checkpoint = false);
+    bool Checkpoint = false, WeightFormat? EmbeddingFormat = null)
+{
+    /// <inheritdoc/>
+    public override string ToString() => $"vocab={Vocab};context={Context};layers={Layers};width={Width};heads={Heads};attention={AttentionFormat ?? WeightFormat.Dense};mlp={MlpFormat ?? WeightFormat.Dense};embedding={EmbeddingFormat ?? WeightFormat.Dense};share={ShareBlocks};memory-efficient={MemoryEfficientAttention};checkpoint={Checkpoint}";
+}
 
 /// <summary>A pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x)) with a 4C GELU hidden layer.</summary>
 public sealed class TransformerBlock : Module
@@ -82,9 +88,16 @@ public sealed class Gpt : Module
         }
     }
 
-    private (Embedding, Embedding, Sequential, LayerNorm) Build(GptConfig config, Device? device, DType dtype)
+    private (Module, Embedding, Sequential, LayerNorm) Build(GptConfig config, Device? device, DType dtype)
     {
-        var wte = RegisterModule("wte", new Embedding(config.Vocab, config.Width, device, dtype, std: 0.02));
+        Module tokens = config.EmbeddingFormat is { IsLowRank: true } e
+            ? dtype == DType.F32
+                ? new LowRankEmbedding(config.Vocab, config.Width, e.RankFor(config.Vocab, config.Width), device, std: 0.02)
+                : throw new ArgumentException($"Gpt: {e} embeddings are F32; got {dtype.Name()}")
+            : config.EmbeddingFormat is null || config.EmbeddingFormat == WeightFormat.Dense
+                ? new Embedding(config.Vocab, config.Width, device, dtype, std: 0.02)
+                : throw new ArgumentException($"Gpt: embeddings are dense or low-rank, not {config.EmbeddingFormat}");
+        var wte = RegisterModule("wte", tokens);
         var wpe = RegisterModule("wpe", new Embedding(config.Context, config.Width, device, dtype, std: 0.02));
         var blocks = new List<Module>();
         try
@@ -111,8 +124,9 @@ public sealed class Gpt : Module
         return config.Checkpoint ? new Checkpointed(block) : block;
     }
 
-    /// <summary>Token embedding [vocab, C], also the output head.</summary>
-    public Embedding TokenEmbedding { get; }
+    /// <summary>Token embedding [vocab, C] (an <see cref="Embedding"/> or a <see cref="LowRankEmbedding"/>), also the
+    /// output head.</summary>
+    public Module TokenEmbedding { get; }
 
     /// <summary>Position embedding [context, C].</summary>
     public Embedding PositionEmbedding { get; }
@@ -133,7 +147,10 @@ public sealed class Gpt : Module
         var positions = Tensor.FromArray(Enumerable.Range(0, t).ToArray(), new Shape(t), x.Device);
         var h = TokenEmbedding.Forward(x) + PositionEmbedding.Forward(positions);
         h = FinalNorm.Forward(Blocks.Forward(h));
-        return F.MatMul(h, TokenEmbedding.Weight, transB: true).MoveToOuter();
+        // The tied head: h·Eᵀ, through the factors for a low-rank embedding (E = U·Vᵀ, so h·Eᵀ = (h·V)·Uᵀ).
+        if (TokenEmbedding is LowRankEmbedding low)
+            return F.MatMul(F.MatMul(h, low.Vt, transB: true), low.U, transB: true).MoveToOuter();
+        return F.MatMul(h, ((Embedding)TokenEmbedding).Weight, transB: true).MoveToOuter();
     }
 
     /// <summary>Mean cross-entropy of the next-token predictions: logits [B, T, V] against targets [B, T].</summary>

@@ -16,8 +16,12 @@ internal static class GptCommand
     public const string Usage = """
         frugal train --model gpt [--layers 4] [--width 256] [--heads 4] [--context 128] [--batch 32] [--steps N]
                      [--lr X] [--format F] [--share-blocks] [--memory-efficient] [--corpus FILE] [--eval-every N]
+                     [--attention-format F] [--mlp-format F] [--embedding-format dense|lowrank:R|F]
                      [--optimizer-bits 32|8] [--clip-grad-norm X] [--seed S] [--device D] [--save FILE]
-          --format     weight format of every attention and MLP layer (see above; embeddings stay dense)   default dense
+                     [--resume FILE] [--stop-after N]
+          --format     weight format of every attention and MLP layer (see above)   default dense
+          --attention-format, --mlp-format   the format of one role only (overriding --format)
+          --embedding-format  dense, or lowrank:R|F (ALBERT's factorized embedding; the head stays tied to it)
           --corpus     a UTF-8 text file; default: Debian's fortunes (/usr/share/games/fortunes, apt-get install
                        fortunes) when installed, else the README embedded in the CLI
           --steps      optimizer steps (AdamW, weight decay 0.1 on matrices, 100 warm-up steps, cosine decay)   default 2000
@@ -27,11 +31,12 @@ internal static class GptCommand
           --memory-efficient  recompute attention scores in backward instead of keeping them
           --share-blocks  one block's weights for every layer (ALBERT)
           --save       write model and optimizer to FILE (safetensors) at the end, for frugal sample
+          --resume     continue the run saved in FILE exactly (same options); --stop-after N stops after step N
         frugal sample --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--seed S] [--device D]
           writes N bytes (default 200) continuing TEXT, sampled at temperature T (default 0.8) from a saved GPT
         """;
 
-    private static readonly string[] Options = ["model", "layers", "width", "heads", "context", "batch", "steps", "lr", "format", "corpus", "eval-every", "optimizer-bits", "clip-grad-norm", "seed", "device", "save"];
+    private static readonly string[] Options = ["model", "layers", "width", "heads", "context", "batch", "steps", "lr", "format", "attention-format", "mlp-format", "embedding-format", "corpus", "eval-every", "optimizer-bits", "clip-grad-norm", "seed", "device", "save", "resume", "stop-after"];
 
     /// <summary>The run's configuration in a checkpoint, for <c>frugal sample</c>.</summary>
     private const string ConfigKey = "gpt.config";
@@ -51,13 +56,21 @@ internal static class GptCommand
         var clip = args.Double("clip-grad-norm", 1);
         var seed = args.Int("seed", 1, min: 0);
         var format = TrainCommand.ParseFormat(args.String("format", "dense"));
-        if (format.IsSparse && format.Density < 1 && width % (format.Format is Formats.SparseFormat s ? s.Block : 1) != 0)
-            throw new UsageException($"--format {format}: the width {width} is not a whole number of blocks");
+        var attentionFormat = args.Optional("attention-format") is { } af ? TrainCommand.ParseFormat(af) : format;
+        var mlpFormat = args.Optional("mlp-format") is { } mf ? TrainCommand.ParseFormat(mf) : format;
+        var embeddingFormat = TrainCommand.ParseFormat(args.String("embedding-format", "dense"));
+        if (!(embeddingFormat == WeightFormat.Dense || embeddingFormat.IsLowRank))
+            throw new UsageException($"--embedding-format {embeddingFormat}: embeddings are dense or lowrank:R|F");
+        var stopAfter = args.Int("stop-after", 0, min: 0);
+        var resumePath = args.Optional("resume");
         var device = TrainCommand.ParseDevice(args.String("device", "cpu"));
         var corpus = LoadCorpus(args.Optional("corpus"));
         if (corpus.Validation.Length < context + 1 || corpus.Train.Length < context + 1)
             throw new UsageException($"--context {context}: the corpus {corpus.Source} is too short ({corpus.Train.Length} training and {corpus.Validation.Length} validation bytes)");
-        var config = new GptConfig(TextCorpus.Vocab, context, layers, width, heads, format, format, args.Flag("share-blocks"), args.Flag("memory-efficient"));
+        var config = new GptConfig(TextCorpus.Vocab, context, layers, width, heads, attentionFormat, mlpFormat, args.Flag("share-blocks"), args.Flag("memory-efficient"),
+            EmbeddingFormat: embeddingFormat);
+        var options = string.Create(CultureInfo.InvariantCulture,
+            $"gpt;{config};batch={batch};steps={steps};lr={lr:R};bits={stateBits};clip={clip:R};seed={seed};corpus={corpus.Source}");
         Init.ManualSeed((ulong)seed);
         Rng.ManualSeed((ulong)seed);
         Gpt model;
@@ -76,12 +89,30 @@ internal static class GptCommand
         AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "[bold]model[/]: gpt, {0} layers, width {1}, {2} heads, context {3}, {4:N0} parameters ({5}{6}{7}), AdamW lr {8} (warm-up, cosine), batch {9}, device {10}",
             layers, width, heads, context, model.ParameterCount(), format, config.ShareBlocks ? ", shared blocks" : "", config.MemoryEfficientAttention ? ", memory-efficient attention" : "", lr, batch, device);
         AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "unigram baseline: validation loss {0:F4} nats/byte", corpus.UnigramValidationLoss());
+        var start = 0;
+        if (resumePath is not null)
+        {
+            try
+            {
+                var stored = SafeTensors.Read(resumePath, requireHash: true);
+                if (stored.Metadata.GetValueOrDefault("train.options") != options)
+                    throw new UsageException($"--resume {resumePath}: the run was saved with options [{stored.Metadata.GetValueOrDefault("train.options") ?? "(none)"}]; this one has [{options}]: give the same options to continue it");
+                Checkpoints.Load(resumePath, model, opt);
+                start = int.Parse(stored.Metadata["train.step"], CultureInfo.InvariantCulture);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or KeyNotFoundException or FormatException)
+            {
+                throw new UsageException($"--resume: {e.Message}");
+            }
+            AnsiConsole.MarkupLine($"[bold]resumed[/] {Markup.Escape(resumePath)} after step {start}");
+        }
+        var end = stopAfter > 0 ? Math.Min(steps, stopAfter) : steps;
         device.Allocator.ResetPeak();
         var clock = Stopwatch.StartNew();
         double lossSum = 0;
         var lossCount = 0;
         double validation = double.NaN;
-        for (var step = 0; step < steps; step++)
+        for (var step = start; step < end; step++)
         {
             using (var scope = TensorScope.Begin())
             {
@@ -96,17 +127,22 @@ internal static class GptCommand
             {
                 validation = ValidationLoss(model, corpus, batch, context, device);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"step {step + 1}/{steps}: train loss {lossSum / lossCount:F4}, validation loss {validation:F4}, {(step + 1.0) * batch * context / clock.Elapsed.TotalSeconds:F0} tokens/s, {clock.Elapsed.TotalSeconds:F0} s"));
+                    $"step {step + 1}/{steps}: train loss {lossSum / lossCount:F4}, validation loss {validation:F4}, {(step + 1.0 - start) * batch * context / clock.Elapsed.TotalSeconds:F0} tokens/s, {clock.Elapsed.TotalSeconds:F0} s"));
                 (lossSum, lossCount) = (0, 0);
             }
         }
-        AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "final validation loss [bold]{0:F4}[/] nats/byte (unigram {1:F4}) after {2:F0} s", validation, corpus.UnigramValidationLoss(), clock.Elapsed.TotalSeconds);
+        if (end < steps)
+            AnsiConsole.MarkupLine($"stopped after step {end} (--stop-after)");
+        else
+            AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "final validation loss [bold]{0:F4}[/] nats/byte (unigram {1:F4}) after {2:F0} s", validation, corpus.UnigramValidationLoss(), clock.Elapsed.TotalSeconds);
         if (args.Optional("save") is { } path)
         {
             var c = config;
             var meta = new Dictionary<string, string>
             {
-                [ConfigKey] = string.Create(CultureInfo.InvariantCulture, $"{c.Vocab};{c.Context};{c.Layers};{c.Width};{c.Heads};{format};{c.ShareBlocks};{c.MemoryEfficientAttention}"),
+                [ConfigKey] = string.Create(CultureInfo.InvariantCulture, $"{c.Vocab};{c.Context};{c.Layers};{c.Width};{c.Heads};{attentionFormat};{mlpFormat};{embeddingFormat};{c.ShareBlocks};{c.MemoryEfficientAttention}"),
+                ["train.options"] = options,
+                ["train.step"] = Math.Max(start, end).ToString(CultureInfo.InvariantCulture),
             };
             try
             {
@@ -169,12 +205,11 @@ internal static class GptCommand
             throw new UsageException($"--checkpoint: {e.Message}");
         }
         var parts = file.Metadata.GetValueOrDefault(ConfigKey)?.Split(';');
-        if (parts is not { Length: 8 })
+        if (parts is not { Length: 10 })
             throw new UsageException($"--checkpoint {path}: no {ConfigKey}; it was not written by frugal train --model gpt --save");
-        var format = TrainCommand.ParseFormat(parts[5]);
         var config = new GptConfig(int.Parse(parts[0], CultureInfo.InvariantCulture), int.Parse(parts[1], CultureInfo.InvariantCulture),
             int.Parse(parts[2], CultureInfo.InvariantCulture), int.Parse(parts[3], CultureInfo.InvariantCulture), int.Parse(parts[4], CultureInfo.InvariantCulture),
-            format, format, bool.Parse(parts[6]), bool.Parse(parts[7]));
+            TrainCommand.ParseFormat(parts[5]), TrainCommand.ParseFormat(parts[6]), bool.Parse(parts[8]), bool.Parse(parts[9]), EmbeddingFormat: TrainCommand.ParseFormat(parts[7]));
         using var model = new Gpt(config, device);
         try
         {

@@ -324,6 +324,20 @@ public class CliTests
             Assert.True(code == 0, err);
             Assert.Contains("unigram baseline: validation loss", output, StringComparison.Ordinal);
             Assert.Matches(@"step 30/30: train loss [0-9.]+, validation loss [0-9.]+", output);
+            // Stopped at step 17 and resumed: the same checkpoint, byte for byte.
+            string[] tiny = ["train", "--model", "gpt", "--layers", "1", "--width", "16", "--heads", "2", "--context", "16", "--batch", "8", "--steps", "30", "--corpus", corpus];
+            var part = Path.Combine(dir, "part.safetensors");
+            var resumed = Path.Combine(dir, "resumed.safetensors");
+            (code, output, err) = Run([.. tiny, "--eval-every", "15", "--stop-after", "17", "--save", part]);
+            Assert.True(code == 0, err);
+            Assert.Contains("stopped after step 17", output, StringComparison.Ordinal);
+            (code, output, err) = Run([.. tiny, "--eval-every", "15", "--resume", part, "--save", resumed]);
+            Assert.True(code == 0, err);
+            Assert.Equal(File.ReadAllBytes(checkpoint), File.ReadAllBytes(resumed));
+            AssertUsageError([.. tiny, "--lr", "0.01", "--resume", part], "give the same options to continue it");
+            (code, output, err) = Run([.. tiny[..^4], "--steps", "3", "--embedding-format", "lowrank:4", "--attention-format", "q8", "--corpus", corpus]);
+            Assert.True(code == 0, err);
+            Assert.Contains("step 3/3", output, StringComparison.Ordinal);
             (code, output, err) = Run("sample", "--checkpoint", checkpoint, "--prompt", "the cat", "--tokens", "12");
             Assert.True(code == 0, err);
             Assert.StartsWith("the cat", output.TrimStart(), StringComparison.Ordinal);

@@ -320,10 +320,11 @@ public sealed class LowRankConv2d : LowRankLayer
 /// N(0, 1) variance.</summary>
 public sealed class LowRankEmbedding : LowRankLayer
 {
-    /// <summary>A rank-<paramref name="rank"/> embedding of <paramref name="count"/> vectors of width <paramref name="dim"/>.</summary>
+    /// <summary>A rank-<paramref name="rank"/> embedding of <paramref name="count"/> vectors of width
+    /// <paramref name="dim"/>, whose product has entries of standard deviation <paramref name="std"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">rank ≤ 0 or &gt; min(count, dim).</exception>
-    public LowRankEmbedding(int count, int dim, int rank, Device? device = null)
-        : base(count, dim, rank, new Shape(count, rank), new Shape(rank, dim), 1.0, biasFanIn: null, normal: true, device)
+    public LowRankEmbedding(int count, int dim, int rank, Device? device = null, double std = 1)
+        : base(count, dim, rank, new Shape(count, rank), new Shape(rank, dim), std * std, biasFanIn: null, normal: true, device)
     {
     }
 

@@ -12,6 +12,7 @@ var runners = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["spmm"] = SpmmBench.Run,
     ["lowrank"] = LowRankBench.Run,
     ["quant"] = QuantBench.Run,
+    ["gpt"] = GptBench.Run,
 };
 
 if (args.Length == 0 || !runners.TryGetValue(args[0], out var runner))

@@ -112,24 +112,55 @@ internal static class GptCommand
         double lossSum = 0;
         var lossCount = 0;
         double validation = double.NaN;
-        for (var step = start; step < end; step++)
+        void Loop(Action<int, double> progress)
         {
-            using (var scope = TensorScope.Begin())
+            for (var step = start; step < end; step++)
             {
-                var (x, y) = TextCorpus.Batch(corpus.Train, batch, context, (ulong)seed, step, device);
-                schedule.Apply(opt, step);
-                var loss = Gpt.Loss(model.Forward(x), y);
-                opt.BackwardAndStep(loss, afterBackward: () => opt.ClipGradNorm(clip));
-                lossSum += loss.Item();
-                lossCount++;
+                using (var scope = TensorScope.Begin())
+                {
+                    var (x, y) = TextCorpus.Batch(corpus.Train, batch, context, (ulong)seed, step, device);
+                    schedule.Apply(opt, step);
+                    var loss = Gpt.Loss(model.Forward(x), y);
+                    opt.BackwardAndStep(loss, afterBackward: () => opt.ClipGradNorm(clip));
+                    lossSum += loss.Item();
+                    lossCount++;
+                }
+                progress(step + 1, lossSum / lossCount);
+                if ((step + 1) % evalEvery == 0 || step + 1 == steps)
+                {
+                    validation = ValidationLoss(model, corpus, batch, context, device);
+                    AnsiConsole.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"step {step + 1}/{steps}: train loss {lossSum / lossCount:F4}, validation loss {validation:F4}, {TokensPerSecond(step + 1):F0} tokens/s, {clock.Elapsed.TotalSeconds:F0} s"));
+                    (lossSum, lossCount) = (0, 0);
+                }
             }
-            if ((step + 1) % evalEvery == 0 || step + 1 == steps)
+        }
+
+        double TokensPerSecond(int step) => (step - start) * (double)batch * context / clock.Elapsed.TotalSeconds;
+
+        if (AnsiConsole.Profile.Capabilities.Interactive)
+        {
+            AnsiConsole.Progress()
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask("training", maxValue: end - start);
+                    Loop((step, loss) =>
+                    {
+                        task.Value = step - start;
+                        task.Description = string.Create(CultureInfo.InvariantCulture, $"step {step}/{steps} loss {loss:F4} {TokensPerSecond(step),6:F0} tokens/s");
+                    });
+                });
+        }
+        else
+        {
+            // Redirected output (CI, logs): a line every 10% of the steps instead of a redrawn bar.
+            var every = Math.Max(1, (end - start) / 10);
+            Loop((step, loss) =>
             {
-                validation = ValidationLoss(model, corpus, batch, context, device);
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"step {step + 1}/{steps}: train loss {lossSum / lossCount:F4}, validation loss {validation:F4}, {(step + 1.0 - start) * batch * context / clock.Elapsed.TotalSeconds:F0} tokens/s, {clock.Elapsed.TotalSeconds:F0} s"));
-                (lossSum, lossCount) = (0, 0);
-            }
+                if ((step - start) % every == 0)
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  step {step}/{steps} loss {loss:F4} {TokensPerSecond(step):F0} tokens/s"));
+            });
         }
         if (end < steps)
             AnsiConsole.MarkupLine($"stopped after step {end} (--stop-after)");

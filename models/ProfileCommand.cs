@@ -21,7 +21,7 @@ internal static class ProfileCommand
                        [--data DIR|embedded] [--device cpu|cuda[:N]]
           --formats    weight formats to compare (dense, csr:D, bsr:D:B, lowrank:R|F, q8|q4|q2|q1[:G|:row]
                        [:latent|:masterfree]; see train --help)
-                       default dense,csr:0.1,bsr:0.1:16,lowrank:0.25,q8,q4 (every kind of format built)
+                       default dense,csr:0.1,bsr:0.1:16,lowrank:0.25,q8,q4,q2,q1 (every kind of format built)
           --steps      training steps per format (Adam 1e-3); the last is the one pictured   default 3
           --model      gpt: 4 layers, width 256, 4 heads, context 128 on the text corpus (train --model gpt),
                        every attention and MLP layer in the format; batch default 16 (images: 128)
@@ -45,7 +45,7 @@ internal static class ProfileCommand
         var batch = args.Int("batch", modelName == "gpt" ? 16 : 128);
         var precision = TrainCommand.ParsePrecision(args.Choice("precision", "fp32", ["fp32", "bf16", "fp16"]));
         var optimizer = new OptimizerSettings(int.Parse(args.Choice("optimizer-bits", "32", ["32", "8"]), CultureInfo.InvariantCulture), args.Flag("update-in-backward"));
-        var formats = args.String("formats", "dense,csr:0.1,bsr:0.1:16,lowrank:0.25,q8,q4").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        var formats = args.String("formats", "dense,csr:0.1,bsr:0.1:16,lowrank:0.25,q8,q4,q2,q1").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         if (formats.Length == 0)
             throw new UsageException("--formats is empty");
         var parsed = formats.Select(TrainCommand.ParseFormat).ToArray();

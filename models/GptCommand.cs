@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using Frugal.Data;
-using Frugal.IO;
 using Frugal.Nn;
 using Frugal.Optim;
 using Spectre.Console;
@@ -92,18 +91,8 @@ internal static class GptCommand
         var start = 0;
         if (resumePath is not null)
         {
-            try
-            {
-                var stored = SafeTensors.Read(resumePath, requireHash: true);
-                if (stored.Metadata.GetValueOrDefault("train.options") != options)
-                    throw new UsageException($"--resume {resumePath}: the run was saved with options [{stored.Metadata.GetValueOrDefault("train.options") ?? "(none)"}]; this one has [{options}]: give the same options to continue it");
-                Checkpoints.Load(resumePath, model, opt);
-                start = int.Parse(stored.Metadata["train.step"], CultureInfo.InvariantCulture);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or KeyNotFoundException or FormatException)
-            {
-                throw new UsageException($"--resume: {e.Message}");
-            }
+            start = (int)Math.Min(RunCheckpoint.Step(resumePath, options), steps);
+            RunCheckpoint.Load(resumePath, model, opt, "resume");
             AnsiConsole.MarkupLine($"[bold]resumed[/] {Markup.Escape(resumePath)} after step {start}");
         }
         var end = stopAfter > 0 ? Math.Min(steps, stopAfter) : steps;
@@ -172,17 +161,8 @@ internal static class GptCommand
             var meta = new Dictionary<string, string>
             {
                 [ConfigKey] = string.Create(CultureInfo.InvariantCulture, $"{c.Vocab};{c.Context};{c.Layers};{c.Width};{c.Heads};{attentionFormat};{mlpFormat};{embeddingFormat};{c.ShareBlocks};{c.MemoryEfficientAttention}"),
-                ["train.options"] = options,
-                ["train.step"] = Math.Max(start, end).ToString(CultureInfo.InvariantCulture),
             };
-            try
-            {
-                Checkpoints.Save(path, model, opt, meta);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                throw new UsageException($"--save: cannot write '{path}': {e.Message}");
-            }
+            RunCheckpoint.Save(path, model, opt, options, Math.Max(start, end), meta);
             AnsiConsole.MarkupLine($"[bold]saved[/] {Markup.Escape(path)}");
         }
         AnsiConsole.Write(TrainCommand.MemoryTable(device.Allocator.Stats()));
@@ -226,15 +206,7 @@ internal static class GptCommand
         var temperature = args.Double("temperature", 0.8);
         var seed = args.Int("seed", 1, min: 0);
         var device = TrainCommand.ParseDevice(args.String("device", "cpu"));
-        SafeTensorsFile file;
-        try
-        {
-            file = SafeTensors.Read(path, requireHash: true);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new UsageException($"--checkpoint: {e.Message}");
-        }
+        var file = RunCheckpoint.Read(path, "checkpoint");
         var parts = file.Metadata.GetValueOrDefault(ConfigKey)?.Split(';');
         if (parts is not { Length: 10 })
             throw new UsageException($"--checkpoint {path}: no {ConfigKey}; it was not written by frugal train --model gpt --save");
@@ -242,14 +214,7 @@ internal static class GptCommand
             int.Parse(parts[2], CultureInfo.InvariantCulture), int.Parse(parts[3], CultureInfo.InvariantCulture), int.Parse(parts[4], CultureInfo.InvariantCulture),
             TrainCommand.ParseFormat(parts[5]), TrainCommand.ParseFormat(parts[6]), bool.Parse(parts[8]), bool.Parse(parts[9]), EmbeddingFormat: TrainCommand.ParseFormat(parts[7]));
         using var model = new Gpt(config, device);
-        try
-        {
-            Checkpoints.Load(path, model);
-        }
-        catch (ArgumentException e)
-        {
-            throw new UsageException($"--checkpoint: {e.Message}");
-        }
+        RunCheckpoint.Load(path, model, null, "checkpoint");
         model.Eval();
         var text = new List<byte>(Encoding.UTF8.GetBytes(args.String("prompt", "\n")));
         using var noGrad = Autograd.Autograd.NoGrad();

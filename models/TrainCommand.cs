@@ -133,11 +133,7 @@ internal static class TrainCommand
         {
             if (teacherFormat is not null || sparsity == "set" || precision == DType.F16)
                 throw new UsageException("--resume is not built for --teacher (the teacher is not checkpointed), --sparsity set (its random regrowth stream is not) or --precision fp16 (the loss scale is not)");
-            var stored = ReadCheckpoint(resumePath);
-            if (stored.Metadata.GetValueOrDefault("train.options") != options)
-                throw new UsageException($"--resume {resumePath}: the run was saved with options [{stored.Metadata.GetValueOrDefault("train.options") ?? "(none)"}]; this one has [{options}]: give the same options to continue it");
-            if (!long.TryParse(stored.Metadata.GetValueOrDefault("train.step"), NumberStyles.None, CultureInfo.InvariantCulture, out resumedStep))
-                throw new UsageException($"--resume {resumePath}: no valid train.step in the checkpoint");
+            resumedStep = RunCheckpoint.Step(resumePath, options);
         }
         var stepsPerEpoch = (data.Train.Count + batch - 1) / batch;
         if (maxSteps > 0)
@@ -180,17 +176,8 @@ internal static class TrainCommand
         };
         if (resumePath is not null)
         {
-            IReadOnlyDictionary<string, string> meta;
-            try
-            {
-                meta = IO.Checkpoints.Load(resumePath, model, opt);
-            }
-            catch (ArgumentException e)
-            {
-                throw new UsageException($"--resume: {e.Message}");
-            }
-            if (dynamic is not null)
-                dynamic.Resume(long.Parse(meta["sparsity.step"], CultureInfo.InvariantCulture), int.Parse(meta["sparsity.updates"], CultureInfo.InvariantCulture));
+            var meta = RunCheckpoint.Load(resumePath, model, opt, "resume");
+            dynamic?.Resume(RunCheckpoint.Long(meta, "sparsity.step", resumePath), (int)RunCheckpoint.Long(meta, "sparsity.updates", resumePath));
             AnsiConsole.MarkupLine($"[bold]resumed[/] {Markup.Escape(resumePath)} after step {resumedStep}");
         }
         var studentTrainer = Fit(model, opt, dynamic, teacher is null ? null : teacher.Loss, epochs, "", resumedStep, stopAfter);
@@ -198,24 +185,13 @@ internal static class TrainCommand
             AnsiConsole.MarkupLine($"stopped after step {studentTrainer.GlobalStep} (--stop-after)");
         if (savePath is not null)
         {
-            var meta = new Dictionary<string, string>
-            {
-                ["train.options"] = options,
-                ["train.step"] = studentTrainer.GlobalStep.ToString(CultureInfo.InvariantCulture),
-            };
+            var meta = new Dictionary<string, string>();
             if (dynamic is not null)
             {
                 meta["sparsity.step"] = dynamic.StepCount.ToString(CultureInfo.InvariantCulture);
                 meta["sparsity.updates"] = dynamic.Updates.ToString(CultureInfo.InvariantCulture);
             }
-            try
-            {
-                IO.Checkpoints.Save(savePath, model, opt, meta);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                throw new UsageException($"--save: cannot write '{savePath}': {e.Message}");
-            }
+            RunCheckpoint.Save(savePath, model, opt, options, studentTrainer.GlobalStep, meta);
             AnsiConsole.MarkupLine($"[bold]saved[/] {Markup.Escape(savePath)} (step {studentTrainer.GlobalStep})");
         }
         AnsiConsole.Write(MemoryTable(device.Allocator.Stats()));
@@ -245,19 +221,6 @@ internal static class TrainCommand
                     r.Epoch, runEpochs, r.TrainLoss, r.TestAccuracy, r.Seconds, r.ExamplesPerSecond, who);
             }
             return trainer;
-        }
-    }
-
-    /// <summary>The validated checkpoint at <paramref name="path"/>, or a usage error naming what is wrong.</summary>
-    private static IO.SafeTensorsFile ReadCheckpoint(string path)
-    {
-        try
-        {
-            return IO.SafeTensors.Read(path, requireHash: true);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new UsageException($"--resume: {e.Message}");
         }
     }
 

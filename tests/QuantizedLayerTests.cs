@@ -237,6 +237,14 @@ public class QuantizedLayerTests
         tail[^1] |= 0x80;
         Assert.Contains("bits after the last code are not zero", Assert.Throws<ArgumentException>(() => binary.FromParts(tail, b.Scales, 3, 3)).Message, StringComparison.Ordinal);
         Assert.Equal(binary.ToDense(b), binary.ToDense(binary.FromParts(b.Codes, b.Scales, 3, 3)));
+
+        // Operands are checked before a kernel reads them.
+        using var scope = TensorScope.Begin();
+        var q = F.Quantize(Tensor.FromArray([.. TestUtil.Uniform(4, 16).Select(v => (float)v)], new Shape(2, 8)), format);
+        var shortCodes = q with { Codes = Tensor.Zeros(new Shape(7), DType.U8) };
+        Assert.Contains("codes of a q4:4 [2, 8] weight", Assert.Throws<ShapeMismatchException>(() => F.Dequantize(shortCodes, new Shape(2, 8))).Message, StringComparison.Ordinal);
+        var wideScales = q with { Scales = Tensor.Zeros(new Shape(4, 2), DType.F64) };
+        Assert.Contains("needs contiguous u8 codes and f32 scales", Assert.Throws<ShapeMismatchException>(() => F.QuantizedLinear(Tensor.Zeros(new Shape(1, 8)), wideScales)).Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -70,6 +70,11 @@ public class TransformerTests
             Tensor On(double[] x) => Tensor.FromArray(x.Select(e => (float)e).ToArray(), new Shape(N, T, D), dev);
             var y = F.ScaledDotProductAttention(On(q), On(k), On(v), causal: true, efficient);
             TestUtil.AssertClose(NaiveAttention(q, k, v, N, T, D, true), [.. y.ToArray<float>().Select(e => (double)e)], 1e-5, 1e-4, $"{device}, memory-efficient {efficient}");
+            // A single [T, d] head (rank 2) takes the same path.
+            Tensor First(double[] x) => Tensor.FromArray(x.Take(T * D).Select(e => (float)e).ToArray(), new Shape(T, D), dev);
+            var one = F.ScaledDotProductAttention(First(q), First(k), First(v), causal: true, efficient);
+            Assert.Equal(new Shape(T, D), one.Shape);
+            TestUtil.AssertClose(NaiveAttention(q, k, v, N, T, D, true)[..(T * D)], [.. one.ToArray<float>().Select(e => (double)e)], 1e-5, 1e-4, $"{device}, one head, memory-efficient {efficient}");
         }
     }
 

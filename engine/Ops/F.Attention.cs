@@ -23,7 +23,7 @@ public static partial class F
             throw new ShapeMismatchException($"{op}: q {q.Describe()}, k {k.Describe()} and v {v.Describe()} must be [..., T, d], [..., S, d] and [..., S, dv]");
         if (causal && q.Shape[^2] != k.Shape[^2])
             throw new ShapeMismatchException($"{op}: a causal mask needs as many queries as keys, got {q.Shape[^2]} and {k.Shape[^2]}");
-        if (!memoryEfficient || q.Rank == 2)
+        if (!memoryEfficient)
             return Attention(q, k, v, causal);
         // One slice of the leading dimensions per checkpoint segment, then the slices back together.
         using var q3 = q.Reshape(-1, q.Shape[^2], q.Shape[^1]);

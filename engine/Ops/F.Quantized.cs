@@ -101,13 +101,11 @@ public static partial class F
     public static Tensor Dequantize(QuantizedWeight weight, Shape shape)
     {
         const string op = "Dequantize";
-        ArgumentNullException.ThrowIfNull(weight);
-        Check.Live(op, weight.Codes);
-        Check.Live(op, weight.Scales);
+        var view = QuantOperand(op, weight);
         if (shape.Rank < 1 || shape[0] != weight.Rows || shape.Numel != (long)weight.Rows * weight.Cols)
             throw new ShapeMismatchException($"{op}: shape {shape} does not hold a [{weight.Rows}, {weight.Cols}] weight");
         var y = Tensor.Empty(shape, DType.F32, weight.Codes.Device);
-        weight.Codes.Backend.Dequantize(weight.View, y.View);
+        weight.Codes.Backend.Dequantize(view, y.View);
         var node = Autograd.Autograd.Record(y, op, weight.Codes);
         if (node is not null)
             node.Backward = g => [g.Contiguous()];
@@ -127,21 +125,15 @@ public static partial class F
     public static Tensor QuantizedLinear(Tensor x, QuantizedWeight weight, Tensor? bias = null, int activationBits = 0)
     {
         const string op = "QuantizedLinear";
-        ArgumentNullException.ThrowIfNull(weight);
-        foreach (var t in new[] { x, weight.Codes, weight.Scales })
-        {
-            Check.Live(op, t);
-            Check.SameDevice(op, x, t);
-        }
+        var view = QuantOperand(op, weight);
+        Check.Live(op, x);
+        Check.SameDevice(op, x, weight.Codes);
         if (activationBits is < 0 or > 7)
             throw new ArgumentOutOfRangeException(nameof(activationBits), $"{op}: activation bits must be 1..7 (0: not quantized), got {activationBits}");
         var (rows, cols) = (weight.Rows, weight.Cols);
         if (x.DType != DType.F32 || x.Rank != 2 || x.Shape[1] != cols)
             throw new ShapeMismatchException($"{op}: input {x.Describe()} does not fit a {weight.Format} [{rows}, {cols}] weight (expects f32 [batch, {cols}])");
-        Check.Shape(op, weight.Codes, new Shape(checked((int)weight.Format.CodeBytes(rows, cols))), "codes");
-        Check.Shape(op, weight.Scales, new Shape(checked((int)weight.Groups), 2), "scales");
         var batch = x.Shape[0];
-        var view = weight.View;
         Tensor? xCodes = null;
         using var xc = activationBits == 0 ? (x.IsContiguous ? x.Alias() : x.Contiguous()) : null;
         var input = xc;
@@ -198,6 +190,25 @@ public static partial class F
             xCodes!.Dispose();
         }
         return WithBias(op, y, bias, [rows]);
+    }
+
+    /// <summary>Validates a quantized weight operand (live, on one device, contiguous U8 codes and F32 scales of the
+    /// format's sizes, a group that divides the columns) and gives its kernel view.</summary>
+    /// <exception cref="ShapeMismatchException">A part does not fit, naming it.</exception>
+    private static QuantView QuantOperand(string op, QuantizedWeight weight)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        Check.Live(op, weight.Codes);
+        Check.Live(op, weight.Scales);
+        Check.SameDevice(op, weight.Codes, weight.Scales);
+        var (rows, cols) = (weight.Rows, weight.Cols);
+        if (rows <= 0 || cols <= 0 || weight.Group <= 0 || cols % weight.Group != 0)
+            throw new ShapeMismatchException($"{op}: a {weight.Format} [{rows}, {cols}] weight cannot have groups of {weight.Group}");
+        if (weight.Codes.DType != DType.U8 || weight.Scales.DType != DType.F32 || !weight.Codes.IsContiguous || !weight.Scales.IsContiguous)
+            throw new ShapeMismatchException($"{op}: {weight.Format} needs contiguous u8 codes and f32 scales, got {weight.Codes.Describe()} and {weight.Scales.Describe()}");
+        Check.Shape(op, weight.Codes, new Shape(checked((int)weight.Format.CodeBytes(rows, cols))), $"codes of a {weight.Format} [{rows}, {cols}] weight");
+        Check.Shape(op, weight.Scales, new Shape(checked((int)weight.Groups), 2), $"scales of a {weight.Format} [{rows}, {cols}] weight in groups of {weight.Group}");
+        return weight.View;
     }
 
     /// <summary>DoReFa activation codes (U8): round(clamp(x, 0, 1)·L) for L = 2^bits − 1, with two more states for the

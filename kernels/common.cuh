@@ -7,7 +7,7 @@
 // assert their sizes, and a test checks that every op code below matches its C# enum value.
 #pragma once
 
-#if !defined(__CUDACC_RTC__)
+#if !defined(__CUDACC_RTC__) && !defined(FRUGAL_EMULATED_CUDA)
 #if !defined(__clang__) || !defined(__CUDA__)
 #error "Frugal kernels are compiled by NVRTC (at run time) or by clang -x cuda (KernelCheck)"
 #endif

@@ -13,7 +13,7 @@ public static class FrugalCli
         {GptCommand.Usage}
         {ProfileCommand.Usage}
           frugal devices      the CPU and what the CUDA driver reports (or why CUDA is unavailable)
-          frugal kernels [--arch sm_XX]   compile every embedded CUDA kernel with NVRTC (default: cuda:0's arch)
+        {KernelsCommand.Usage}
           frugal help
         """;
 
@@ -24,34 +24,6 @@ public static class FrugalCli
         Console.WriteLine($"cpu: {Environment.ProcessorCount} cores, {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated switch { true => "AVX-512", false => System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "AVX2" : "no wide vectors" }}");
         Console.WriteLine(Device.CudaStatus);
         return 0;
-    }
-
-    private static int Kernels(IReadOnlyList<string> argv)
-    {
-        var args = new CliArgs(argv, ["arch"]);
-        var arch = args.Optional("arch");
-        if (arch is null)
-        {
-            var cuda = Device.CudaStatus;
-            if (!cuda.Available)
-                throw new UsageException($"no GPU to take the architecture from ({cuda.Reason}); give --arch, e.g. --arch sm_90");
-            arch = $"sm_{cuda.Devices[0].ComputeMajor}{cuda.Devices[0].ComputeMinor}";
-        }
-        try
-        {
-            foreach (var k in Frugal.Backends.Cuda.EmbeddedKernels.CompileAll(arch))
-                Console.WriteLine($"{k.Source}: {k.Architecture} CUBIN, {k.CubinBytes:N0} bytes");
-            return 0;
-        }
-        catch (Exception e) when (e is InvalidOperationException or Frugal.Backends.Cuda.KernelCompileException)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 1;
-        }
-        catch (ArgumentException e)
-        {
-            throw new UsageException(e.Message);
-        }
     }
 
     /// <summary>Runs one command; returns the process exit code.</summary>
@@ -71,7 +43,7 @@ public static class FrugalCli
                 "profile" => ProfileCommand.Run(args.Skip(1).ToArray()),
                 "sample" => GptCommand.Sample(args.Skip(1).ToArray()),
                 "devices" => Devices(args.Count),
-                "kernels" => Kernels(args.Skip(1).ToArray()),
+                "kernels" => KernelsCommand.Run(args.Skip(1).ToArray()),
                 _ => throw new UsageException($"unknown command '{args[0]}'"),
             };
         }

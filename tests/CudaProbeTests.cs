@@ -9,10 +9,15 @@ public class CudaProbeTests
     [Fact]
     public void CandidatesTryTheCudaFoldersThenTheLoader_NewestMajorFirst()
     {
+        // NVRTC 11.x (every 11.2+ release has soname libnvrtc.so.11.2; Debian's libnvrtc11.2 is 11.8) comes last.
         Assert.Equal(
-            ["/opt/cuda/lib64/libnvrtc.so.13", "/opt/cuda/lib64/libnvrtc.so.12", "/usr/local/cuda/lib64/libnvrtc.so.13",
-             "/usr/local/cuda/lib64/libnvrtc.so.12", "libnvrtc.so.13", "libnvrtc.so.12"],
+            ["/opt/cuda/lib64/libnvrtc.so.13", "/opt/cuda/lib64/libnvrtc.so.12", "/opt/cuda/lib64/libnvrtc.so.11.2",
+             "/usr/local/cuda/lib64/libnvrtc.so.13", "/usr/local/cuda/lib64/libnvrtc.so.12", "/usr/local/cuda/lib64/libnvrtc.so.11.2",
+             "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2"],
             CudaLibraries.Candidates(CudaLibraries.Nvrtc, "/opt/cuda"));
+        Assert.Equal(["/usr/local/cuda/lib64/libnvrtc.so.13", "/usr/local/cuda/lib64/libnvrtc.so.12", "/usr/local/cuda/lib64/libnvrtc.so.11.2",
+                      "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2"], CudaLibraries.Candidates(CudaLibraries.Nvrtc, null));
+        Assert.StartsWith("libnvrtc.so.13 / libnvrtc.so.12 / libnvrtc.so.11.2 not found; tried ", CudaLibraries.DescribeMissing(CudaLibraries.Nvrtc), StringComparison.Ordinal);
         Assert.Equal(["/usr/local/cuda/lib64/libcuda.so.1", "libcuda.so.1"], CudaLibraries.Candidates(CudaLibraries.Driver, null));
         Assert.Equal(["/usr/local/cuda/lib64/libcusparse.so.12", "libcusparse.so.12"], CudaLibraries.Candidates(CudaLibraries.Cusparse, ""));
         Assert.Equal("/usr/local/cuda/lib64/libcublas.so.13", CudaLibraries.Candidates(CudaLibraries.Cublas, "/usr/local/cuda")[0]);

@@ -4,8 +4,10 @@ using Frugal.Backends.Cuda.Native;
 
 namespace Frugal.Backends.Cuda;
 
-/// <summary><see cref="IKernelCompiler"/> over NVRTC: CUDA C to CUBIN for the architecture named in the options.</summary>
-internal sealed unsafe class NvrtcCompiler : IKernelCompiler
+/// <summary><see cref="IKernelCompiler"/> over NVRTC: CUDA C to CUBIN for the architecture named in the options.
+/// <paramref name="onLog"/>, when given, receives the program's name and NVRTC's log after each successful
+/// compilation (with <c>--ptxas-options=-v</c> the log holds ptxas's per-kernel resource report).</summary>
+internal sealed unsafe class NvrtcCompiler(Action<string, string>? onLog = null) : IKernelCompiler
 {
     private readonly Lazy<string> _version = new(() =>
     {
@@ -53,6 +55,7 @@ internal sealed unsafe class NvrtcCompiler : IKernelCompiler
             var cubin = new byte[(int)size];
             fixed (byte* p = cubin)
                 Nvrtc.Check(Nvrtc.GetCubin(program, p), "nvrtcGetCUBIN");
+            onLog?.Invoke(name, Log(program));
             return cubin;
         }
         finally

@@ -12,7 +12,8 @@ internal static class CudaLibraries
     /// <summary>The driver API (libcuda, installed with the NVIDIA driver).</summary>
     public const string Driver = "frugal-cuda-driver";
 
-    /// <summary>The run-time compiler.</summary>
+    /// <summary>The run-time compiler: CUDA 13, 12, then 11.x (whose soname is <c>libnvrtc.so.11.2</c> for every 11.2+
+    /// release; Debian's <c>libnvrtc11.2</c> package is NVRTC 11.8).</summary>
     public const string Nvrtc = "frugal-nvrtc";
 
     /// <summary>cuBLAS.</summary>
@@ -24,7 +25,7 @@ internal static class CudaLibraries
     private static readonly Dictionary<string, string[]> s_sonames = new(StringComparer.Ordinal)
     {
         [Driver] = ["libcuda.so.1"],
-        [Nvrtc] = ["libnvrtc.so.13", "libnvrtc.so.12"],
+        [Nvrtc] = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2"],
         [Cublas] = ["libcublas.so.13", "libcublas.so.12"],
         [Cusparse] = ["libcusparse.so.12"],
     };

@@ -1,4 +1,5 @@
 using Frugal.Data;
+using Frugal.Memory;
 using Frugal.Models;
 using Frugal.Nn;
 using Frugal.Optim;
@@ -35,6 +36,83 @@ public class CudaModelTests
                     $"{name} parameter {i}[{j}] after one Adam step: cpu {cpu.Params[i][j]}, cuda {cuda.Params[i][j]}");
             }
         }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void GptForwardBackwardAndAdamWStepMatchTheCpu(bool memoryEfficient)
+    {
+        var gpu = TestUtil.DeviceFor("cuda:0");
+        // Real text: Debian's fortunes when installed, else the project's README (the CLI's embedded corpus).
+        var corpus = TextCorpus.FromFortunes() ?? TextCorpus.FromFile(Path.Combine(RepositoryRoot(), "README.md"));
+        var config = new GptConfig(TextCorpus.Vocab, Context: 32, Layers: 2, Width: 32, Heads: 4,
+            MemoryEfficientAttention: memoryEfficient, Checkpoint: memoryEfficient);
+        var cpu = GptStep(config, Device.Cpu, corpus);
+        var cuda = GptStep(config, gpu, corpus);
+        Assert.Equal(cpu.Loss, cuda.Loss, 1e-4 * Math.Abs(cpu.Loss));
+        for (var i = 0; i < cpu.Params.Length; i++)
+        {
+            var scale = cpu.Grads[i].Max(Math.Abs);
+            TestUtil.AssertClose(cpu.Grads[i], cuda.Grads[i], 1e-4 * scale, 1e-3, $"gpt gradient {i}");
+            TestUtil.AssertClose(cpu.Params[i], cuda.Params[i], 2 * Lr + 1e-5, 0, $"gpt parameter {i} after one AdamW step");
+        }
+    }
+
+    [Fact]
+    public void TheAllocatorAndProfilerCountTheSameBytesOnCudaAsOnTheCpu()
+    {
+        var gpu = TestUtil.DeviceFor("cuda:0");
+        var data = EmbeddedData.FashionMnistSlice();
+        var reports = new[] { Device.CreateCpu("profiled-cpu"), gpu }.Select(device =>
+        {
+            Init.ManualSeed(5);
+            using var model = Zoo.Create("mlp", device);
+            using var opt = new Adam(model.Parameters(), Lr);
+            device.Allocator.EmptyCache();
+            using var profiler = MemoryProfiler.Start(device);
+            var steps = 0;
+            foreach (var (x, y) in data.Train.Batches(64, shuffle: true, seed: 5, device: device))
+            {
+                using var scope = TensorScope.Begin();
+                F.CrossEntropy(model.Forward(x), y).Backward();
+                opt.Step();
+                opt.ZeroGrad();
+                if (++steps == 2)
+                    break;
+            }
+            return profiler.Report();
+        }).ToArray();
+        foreach (var category in MemoryCategories.All)
+            Assert.Equal(reports[0].Peak[category], reports[1].Peak[category]);
+        // The driver's own count (cuMemGetInfo) covers every block the caching allocator holds.
+        Assert.True(reports[1].DriverAgrees, $"driver {reports[1].DriverUsedBytes} bytes, allocator reserved {reports[1].ReservedBytes}");
+        Assert.Null(reports[0].DriverAgrees);
+    }
+
+    private static Result GptStep(GptConfig config, Device device, TextCorpus corpus)
+    {
+        Init.ManualSeed(31);
+        using var model = new Gpt(config, device);
+        using var opt = new AdamW(model.Parameters(), Lr, beta2: 0.95, weightDecay: 0.1, decay: Adam.MatricesOnly);
+        using var scope = TensorScope.Begin();
+        var (x, y) = TextCorpus.Batch(corpus.Train, batch: 4, config.Context, seed: 3, index: 0, device);
+        var loss = Gpt.Loss(model.Forward(x), y);
+        loss.Backward();
+        var grads = model.Parameters().Select(p => Values(p.Grad!)).ToArray();
+        opt.Step();
+        return new Result(loss.Item(), grads, [.. model.Parameters().Select(Values)]);
+    }
+
+    private static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "README.md")) && Directory.Exists(Path.Combine(dir.FullName, "kernels")))
+                return dir.FullName;
+        }
+        Assert.Skip("neither Debian's fortunes nor the repository's README.md (a text corpus) is here");
+        return "";
     }
 
     private sealed record Result(double Loss, double[][] Grads, double[][] Params);

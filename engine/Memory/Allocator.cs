@@ -25,11 +25,11 @@ public abstract class Allocator
     public DeviceBuffer Allocate(long bytes, MemoryCategory category, string owner)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
-        var reserved = BucketSize(bytes);
+        var reserved = CachesBlocks ? BucketSize(bytes) : Math.Max(bytes, 1);
         nint address = 0;
         lock (_lock)
         {
-            if (_cache.TryGetValue(reserved, out var stack) && stack.Count > 0)
+            if (CachesBlocks && _cache.TryGetValue(reserved, out var stack) && stack.Count > 0)
             {
                 address = stack.Pop();
                 _cachedBytes -= reserved;
@@ -81,7 +81,7 @@ public abstract class Allocator
         {
             _current[(int)buffer.Category] -= buffer.Bytes;
             _currentTotal -= buffer.Bytes;
-            if (_cachedBytes + buffer.ReservedBytes <= CacheLimitBytes)
+            if (CachesBlocks && _cachedBytes + buffer.ReservedBytes <= CacheLimitBytes)
             {
                 if (!_cache.TryGetValue(buffer.ReservedBytes, out var stack))
                     _cache[buffer.ReservedBytes] = stack = new Stack<nint>();
@@ -175,6 +175,12 @@ public abstract class Allocator
         var quarter = 1L << (pow - 2);
         return (bytes + quarter - 1) / quarter * quarter;
     }
+
+    /// <summary>Whether blocks are rounded to size buckets and kept for reuse when freed (the default). Without
+    /// caching every block has exactly the requested size (at least a byte) and goes back to the system when its
+    /// buffer is freed, so a memory checker below (the CUDA emulator's guard pages and freed-memory quarantine)
+    /// sees each buffer as its own allocation: PyTorch's <c>PYTORCH_NO_CUDA_MEMORY_CACHING</c>.</summary>
+    protected virtual bool CachesBlocks => true;
 
     /// <summary>Device name for messages.</summary>
     public abstract string Name { get; }

@@ -5,11 +5,15 @@ namespace Frugal.Backends.Cuda;
 
 /// <summary>GPU memory through <c>cuMemAlloc</c>, under the shared caching and per-category accounting of
 /// <see cref="Allocator"/>: on out-of-memory the cache is emptied and the allocation retried, then an
-/// <see cref="OutOfMemoryException"/> carries the per-category table.</summary>
+/// <see cref="OutOfMemoryException"/> carries the per-category table. <c>FRUGAL_NO_MEMORY_CACHING=1</c> turns the
+/// cache off (every buffer its own <c>cuMemAlloc</c> of its exact size, freed at once).</summary>
 internal sealed class CudaAllocator(CudaContext context, string name) : Allocator
 {
     /// <inheritdoc/>
     public override string Name { get; } = name;
+
+    /// <inheritdoc/>
+    protected override bool CachesBlocks { get; } = Environment.GetEnvironmentVariable("FRUGAL_NO_MEMORY_CACHING") != "1";
 
     /// <inheritdoc/>
     protected override nint RawAllocate(long bytes)

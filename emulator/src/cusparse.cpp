@@ -4,7 +4,8 @@
 // cuSPARSE header; the semantics follow NVIDIA's cuSPARSE documentation. The descriptors are host objects read when
 // a product is called (they may be destroyed as soon as it returns); the product is queued on the handle's stream
 // through the emulated driver, and when it runs every array is checked against the live allocations and every index
-// against the matrix, as a GPU would fault on them.
+// against the matrix, as a GPU would fault on them. C is read even when beta is 0: cuBLAS documents that C is then
+// not read, cuSPARSE's generic API does not, so the emulator takes the reading a caller must survive.
 #include <cusparse.h>
 
 #include "internal.h"
@@ -271,7 +272,6 @@ template <typename T>
 void SpMM(const Product& p, const Indices& offsets, const Indices& columns) {
     const T alpha = p.f64 ? static_cast<T>(p.alpha64) : static_cast<T>(p.alpha32);
     const T beta = p.f64 ? static_cast<T>(p.beta64) : static_cast<T>(p.beta32);
-    const bool reads_c = beta != T(0);
     const cusparseSpMatDescr& a = p.sparse;
     const T* values = static_cast<const T*>(a.values);
     const View b = MakeView(p.dense_b, p.trans_b);
@@ -296,7 +296,7 @@ void SpMM(const Product& p, const Indices& offsets, const Indices& columns) {
         for (int64_t col = 0; col < n; ++col) {
             T& dst = cv[i * c.row_step + col * c.col_step];
             const T value = alpha * acc[i * n + col];
-            dst = reads_c ? value + beta * dst : value;
+            dst = value + beta * dst;
         }
 }
 
@@ -304,7 +304,6 @@ template <typename T>
 void Sddmm(const Product& p, const Indices& offsets, const Indices& columns) {
     const T alpha = p.f64 ? static_cast<T>(p.alpha64) : static_cast<T>(p.alpha32);
     const T beta = p.f64 ? static_cast<T>(p.beta64) : static_cast<T>(p.beta32);
-    const bool reads_c = beta != T(0);
     const View a = MakeView(p.dense_a, p.trans_a), b = MakeView(p.dense_b, p.trans_b);
     const int64_t k = a.cols;
     T* values = static_cast<T*>(p.sparse.values);
@@ -314,7 +313,7 @@ void Sddmm(const Product& p, const Indices& offsets, const Indices& columns) {
             T dot = T(0);
             for (int64_t q = 0; q < k; ++q) dot += At<T>(a, i, q) * At<T>(b, q, j);
             const T value = alpha * dot;
-            values[t] = reads_c ? value + beta * values[t] : value;
+            values[t] = value + beta * values[t];
         }
 }
 

@@ -615,21 +615,22 @@ internal sealed unsafe class CudaBackend(CudaContext context, Allocator allocato
         }
         if (w.Nnz == 0)
             return;
-        // dValues = (dYᵀ [rows, batch] · (Xᵀ [cols, batch])ᵀ) on W's pattern.
+        // dValues = (dYᵀ [rows, batch] · (Xᵀ [cols, batch])ᵀ) on W's pattern, from zero (see CusparseMultiply).
+        Fill(dValues, 0);
         using var c = CsrDescriptor(w with { Values = dValues.Data });
         using var a = DenseDescriptor(dyT);
         using var b = DenseDescriptor(xT);
         RunCusparse(Cusparse.OpN, Cusparse.OpT, a, b, c, "cusparseSDDMM", Cusparse.SddmmBufferSize, Cusparse.Sddmm, Cusparse.SddmmDefault);
     }
 
-    /// <summary>C [·, batch] = op(W) · B [·, batch] through cuSPARSE's SpMM (zeros for an empty pattern).</summary>
+    /// <summary>C [·, batch] = op(W) · B [·, batch] through cuSPARSE's SpMM (zeros for an empty pattern). C is
+    /// zeroed first: unlike cuBLAS, cuSPARSE does not document that beta = 0 leaves C unread, and outputs are
+    /// uninitialised memory (NaN bytes on the emulator, which reads C whenever the documentation allows it).</summary>
     private void CusparseMultiply(in CsrView w, int opA, StridedView b, StridedView c)
     {
+        Fill(c, 0);
         if (w.Nnz == 0)
-        {
-            Fill(c, 0);
             return;
-        }
         using var a = CsrDescriptor(w);
         using var bd = DenseDescriptor(b);
         using var cd = DenseDescriptor(c);

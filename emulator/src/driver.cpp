@@ -370,8 +370,10 @@ __attribute__((noinline)) int RunBlocks(BlockQueue* queue, FrugalEmuLaunch* laun
     const unsigned* grid = queue->work->grid;
     for (;;) {
         if (queue->stop.load(std::memory_order_relaxed)) break;
-        unsigned long long i = queue->next.fetch_add(1, std::memory_order_relaxed);
-        if (i >= queue->total) break;
+        unsigned long long taken = queue->next.fetch_add(1, std::memory_order_relaxed);
+        if (taken >= queue->total) break;
+        // Last block first: CUDA promises no order, so a kernel that relies on blocks running in index order fails.
+        unsigned long long i = queue->total - 1 - taken;
         unsigned x = static_cast<unsigned>(i % grid[0]);
         unsigned y = static_cast<unsigned>(i / grid[0] % grid[1]);
         unsigned z = static_cast<unsigned>(i / grid[0] / grid[1]);

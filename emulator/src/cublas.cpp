@@ -6,6 +6,7 @@
 #include <cublas_v2.h>
 
 #include "internal.h"
+#include "support.h"
 
 #include <cstdint>
 #include <cstdio>
@@ -23,77 +24,9 @@ struct cublasContext {
 
 namespace {
 
-// No standard-library templates here: built with little optimisation, their instances would be exported from
-// the library (they have default visibility).
-template <typename T>
-T Min(T a, T b) {
-    return b < a ? b : a;
-}
-
-template <typename T>
-T Max(T a, T b) {
-    return a < b ? b : a;
-}
-
-class Lock {
-public:
-    explicit Lock(pthread_mutex_t* mutex) : mutex_(mutex) { pthread_mutex_lock(mutex_); }
-    ~Lock() { pthread_mutex_unlock(mutex_); }
-    Lock(const Lock&) = delete;
-    Lock& operator=(const Lock&) = delete;
-
-private:
-    pthread_mutex_t* mutex_;
-};
-
-// The live objects of one kind (handles, descriptors): few at a time, searched linearly.
-class Registry {
-public:
-    bool Contains(const void* p) const {
-        for (size_t i = 0; i < size_; ++i)
-            if (items_[i] == p) return true;
-        return false;
-    }
-    bool Add(const void* p) {
-        if (size_ == capacity_) {
-            const size_t capacity = capacity_ ? 2 * capacity_ : 16;
-            void* grown = realloc(items_, capacity * sizeof(const void*));
-            if (!grown) return false;
-            items_ = static_cast<const void**>(grown);
-            capacity_ = capacity;
-        }
-        items_[size_++] = p;
-        return true;
-    }
-    bool Remove(const void* p) {
-        for (size_t i = 0; i < size_; ++i)
-            if (items_[i] == p) {
-                items_[i] = items_[--size_];
-                return true;
-            }
-        return false;
-    }
-
-private:
-    const void** items_ = nullptr;
-    size_t size_ = 0, capacity_ = 0;
-};
+using namespace frugal_emu_support;
 
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-
-// A fixed-size array of T, zero-filled.
-template <typename T>
-class Array {
-public:
-    explicit Array(size_t n) : data_(new T[n > 0 ? n : 1]()) {}
-    Array(const Array&) = delete;
-    Array& operator=(const Array&) = delete;
-    ~Array() { delete[] data_; }
-    T* data() { return data_; }
-
-private:
-    T* data_;
-};
 
 Registry g_handles;
 
@@ -385,7 +318,8 @@ void RunTask(const Gemm& g, const Kernel<T>& kernel, int index, int j0, int j1, 
     }
 
     // op(B) for these columns, packed in panels of NR columns: bp[(panel · k + p) · NR + col], zero padded.
-    Array<T> bp(static_cast<size_t>(panels_n) * k * NR);
+    Array<T> bp;
+    bp.Reset(static_cast<size_t>(panels_n) * k * NR, T(0));
     for (int jp = 0; jp < panels_n; ++jp)
         for (int cc = 0; cc < NR; ++cc) {
             const int j = j0 + jp * NR + cc;
@@ -398,7 +332,8 @@ void RunTask(const Gemm& g, const Kernel<T>& kernel, int index, int j0, int j1, 
         }
 
     const int MC = RowBlock(g, kernel);
-    Array<T> own(packed_a ? 1 : static_cast<size_t>(Min(MC, ((m + MR - 1) / MR) * MR)) * k);
+    Array<T> own;
+    own.Reset(packed_a ? 1 : static_cast<size_t>(Min(MC, ((m + MR - 1) / MR) * MR)) * k, T(0));
     T out[kMaxTile];
     for (int i0 = 0; i0 < m; i0 += MC) {
         const int rows = Min(MC, m - i0);
@@ -482,7 +417,8 @@ void Compute(const Gemm& g) {
     const int64_t mp = (static_cast<int64_t>(g.m) + MR - 1) / MR * MR;
     const int64_t per_entry = mp * g.k;
     const bool prepacked = pieces > 1 && g.reads_ab && per_entry * g.batch * static_cast<int64_t>(sizeof(T)) <= (int64_t{64} << 20);
-    Array<T> packed(prepacked ? static_cast<size_t>(per_entry * g.batch) : 1);
+    Array<T> packed;
+    packed.Reset(prepacked ? static_cast<size_t>(per_entry * g.batch) : 1, T(0));
     if (prepacked) {
         const int MC = RowBlock(g, kernel);
         const int blocks = (g.m + MC - 1) / MC;

@@ -246,14 +246,20 @@ CUresult Fail(CUresult status, const std::string& message) {
     return status;
 }
 
-// Every entry point that needs a context: initialised, a current context, no sticky error.
-CUresult Ready(Context** context) {
+// Entry points that release resources need an initialised driver and a current context (a sticky error does not
+// stop them).
+CUresult Current(Context** context) {
     if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
     Context* current = t_current;
     if (!current || current->references == 0) return CUDA_ERROR_INVALID_CONTEXT;
-    if (current->sticky != CUDA_SUCCESS) return current->sticky;
     *context = current;
     return CUDA_SUCCESS;
+}
+
+// Every other entry point that needs a context: also no sticky error.
+CUresult Ready(Context** context) {
+    if (CUresult status = Current(context)) return status;
+    return (*context)->sticky;
 }
 
 // ---- memory ----
@@ -878,9 +884,8 @@ API CUresult cuStreamCreate(CUstream* stream, unsigned int flags) {
 
 API CUresult cuStreamDestroy_v2(CUstream stream) {
     std::lock_guard<std::recursive_mutex> lock(g_lock);
-    if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
-    Context* context = t_current;
-    if (!context || context->references == 0) return CUDA_ERROR_INVALID_CONTEXT;
+    Context* context;
+    if (CUresult status = Current(&context)) return status;
     for (auto it = context->streams.begin(); it != context->streams.end(); ++it) {
         if (reinterpret_cast<CUstream>(it->get()) != stream) continue;
         // Work still queued completes before the stream's resources go, as the driver documents.
@@ -958,9 +963,8 @@ API CUresult cuModuleLoadData(CUmodule* module, const void* image) {
 
 API CUresult cuModuleUnload(CUmodule module) {
     std::lock_guard<std::recursive_mutex> lock(g_lock);
-    if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
-    Context* context = t_current;
-    if (!context || context->references == 0) return CUDA_ERROR_INVALID_CONTEXT;
+    Context* context;
+    if (CUresult status = Current(&context)) return status;
     for (auto it = context->modules.begin(); it != context->modules.end(); ++it) {
         if (reinterpret_cast<CUmodule>(it->get()) != module) continue;
         FlushAll(context);   // queued launches of its kernels run first

@@ -12,7 +12,9 @@ internal sealed unsafe class NvrtcCompiler(Action<string, string>? onLog = null)
     private readonly Lazy<string> _version = new(() =>
     {
         Nvrtc.Check(Nvrtc.Version(out var major, out var minor), "nvrtcVersion");
-        return $"nvrtc {major}.{minor}";
+        // Where it came from is part of the cache key too: the emulated NVRTC (emulator/out) reports the real
+        // version it fronts, and its host modules must never be mistaken for a GPU's CUBINs.
+        return $"nvrtc {major}.{minor} ({CudaLibraries.LoadedFrom(CudaLibraries.Nvrtc)})";
     });
 
     /// <inheritdoc/>

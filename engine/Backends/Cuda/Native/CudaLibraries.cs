@@ -32,6 +32,7 @@ internal static class CudaLibraries
 
     private static readonly Lock s_lock = new();
     private static readonly Dictionary<string, IReadOnlyList<string>> s_tried = new(StringComparer.Ordinal);
+    private static readonly Dictionary<string, string> s_loaded = new(StringComparer.Ordinal);
     private static bool s_registered;
 
     /// <summary>Installs the resolver for this assembly's bindings (once).</summary>
@@ -62,6 +63,13 @@ internal static class CudaLibraries
         return list;
     }
 
+    /// <summary>The candidate <paramref name="library"/> was loaded from (a path or a bare soname), or null before it is.</summary>
+    public static string? LoadedFrom(string library)
+    {
+        lock (s_lock)
+            return s_loaded.GetValueOrDefault(library);
+    }
+
     /// <summary>Why <paramref name="library"/> could not be loaded: its sonames and every place tried.</summary>
     public static string DescribeMissing(string library)
     {
@@ -83,7 +91,11 @@ internal static class CudaLibraries
         foreach (var candidate in candidates)
         {
             if ((!Path.IsPathRooted(candidate) || File.Exists(candidate)) && NativeLibrary.TryLoad(candidate, out var handle))
+            {
+                lock (s_lock)
+                    s_loaded[name] = candidate;
                 return handle;
+            }
         }
         return 0;
     }

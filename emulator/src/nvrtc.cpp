@@ -195,8 +195,13 @@ std::string prelude_dir() {
     if (!dladdr((void*)&prelude_dir, &info) || !info.dli_fname) return "";
     std::string lib = info.dli_fname;
     size_t slash = lib.rfind('/');
-    std::string dir = slash == std::string::npos ? "." : lib.substr(0, slash);
-    return dir + "/../include";
+    std::string dir = (slash == std::string::npos ? "." : lib.substr(0, slash)) + "/../include";
+    char* abs = realpath(dir.c_str(), nullptr);  // dladdr reports the path as it was opened: maybe relative
+    if (abs) {
+        dir = abs;
+        free(abs);
+    }
+    return dir;
 }
 
 // ---- source rewrites before host compilation ----

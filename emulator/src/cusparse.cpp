@@ -438,58 +438,63 @@ API cusparseStatus_t CUSPARSEAPI cusparseDestroyDnMat(cusparseDnMatDescr_t dnMat
     return CUSPARSE_STATUS_SUCCESS;
 }
 
+namespace {
+
+// The workspace size of a product `prepare` (PrepareSpMM or PrepareSddmm) validates from the call's arguments.
+template <typename Prepare, typename... Args>
+cusparseStatus_t BufferSize(Prepare prepare, size_t* bufferSize, Args... args) {
+    Product p;
+    CUstream stream;
+    if (cusparseStatus_t s = prepare(args..., &p, &stream)) return s;
+    if (!bufferSize) return CUSPARSE_STATUS_INVALID_VALUE;
+    *bufferSize = p.buffer_bytes;
+    return CUSPARSE_STATUS_SUCCESS;
+}
+
+// Validates a product with `prepare`, reads alpha and beta now and queues the product on the handle's stream.
+template <typename Prepare, typename... Args>
+cusparseStatus_t Queue(const char* what, Prepare prepare, const void* alpha, const void* beta, void* externalBuffer, Args... args) {
+    Product* p = new (std::nothrow) Product();
+    if (!p) return CUSPARSE_STATUS_ALLOC_FAILED;
+    CUstream stream;
+    if (cusparseStatus_t s = prepare(args..., p, &stream)) {
+        delete p;
+        return s;
+    }
+    ReadScalars(p, alpha, beta);
+    return Enqueue(stream, p, externalBuffer, what);
+}
+
+}  // namespace
+
 API cusparseStatus_t CUSPARSEAPI cusparseSpMM_bufferSize(cusparseHandle_t handle, cusparseOperation_t opA, cusparseOperation_t opB,
                                                          const void* alpha, cusparseSpMatDescr_t matA, cusparseDnMatDescr_t matB,
                                                          const void* beta, cusparseDnMatDescr_t matC, cudaDataType computeType,
                                                          cusparseSpMMAlg_t alg, size_t* bufferSize) {
-    Product p;
-    CUstream stream;
-    if (cusparseStatus_t s = PrepareSpMM(handle, opA, opB, alpha, matA, matB, beta, matC, computeType, alg, &p, &stream)) return s;
-    if (!bufferSize) return CUSPARSE_STATUS_INVALID_VALUE;
-    *bufferSize = p.buffer_bytes;
-    return CUSPARSE_STATUS_SUCCESS;
+    return BufferSize(PrepareSpMM, bufferSize, handle, opA, opB, alpha, matA, matB, beta, matC, computeType, alg);
 }
 
 API cusparseStatus_t CUSPARSEAPI cusparseSpMM(cusparseHandle_t handle, cusparseOperation_t opA, cusparseOperation_t opB,
                                               const void* alpha, cusparseSpMatDescr_t matA, cusparseDnMatDescr_t matB,
                                               const void* beta, cusparseDnMatDescr_t matC, cudaDataType computeType,
                                               cusparseSpMMAlg_t alg, void* externalBuffer) {
-    Product* p = new (std::nothrow) Product();
-    if (!p) return CUSPARSE_STATUS_ALLOC_FAILED;
-    CUstream stream;
-    if (cusparseStatus_t s = PrepareSpMM(handle, opA, opB, alpha, matA, matB, beta, matC, computeType, alg, p, &stream)) {
-        delete p;
-        return s;
-    }
-    ReadScalars(p, alpha, beta);
-    return Enqueue(stream, p, externalBuffer, "cusparseSpMM");
+    return Queue("cusparseSpMM", PrepareSpMM, alpha, beta, externalBuffer, handle, opA, opB, alpha, matA, matB, beta, matC,
+                 computeType, alg);
 }
 
 API cusparseStatus_t CUSPARSEAPI cusparseSDDMM_bufferSize(cusparseHandle_t handle, cusparseOperation_t opA, cusparseOperation_t opB,
                                                           const void* alpha, cusparseDnMatDescr_t matA, cusparseDnMatDescr_t matB,
                                                           const void* beta, cusparseSpMatDescr_t matC, cudaDataType computeType,
                                                           cusparseSDDMMAlg_t alg, size_t* bufferSize) {
-    Product p;
-    CUstream stream;
-    if (cusparseStatus_t s = PrepareSddmm(handle, opA, opB, alpha, matA, matB, beta, matC, computeType, alg, &p, &stream)) return s;
-    if (!bufferSize) return CUSPARSE_STATUS_INVALID_VALUE;
-    *bufferSize = p.buffer_bytes;
-    return CUSPARSE_STATUS_SUCCESS;
+    return BufferSize(PrepareSddmm, bufferSize, handle, opA, opB, alpha, matA, matB, beta, matC, computeType, alg);
 }
 
 API cusparseStatus_t CUSPARSEAPI cusparseSDDMM(cusparseHandle_t handle, cusparseOperation_t opA, cusparseOperation_t opB,
                                                const void* alpha, cusparseDnMatDescr_t matA, cusparseDnMatDescr_t matB,
                                                const void* beta, cusparseSpMatDescr_t matC, cudaDataType computeType,
                                                cusparseSDDMMAlg_t alg, void* externalBuffer) {
-    Product* p = new (std::nothrow) Product();
-    if (!p) return CUSPARSE_STATUS_ALLOC_FAILED;
-    CUstream stream;
-    if (cusparseStatus_t s = PrepareSddmm(handle, opA, opB, alpha, matA, matB, beta, matC, computeType, alg, p, &stream)) {
-        delete p;
-        return s;
-    }
-    ReadScalars(p, alpha, beta);
-    return Enqueue(stream, p, externalBuffer, "cusparseSDDMM");
+    return Queue("cusparseSDDMM", PrepareSddmm, alpha, beta, externalBuffer, handle, opA, opB, alpha, matA, matB, beta, matC,
+                 computeType, alg);
 }
 
 API const char* CUSPARSEAPI cusparseGetErrorName(cusparseStatus_t status) {

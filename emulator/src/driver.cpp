@@ -246,6 +246,12 @@ CUresult Fail(CUresult status, const std::string& message) {
     return status;
 }
 
+// Device entry points: an initialised driver and the one device, ordinal 0.
+CUresult Known(CUdevice device) {
+    if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
+    return device == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+}
+
 // Entry points that release resources need an initialised driver and a current context (a sticky error does not
 // stop them).
 CUresult Current(Context** context) {
@@ -698,15 +704,13 @@ API CUresult cuDeviceGetCount(int* count) {
 
 API CUresult cuDeviceGet(CUdevice* device, int ordinal) {
     if (!device) return CUDA_ERROR_INVALID_VALUE;
-    if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
-    if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (CUresult status = Known(ordinal)) return status;
     *device = 0;
     return CUDA_SUCCESS;
 }
 
 API CUresult cuDeviceGetName(char* name, int length, CUdevice device) {
-    if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
-    if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (CUresult status = Known(device)) return status;
     if (!name || length <= 0) return CUDA_ERROR_INVALID_VALUE;
     snprintf(name, static_cast<size_t>(length), "Frugal emulated CUDA device (sm_%d%d, on the CPU)", kComputeMajor, kComputeMinor);
     return CUDA_SUCCESS;
@@ -714,8 +718,7 @@ API CUresult cuDeviceGetName(char* name, int length, CUdevice device) {
 
 API CUresult cuDeviceGetAttribute(int* value, CUdevice_attribute attribute, CUdevice device) {
     if (!value) return CUDA_ERROR_INVALID_VALUE;
-    if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
-    if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (CUresult status = Known(device)) return status;
     switch (attribute) {
         case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *value = FRUGAL_EMU_MAX_THREADS_PER_BLOCK; break;
         case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X: *value = FRUGAL_EMU_MAX_BLOCK_X; break;
@@ -736,8 +739,7 @@ API CUresult cuDeviceGetAttribute(int* value, CUdevice_attribute attribute, CUde
 
 API CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice device) {
     if (!bytes) return CUDA_ERROR_INVALID_VALUE;
-    if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
-    if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (CUresult status = Known(device)) return status;
     *bytes = g_total_bytes;
     return CUDA_SUCCESS;
 }
@@ -745,8 +747,7 @@ API CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice device) {
 API CUresult cuDevicePrimaryCtxRetain(CUcontext* context, CUdevice device) {
     std::lock_guard<std::recursive_mutex> lock(g_lock);
     if (!context) return CUDA_ERROR_INVALID_VALUE;
-    if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
-    if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (CUresult status = Known(device)) return status;
     g_primary.references++;
     *context = reinterpret_cast<CUcontext>(&g_primary);
     return CUDA_SUCCESS;
@@ -754,8 +755,7 @@ API CUresult cuDevicePrimaryCtxRetain(CUcontext* context, CUdevice device) {
 
 API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device) {
     std::lock_guard<std::recursive_mutex> lock(g_lock);
-    if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
-    if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (CUresult status = Known(device)) return status;
     if (g_primary.references == 0) return CUDA_ERROR_INVALID_CONTEXT;
     if (--g_primary.references == 0) Destroy(&g_primary);
     return CUDA_SUCCESS;

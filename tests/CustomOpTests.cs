@@ -1,9 +1,17 @@
+using Frugal.Backends;
+using Frugal.Backends.Cuda;
+using static Frugal.Tests.TestUtil;
+
 namespace Frugal.Tests;
 
-/// <summary>User kernels: CPU reference, autograd through a backward (itself a custom op), errors; on CUDA the
-/// compiled kernel against the CPU reference (skipped, with the driver's reason, without a GPU).</summary>
+/// <summary>User kernels: CPU reference, autograd through a backward (itself a custom op), errors; on each device
+/// the backend's <see cref="IBackend.Custom"/> entry (on CUDA the compiled kernel) against the CPU reference within
+/// float tolerance (CUDA cases skipped, with the driver's reason, without a GPU or the emulator).</summary>
 public class CustomOpTests
 {
+    // Each element is two f32 products, each within u = 2^-24 relative: 4u bounds any two correct roundings.
+    private const double Tolerance = 4.0 / (1 << 24);
+
     private const string Source = """
         extern "C" __global__ void scaled_square(const float* x, float* y, long long n) {
             long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
@@ -91,21 +99,75 @@ public class CustomOpTests
         Assert.Contains("custom op 'identity' has no backward", missing.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [MemberData(nameof(Devices), MemberType = typeof(TestUtil))]
+    public void BackendEntryMatchesTheCpuReference(string device)
+    {
+        var dev = DeviceFor(device);
+        if (dev.Kind == DeviceKind.Cuda)
+            Assert.IsType<CudaBackend>(dev.Backend);
+        using var scope = TensorScope.Begin();
+        var x = Uniform(7, 10_007, -2, 2);
+        var g = Uniform(8, 10_007, -2, 2);
+        var reference = RunKernel(Device.Cpu, Grad.Kernel, x, g);
+        AssertClose([.. x.Select((v, i) => 6 * v * g[i])], reference, 0, Tolerance, "cpu reference of 6·x·g");
+        AssertClose(reference, RunKernel(dev, Grad.Kernel, x, g), 0, Tolerance, $"{device} Custom(6·x·g)");
+        Assert.Empty(RunKernel(dev, Square.Kernel, Array.Empty<double>()));   // no elements: nothing to launch
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices), MemberType = typeof(TestUtil))]
+    public void KernelsSharingANameButNotTheirSourceEachRunTheirOwn(string device)
+    {
+        var dev = DeviceFor(device);
+        var twice = new CustomOp("affine", Affine("2.0f * x[i]"), "affine", a => Map(a, v => 2 * v));
+        var plusOne = new CustomOp("affine", Affine("x[i] + 1.0f"), "affine", a => Map(a, v => v + 1));
+        using var scope = TensorScope.Begin();
+        var x = Tensor.FromArray([1f, 2f, 3f], new Shape(3)).ToDevice(dev);
+        Assert.Equal([2f, 4f, 6f], twice.Apply(x).ToArray<float>());
+        Assert.Equal([2f, 3f, 4f], plusOne.Apply(x).ToArray<float>());
+    }
+
     [Fact]
     public void CudaKernelMatchesTheCpuReference()
     {
-        var gpu = TestUtil.DeviceFor("cuda:0");
+        var gpu = DeviceFor("cuda:0");
         using var scope = TensorScope.Begin();
-        var values = TestUtil.Uniform(5, 100_003, -2, 2).Select(v => (float)v).ToArray();
+        var values = Uniform(5, 100_003, -2, 2).Select(v => (float)v).ToArray();
         var cpuX = Tensor.FromArray(values, new Shape(values.Length));
         cpuX.RequiresGrad = true;
         var gpuX = cpuX.ToDevice(gpu).Detach();
         gpuX.RequiresGrad = true;
         var cpuY = Square.Apply(cpuX);
         var gpuY = Square.Apply(gpuX);
-        Assert.Equal(cpuY.ToArray<float>(), gpuY.ToArray<float>());
+        AssertClose(Doubles(cpuY), Doubles(gpuY), 0, Tolerance, "cuda scaled_square");
         F.Sum(cpuY).Backward();
         F.Sum(gpuY).Backward();
-        Assert.Equal(cpuX.Grad!.ToArray<float>(), gpuX.Grad!.ToArray<float>());
+        AssertClose(Doubles(cpuX.Grad!), Doubles(gpuX.Grad!), 0, Tolerance, "cuda scaled_square gradient");
+    }
+
+    /// <summary>The output of <paramref name="kernel"/> run by <paramref name="device"/>'s backend on F32 inputs.</summary>
+    private static double[] RunKernel(Device device, CustomKernel kernel, params double[][] inputs)
+    {
+        var shape = new Shape(inputs[0].Length);
+        var operands = inputs.Select(v => Tensor.FromArray(v.Select(d => (float)d).ToArray(), shape, device)).ToArray();
+        var y = Tensor.Empty(shape, DType.F32, device);
+        device.Backend.Custom(kernel, [.. operands.Select(t => t.View)], y.View);
+        return Doubles(y);
+    }
+
+    private static double[] Doubles(Tensor t) => [.. t.ToArray<float>().Select(v => (double)v)];
+
+    private static string Affine(string body) => $$"""
+        extern "C" __global__ void affine(const float* x, float* y, long long n) {
+            long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+            if (i < n) y[i] = {{body}};
+        }
+        """;
+
+    private static void Map(CustomKernelArgs a, Func<float, float> f)
+    {
+        for (var i = 0; i < a.Length; i++)
+            a.Output[i] = f(a.Input(0)[i]);
     }
 }

@@ -160,6 +160,13 @@ public interface IBackend
     /// otherwise y [batch, Cols] = x [batch, Rows] · W (its input gradient). Dequantization is fused into the
     /// product: no dense copy of W is made.</summary>
     void QuantMatMul(in QuantView w, bool transposed, StridedView x, StridedView y);
+
+    // ---- user kernels ----
+
+    /// <summary>output = the user kernel <paramref name="kernel"/> applied elementwise to <paramref name="inputs"/>
+    /// (contiguous F32, each of output's length; output contiguous F32): CUDA compiles and launches its source, the
+    /// CPU runs its CPU function.</summary>
+    void Custom(CustomKernel kernel, IReadOnlyList<StridedView> inputs, StridedView output);
 }
 
 /// <summary>Distribution for <see cref="IBackend.Random"/>.</summary>

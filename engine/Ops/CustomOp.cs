@@ -1,35 +1,6 @@
-using Frugal.Backends.Cuda;
+using Frugal.Backends;
 
 namespace Frugal;
-
-/// <summary>What a custom op's CPU reference sees: its inputs and output as float spans of equal length.</summary>
-public readonly unsafe ref struct CustomKernelArgs
-{
-    private readonly IReadOnlyList<nint> _inputs;
-    private readonly nint _output;
-
-    internal CustomKernelArgs(IReadOnlyList<nint> inputs, nint output, int length)
-    {
-        _inputs = inputs;
-        _output = output;
-        Length = length;
-    }
-
-    /// <summary>Elements per operand.</summary>
-    public int Length { get; }
-
-    /// <summary>Number of inputs.</summary>
-    public int InputCount => _inputs.Count;
-
-    /// <summary>Input <paramref name="index"/>.</summary>
-    public ReadOnlySpan<float> Input(int index) => new((void*)_inputs[index], Length);
-
-    /// <summary>The output, to fill.</summary>
-    public Span<float> Output => new((void*)_output, Length);
-}
-
-/// <summary>The CPU reference of a custom op: fills <see cref="CustomKernelArgs.Output"/> from the inputs.</summary>
-public delegate void CustomCpuKernel(CustomKernelArgs args);
 
 /// <summary>The gradients of a custom op's inputs (null where none) from its inputs, output and output gradient,
 /// computed with any ops, including other custom ops (a backward kernel).</summary>
@@ -45,7 +16,6 @@ public delegate Tensor?[] CustomBackward(IReadOnlyList<Tensor> inputs, Tensor ou
 /// </summary>
 public sealed class CustomOp
 {
-    private readonly CustomCpuKernel _cpu;
     private readonly CustomBackward? _backward;
 
     /// <summary>Defines the op; nothing is compiled until it first runs on a GPU.</summary>
@@ -57,20 +27,24 @@ public sealed class CustomOp
         ArgumentNullException.ThrowIfNull(cpu);
         if (threadsPerBlock is < 32 or > 1024 || threadsPerBlock % 32 != 0)
             throw new ArgumentOutOfRangeException(nameof(threadsPerBlock), $"custom op '{name}': threads per block must be a multiple of 32 in [32, 1024], got {threadsPerBlock}");
-        (Name, CudaSource, Entry, _cpu, _backward, ThreadsPerBlock) = (name, cudaSource, entry, cpu, backward, threadsPerBlock);
+        Kernel = new CustomKernel(name, cudaSource, entry, cpu, threadsPerBlock);
+        _backward = backward;
     }
 
+    /// <summary>The kernel every backend runs through <see cref="IBackend.Custom"/>.</summary>
+    public CustomKernel Kernel { get; }
+
     /// <summary>Name in messages, graph nodes and the kernel cache.</summary>
-    public string Name { get; }
+    public string Name => Kernel.Name;
 
     /// <summary>The CUDA C source.</summary>
-    public string CudaSource { get; }
+    public string CudaSource => Kernel.CudaSource;
 
     /// <summary>The kernel's entry point.</summary>
-    public string Entry { get; }
+    public string Entry => Kernel.Entry;
 
     /// <summary>Threads per block of the launch.</summary>
-    public int ThreadsPerBlock { get; }
+    public int ThreadsPerBlock => Kernel.ThreadsPerBlock;
 
     /// <summary>Runs the op on the inputs' device and records it for autograd.</summary>
     /// <exception cref="ArgumentException">No inputs.</exception>
@@ -94,17 +68,7 @@ public sealed class CustomOp
         try
         {
             var y = Tensor.Empty(first.Shape, DType.F32, first.Device);
-            var addresses = dense.Select(t => t.View.Data).ToArray();
-            if (first.Device.Backend is CudaBackend cuda)
-            {
-                cuda.LaunchCustom(Name, CudaSource, Entry, ThreadsPerBlock, addresses, y.View.Data, y.Numel);
-            }
-            else
-            {
-                if (y.Numel > int.MaxValue)
-                    throw new NotSupportedException($"custom op '{Name}': the CPU reference takes at most 2^31 - 1 elements, got {y.Numel}");
-                _cpu(new CustomKernelArgs(addresses, y.View.Data, (int)y.Numel));
-            }
+            first.Backend.Custom(Kernel, [.. dense.Select(t => t.View)], y.View);
             Record(inputs, y);
             return y;
         }

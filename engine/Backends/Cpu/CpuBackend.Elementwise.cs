@@ -254,4 +254,12 @@ public sealed unsafe partial class CpuBackend
             }
         });
     }
+
+    /// <inheritdoc/>
+    public void Custom(CustomKernel kernel, IReadOnlyList<StridedView> inputs, StridedView output)
+    {
+        if (output.Numel > int.MaxValue)
+            throw new NotSupportedException($"cpu Custom: the CPU function of '{kernel.Name}' takes at most 2^31 - 1 elements, got {output.Numel}");
+        kernel.Cpu(new CustomKernelArgs(inputs, output));
+    }
 }

@@ -1,3 +1,4 @@
+using Frugal.Formats;
 using System.Diagnostics;
 using System.Globalization;
 using Frugal.Data;

@@ -1,3 +1,4 @@
+using Frugal.Formats;
 using Frugal.Nn;
 
 namespace Frugal.Models;
@@ -88,16 +89,9 @@ public sealed class Gpt : Module
         }
     }
 
-    private (Module, Embedding, Sequential, LayerNorm) Build(GptConfig config, Device? device, DType dtype)
+    private (Embedding, Embedding, Sequential, LayerNorm) Build(GptConfig config, Device? device, DType dtype)
     {
-        Module tokens = config.EmbeddingFormat is { IsLowRank: true } e
-            ? dtype == DType.F32
-                ? new LowRankEmbedding(config.Vocab, config.Width, e.RankFor(config.Vocab, config.Width), device, std: 0.02)
-                : throw new ArgumentException($"Gpt: {e} embeddings are F32; got {dtype.Name()}")
-            : config.EmbeddingFormat is null || config.EmbeddingFormat == WeightFormat.Dense
-                ? new Embedding(config.Vocab, config.Width, device, dtype, std: 0.02)
-                : throw new ArgumentException($"Gpt: embeddings are dense or low-rank, not {config.EmbeddingFormat}");
-        var wte = RegisterModule("wte", tokens);
+        var wte = RegisterModule("wte", new Embedding(config.Vocab, config.Width, device, dtype, std: 0.02, format: config.EmbeddingFormat));
         var wpe = RegisterModule("wpe", new Embedding(config.Context, config.Width, device, dtype, std: 0.02));
         var blocks = new List<Module>();
         try
@@ -124,9 +118,9 @@ public sealed class Gpt : Module
         return config.Checkpoint ? new Checkpointed(block) : block;
     }
 
-    /// <summary>Token embedding [vocab, C] (an <see cref="Embedding"/> or a <see cref="LowRankEmbedding"/>), also the
-    /// output head.</summary>
-    public Module TokenEmbedding { get; }
+    /// <summary>Token embedding [vocab, C] in its format (dense, or low rank: ALBERT's factorization), also the
+    /// output head (tied: its weight's own product).</summary>
+    public Embedding TokenEmbedding { get; }
 
     /// <summary>Position embedding [context, C].</summary>
     public Embedding PositionEmbedding { get; }
@@ -147,10 +141,9 @@ public sealed class Gpt : Module
         var positions = Tensor.FromArray(Enumerable.Range(0, t).ToArray(), new Shape(t), x.Device);
         var h = TokenEmbedding.Forward(x) + PositionEmbedding.Forward(positions);
         h = FinalNorm.Forward(Blocks.Forward(h));
-        // The tied head: h·Eᵀ, through the factors for a low-rank embedding (E = U·Vᵀ, so h·Eᵀ = (h·V)·Uᵀ).
-        if (TokenEmbedding is LowRankEmbedding low)
-            return F.MatMul(F.MatMul(h, low.Vt, transB: true), low.U, transB: true).MoveToOuter();
-        return F.MatMul(h, ((Embedding)TokenEmbedding).Weight, transB: true).MoveToOuter();
+        // The tied head: h·Eᵀ, the embedding weight's own product (through the factors for a low-rank embedding:
+        // E = U·Vᵀ, so h·Eᵀ = (h·V)·Uᵀ).
+        return F.Linear(h, TokenEmbedding.Weight).MoveToOuter();
     }
 
     /// <summary>Mean cross-entropy of the next-token predictions: logits [B, T, V] against targets [B, T].</summary>

@@ -1,3 +1,4 @@
+using Frugal.Formats;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -15,12 +16,12 @@ internal static class GptCommand
     public const string Usage = """
         frugal train --model gpt [--layers 4] [--width 256] [--heads 4] [--context 128] [--batch 32] [--steps N]
                      [--lr X] [--format F] [--share-blocks] [--memory-efficient] [--corpus FILE] [--eval-every N]
-                     [--attention-format F] [--mlp-format F] [--embedding-format dense|lowrank:R|F]
+                     [--attention-format F] [--mlp-format F] [--embedding-format F]
                      [--optimizer-bits 32|8] [--clip-grad-norm X] [--seed S] [--device D] [--save FILE]
                      [--resume FILE] [--stop-after N]
           --format     weight format of every attention and MLP layer (see above)   default dense
           --attention-format, --mlp-format   the format of one role only (overriding --format)
-          --embedding-format  dense, or lowrank:R|F (ALBERT's factorized embedding; the head stays tied to it)
+          --embedding-format  any format; lowrank:R|F is ALBERT's factorized embedding (the head stays tied to it)
           --corpus     a UTF-8 text file; default: Debian's fortunes (/usr/share/games/fortunes, apt-get install
                        fortunes) when installed, else the README embedded in the CLI
           --steps      optimizer steps (AdamW, weight decay 0.1 on matrices, 100 warm-up steps, cosine decay)   default 2000
@@ -58,8 +59,6 @@ internal static class GptCommand
         var attentionFormat = args.Optional("attention-format") is { } af ? TrainCommand.ParseFormat(af) : format;
         var mlpFormat = args.Optional("mlp-format") is { } mf ? TrainCommand.ParseFormat(mf) : format;
         var embeddingFormat = TrainCommand.ParseFormat(args.String("embedding-format", "dense"));
-        if (!(embeddingFormat == WeightFormat.Dense || embeddingFormat.IsLowRank))
-            throw new UsageException($"--embedding-format {embeddingFormat}: embeddings are dense or lowrank:R|F");
         var stopAfter = args.Int("stop-after", 0, min: 0);
         var resumePath = args.Optional("resume");
         var device = TrainCommand.ParseDevice(args.String("device", "cpu"));

@@ -1,3 +1,4 @@
+using Frugal.Formats;
 using System.Globalization;
 using Frugal.Data;
 using Frugal.Memory;
@@ -94,10 +95,10 @@ internal static class TrainCommand
         Rng.ManualSeed((ulong)seed);
         var format = ParseFormat(args.String("format", "dense"));
         var sparsity = args.Choice("sparsity", "static", ["static", "snip", "set", "rigl", "snfs"]);
-        if (sparsity != "static" && !format.IsSparse)
-            throw new UsageException($"--sparsity {sparsity} needs sparse weights: give --format csr:D or bsr:D:B");
+        if (sparsity != "static" && format is not SparseWeightFormat { Values: null })
+            throw new UsageException($"--sparsity {sparsity} needs sparse weights with F32 values: give --format csr:D or bsr:D:B");
         var distribution = args.Choice("distribution", "uniform", ["uniform", "erk"]);
-        if (distribution != "uniform" && !format.IsSparse)
+        if (distribution != "uniform" && format is not SparseWeightFormat)
             throw new UsageException($"--distribution {distribution} needs sparse weights: give --format csr:D or bsr:D:B");
         var erk = distribution == "erk";
         var precision = ParsePrecision(args.Choice("precision", "fp32", ["fp32", "bf16", "fp16"]));
@@ -162,7 +163,7 @@ internal static class TrainCommand
         using var opt = CreateOptimizer(optName, model, lr, stateBits);
         AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters ({format}), {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}{(precision is { } pr ? $", mixed precision {pr.Name()}" : "")}{(stateBits == 8 ? ", 8-bit optimizer states" : "")}");
         if (format != WeightFormat.Dense)
-            AnsiConsole.MarkupLine("[bold]layers[/]: " + Markup.Escape(string.Join(", ", model.Layers.Where(l => l is Linear or Conv2d or SparseLayer or LowRankLayer or Shared))));
+            AnsiConsole.MarkupLine("[bold]layers[/]: " + Markup.Escape(string.Join(", ", model.Layers.Where(l => l is Linear or Conv2d or Shared))));
         if (teacher is not null)
             AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "[bold]distillation[/]: T {0}, α {1}; the teacher's {2:N0} parameter bytes are in the Parameter row below", temperature, alpha, 4 * teacherModel!.ParameterCount());
         device.Allocator.ResetPeak();
@@ -264,7 +265,7 @@ internal static class TrainCommand
         // On success the dense Sequential is not disposed: the layers it still holds move into the sparse model.
         try
         {
-            return new Sequential([.. Training.Sparsity.Snip.Prune(dense.Layers, Zoo.Densities(modelName, format, erk), (Formats.SparseFormat)format.Format)]);
+            return new Sequential([.. Training.Sparsity.Snip.Prune(dense.Layers, Zoo.Densities(modelName, format, erk), ((SparseWeightFormat)format).Layout)]);
         }
         catch (ArgumentException)
         {

@@ -1,3 +1,4 @@
+using Frugal.Formats;
 using Frugal.Nn;
 using Frugal.Training.Sparsity;
 
@@ -8,7 +9,7 @@ namespace Frugal.Models;
 /// fully dense stays dense), and a layer whose sizes are not whole blocks of a BSR format stays dense (the 10-class
 /// head; the first convolution's 9 inputs per channel). With low rank the output head stays dense (its rank is at
 /// most 10 already) and so does a layer with fewer than 16 inputs per output (the first convolution). Quantized
-/// formats apply to every layer; DoReFa input quantization (<see cref="WeightFormat.ActivationBits"/>) to every
+/// formats apply to every layer; DoReFa input quantization (<see cref="QuantizedWeightFormat.ActivationBits"/>) to every
 /// layer but the first, whose input is the standardized image (as in DoReFa-Net).</summary>
 public static class Zoo
 {
@@ -22,9 +23,9 @@ public static class Zoo
         var f = LayerFormats(MlpShapes(inputs, hidden, classes), format ?? WeightFormat.Dense, erk);
         return new Sequential([
             new Flatten(),
-            .. Block(checkpoint, f[0].Linear(inputs, hidden, device: device), new ReLU()),
-            .. Block(checkpoint, f[1].Linear(hidden, hidden, device: device), new ReLU()),
-            f[2].Linear(hidden, classes, device: device)]);
+            .. Block(checkpoint, new Linear(inputs, hidden, f[0], device: device), new ReLU()),
+            .. Block(checkpoint, new Linear(hidden, hidden, f[1], device: device), new ReLU()),
+            new Linear(hidden, classes, f[2], device: device)]);
     }
 
     /// <summary>The layers of one block, or one checkpoint segment holding them.</summary>
@@ -35,13 +36,13 @@ public static class Zoo
     public static Sequential SharedMlp(int inputs = 784, int hidden = 512, int classes = 10, Device? device = null, WeightFormat? format = null, bool erk = false, bool checkpoint = false)
     {
         var f = LayerFormats(MlpShapes(inputs, hidden, classes), format ?? WeightFormat.Dense, erk);
-        var middle = f[1].Linear(hidden, hidden, device: device);
+        var middle = new Linear(hidden, hidden, f[1], device: device);
         return new Sequential([
             new Flatten(),
-            .. Block(checkpoint, f[0].Linear(inputs, hidden, device: device), new ReLU()),
+            .. Block(checkpoint, new Linear(inputs, hidden, f[0], device: device), new ReLU()),
             .. Block(checkpoint, middle, new ReLU()),
             .. Block(checkpoint, new Shared(middle), new ReLU()),
-            f[2].Linear(hidden, classes, device: device)]);
+            new Linear(hidden, classes, f[2], device: device)]);
     }
 
     /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 256-unit and 10-unit
@@ -53,11 +54,11 @@ public static class Zoo
         var flat = 64 * (side / 4) * (side / 4);
         var f = LayerFormats(CnnShapes(channels, side, classes, hidden), format ?? WeightFormat.Dense, erk);
         return new Sequential([
-            .. Block(checkpoint, f[0].Conv2d(channels, 32, 3, padding: 1, device: device), new ReLU(), new MaxPool2d(2)),
-            .. Block(checkpoint, f[1].Conv2d(32, 64, 3, padding: 1, device: device), new ReLU(), new MaxPool2d(2)),
+            .. Block(checkpoint, new Conv2d(channels, 32, 3, padding: 1, device: device, format: f[0]), new ReLU(), new MaxPool2d(2)),
+            .. Block(checkpoint, new Conv2d(32, 64, 3, padding: 1, device: device, format: f[1]), new ReLU(), new MaxPool2d(2)),
             new Flatten(),
-            .. Block(checkpoint, f[2].Linear(flat, hidden, device: device), new ReLU()),
-            f[3].Linear(hidden, classes, device: device)]);
+            .. Block(checkpoint, new Linear(flat, hidden, f[2], device: device), new ReLU()),
+            new Linear(hidden, classes, f[3], device: device)]);
     }
 
     /// <summary>The model called <paramref name="name"/>.</summary>
@@ -86,20 +87,22 @@ public static class Zoo
     /// <summary>The format of each weight layer: see the class summary.</summary>
     private static WeightFormat[] LayerFormats(int[][] shapes, WeightFormat format, bool erk)
     {
-        if (format.IsLowRank)
+        if (format is LowRankWeightFormat lowRank)
         {
             return [.. shapes.Select((s, i) =>
             {
                 var cols = s[1..].Aggregate(1, (p, d) => p * d);
                 if (i == shapes.Length - 1 || cols < 16)
                     return WeightFormat.Dense;
-                Formats.LowRankFormat.CheckRank(s[0], cols, format.RankFor(s[0], cols));
+                LowRankFormat.CheckRank(s[0], cols, lowRank.RankFor(s[0], cols));
                 return format;
             })];
         }
-        if (format.IsQuantized)
-            return [.. shapes.Select((_, i) => i == 0 ? format.WithActivationBits(0) : format)];
-        return [.. Densities(shapes, format, erk).Select(format.WithDensity)];
+        if (format is QuantizedWeightFormat quantized)
+            return [.. shapes.Select((_, i) => i == 0 ? quantized.WithActivationBits(0) : format)];
+        if (format is not SparseWeightFormat)
+            return [.. shapes.Select(s => format.Fits(new Shape(s)) ? format : WeightFormat.Dense)];
+        return [.. Densities(shapes, format, erk).Select(d => d >= 1 ? WeightFormat.Dense : format.WithDensity(d))];
     }
 
     /// <summary>Per-layer densities: the format's global density over the layers it fits, spread uniformly or by
@@ -107,9 +110,9 @@ public static class Zoo
     private static double[] Densities(int[][] shapes, WeightFormat format, bool erk)
     {
         var result = shapes.Select(_ => 1.0).ToArray();
-        if (!format.IsSparse)
+        if (format is not SparseWeightFormat)
             return result;
-        var fits = Enumerable.Range(0, shapes.Length).Where(i => format.Fits(shapes[i][0], shapes[i][1..].Aggregate(1, (p, d) => p * d))).ToArray();
+        var fits = Enumerable.Range(0, shapes.Length).Where(i => format.Fits(new Shape(shapes[i]))).ToArray();
         if (fits.Length == 0)
             throw new ArgumentException($"no layer of this model fits {format}: every one would stay dense");
         var spread = erk ? Distribution.Erk([.. fits.Select(i => shapes[i])], format.Density) : [.. fits.Select(_ => format.Density)];

@@ -1,3 +1,4 @@
+using Frugal.Formats;
 using Frugal.Memory;
 using Frugal.Nn;
 using Frugal.Optim;
@@ -67,8 +68,8 @@ public class Adam8BitTests
             Assert.InRange(mCodes[i] * mScale[blk] / 127 - m32[i], -3 * mScale[blk] / 127, 3 * mScale[blk] / 127);
             Assert.InRange(sCodes[i] * sScale[blk] / 255 - Math.Pow(v32[i], 0.25), -3 * sScale[blk] / 255, 3 * sScale[blk] / 255);
         }
-        var wa = a.Weight.ToArray<float>();
-        var wb = b.Weight.ToArray<float>();
+        var wa = a.Weight.Value().ToArray<float>();
+        var wb = b.Weight.Value().ToArray<float>();
         Assert.True(wa.Zip(wb).Max(p => Math.Abs(p.First - p.Second)) < 0.01, "the 8-bit run follows the 32-bit one");
     }
 
@@ -94,7 +95,8 @@ public class Adam8BitTests
     public void QuantizedStateCannotFollowAPatternChange()
     {
         Init.ManualSeed(3);
-        using var layer = new SparseLinear(512, 64, density: 0.5);
+        using var layer = new Linear(512, 64, WeightFormat.Csr(0.5));
+        var weight = Assert.IsType<SparseWeight>(layer.Weight);
         using var opt = new Adam(layer.Parameters(), 1e-3, stateBits: 8);
         using (var scope = TensorScope.Begin())
         {
@@ -102,7 +104,7 @@ public class Adam8BitTests
         }
         opt.Step();
         opt.ZeroGrad();
-        var e = Assert.Throws<NotSupportedException>(() => opt.RemapState(layer.Values, new int[layer.Values.Numel]));
+        var e = Assert.Throws<NotSupportedException>(() => opt.RemapState(weight.Values, new int[weight.Values.Numel]));
         Assert.Contains("blockwise-quantized", e.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentOutOfRangeException>(() => new Adam(layer.Parameters(), stateBits: 4));
     }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Frugal.IO;
+using Frugal.Formats;
 using Frugal.Models;
 using Frugal.Nn;
 using Frugal.Optim;

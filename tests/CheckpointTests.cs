@@ -1,3 +1,4 @@
+using Frugal.Formats;
 using Frugal.IO;
 using Frugal.Models;
 using Frugal.Nn;
@@ -61,13 +62,17 @@ public class CheckpointTests
         using var opt = new Adam(model.Parameters(), 1e-3, stateBits: stateBits);
         // SNFS moves weights between layers: the saved layers' sizes differ from a fresh model's.
         var snfs = change == "snfs" ? new Snfs(model, opt, updateEvery: 2, dropFraction: 0.3, endStep: 100) : null;
-        int[] Sizes() => [.. model.Layers.OfType<SparseLayer>().Select(l => l.Pattern.Nnz)];
+        int[] Sizes() => [.. model.Weights().Select(w => w.Weight).OfType<SparseWeight>().Select(w => w.Pattern.Nnz)];
         var freshSizes = Sizes();
         Steps(model, opt, 1, 4, device, snfs is null ? null : () => snfs.Step());
         if (snfs is not null)
             Assert.NotEqual(freshSizes, Sizes());
         if (change == "truncate")
-            ((LowRankLayer)model.Layers[1]).Truncate(20, opt);
+        {
+            var lowRank = Assert.IsType<LowRankWeight>(((Linear)model.Layers[1]).Weight);
+            lowRank.Truncate(20, opt);
+            Assert.Equal(20, lowRank.Rank);
+        }
         try
         {
             Rng.ManualSeed(77);

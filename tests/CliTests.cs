@@ -6,7 +6,7 @@ namespace Frugal.Tests;
 /// <summary>The <c>frugal</c> CLI run in-process with its console captured.</summary>
 public class CliTests
 {
-    private static (int Code, string Out, string Err) Run(params string[] args)
+    internal static (int Code, string Out, string Err) Run(params string[] args)
     {
         // The CLI trains on Device.Cpu and its table reports that allocator: a tensor leaked by another test would
         // show up in it, so say so here rather than as a wrong byte count.
@@ -139,7 +139,8 @@ public class CliTests
         AssertUsageError(["train", "--format", "csr:2"], "--format: weight format 'csr:2' is not one of: dense, csr:D, bsr:D:B, lowrank:R, lowrank:F");
         AssertUsageError(["train", "--format", "coo"], "weight format 'coo' is not one of");
         AssertUsageError(["train", "--format", "bsr:0.1:12"], "weight format 'bsr:0.1:12' is not one of");
-        AssertUsageError(["train", "--sparsity", "set", "--data", "embedded"], "--sparsity set needs sparse weights: give --format csr:D or bsr:D:B");
+        AssertUsageError(["train", "--sparsity", "set", "--data", "embedded"], "--sparsity set needs sparse weights with F32 values: give --format csr:D or bsr:D:B");
+        AssertUsageError(["train", "--sparsity", "rigl", "--format", "csr:0.1+q4", "--data", "embedded"], "--sparsity rigl needs sparse weights with F32 values");
         AssertUsageError(["train", "--distribution", "erk", "--data", "embedded"], "--distribution erk needs sparse weights");
         AssertUsageError(["train", "--sparsity", "magic"], "--sparsity must be one of static|snip|set|rigl|snfs, got 'magic'");
         var (code, output, err) = Run("train", "--model", "mlp", "--format", "csr:0.1", "--data", "embedded", "--steps", "10");
@@ -161,7 +162,7 @@ public class CliTests
         // 16×16 blocks: round(0.1 · 49) = 5 blocks per block row of 784→512 (32 block rows), round(0.1 · 32) = 3 of
         // 512→512; the 10-class head is not whole blocks and stays dense.
         const long blocks = 32 * 5 + 32 * 3, values = blocks * 256 + 10 * 512, biases = 512 + 512 + 10;
-        Assert.Contains("SparseLinear(784, 512, bsr16", output, StringComparison.Ordinal);
+        Assert.Contains("Linear(784, 512, bsr16, bias: True)", output, StringComparison.Ordinal);
         Assert.Contains("Linear(512, 10", output, StringComparison.Ordinal);
         Assert.Matches($@"Parameter\s.*{4 * (values + biases):N0}", output);
         Assert.Matches($@"FormatMeta\s.*{4 * (33 + 33 + blocks):N0}", output);
@@ -174,7 +175,7 @@ public class CliTests
         var (code, output, err) = Run("train", "--model", "mlp", "--format", "lowrank:0.25", "--data", "embedded", "--steps", "10");
         Assert.True(code == 0, err);
         var oneLine = System.Text.RegularExpressions.Regex.Replace(output, @"\s+", " ");   // the console wraps long lines
-        Assert.Contains("LowRankLinear(784, 512, rank: 77), LowRankLinear(512, 512, rank: 64), Linear(512, 10", oneLine, StringComparison.Ordinal);
+        Assert.Contains("Linear(784, 512, lowrank, bias: True), Linear(512, 512, lowrank, bias: True), Linear(512, 10, bias: True)", oneLine, StringComparison.Ordinal);
         const long values = 77 * (784 + 512) + 64 * (512 + 512) + 512 * 10 + 512 + 512 + 10;
         Assert.Matches($@"Parameter\s.*{4 * values:N0}", output);
         Assert.Matches($@"OptimizerState\s.*{8 * values:N0}", output);

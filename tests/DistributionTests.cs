@@ -25,9 +25,10 @@ public class DistributionTests
     public void ErkMlpHasTheGlobalDensityInStoredValues()
     {
         Frugal.Nn.Init.ManualSeed(1);
-        using var model = Frugal.Models.Zoo.Mlp(format: Frugal.Nn.WeightFormat.Csr(0.1), erk: true);
-        var sparse = model.Layers.OfType<Frugal.Nn.SparseLinear>().ToList();
+        using var model = Frugal.Models.Zoo.Mlp(format: Frugal.Formats.WeightFormat.Csr(0.1), erk: true);
+        var sparse = model.Weights().Select(w => w.Weight).OfType<Frugal.Formats.SparseWeight>().ToList();
         Assert.Equal(2, sparse.Count);   // the head is dense
+        Assert.IsType<Frugal.Formats.DenseWeight>(model.Layers.OfType<Frugal.Nn.Linear>().Last().Weight);
         var stored = sparse.Sum(l => (long)l.Pattern.Nnz) + 10 * 512;
         Assert.InRange(stored / (double)(512 * 784 + 512 * 512 + 10 * 512), 0.099, 0.101);
     }

@@ -78,40 +78,45 @@ public class LowRankTests
     {
         var dev = DeviceFor(device);
         Init.ManualSeed(9);
-        LowRankLayer low;
+        Module low;
+        Tensor? lowBias;
         Module dense;
         Tensor dw;
         Tensor? db;
         Tensor input;
         if (kind == "linear")
         {
-            low = new LowRankLinear(12, 10, 3, device: dev);
+            var lin = new Linear(12, 10, WeightFormat.LowRank(3), device: dev);
+            (low, lowBias) = (lin, lin.Bias);
             var d = new Linear(12, 10, device: dev);
-            (dense, dw, db) = (d, d.Weight, d.Bias);
+            (dense, dw, db) = (d, d.Weight.Value(), d.Bias);
             input = Tensor.FromArray(Uniform(1, 4 * 12).Select(v => (float)v).ToArray(), new Shape(4, 12), dev);
         }
         else if (kind == "conv")
         {
-            low = new LowRankConv2d(3, 5, 3, 2, stride: 2, padding: 1, device: dev);
+            var conv = new Conv2d(3, 5, 3, stride: 2, padding: 1, device: dev, format: WeightFormat.LowRank(2));
+            (low, lowBias) = (conv, conv.Bias);
             var d = new Conv2d(3, 5, 3, stride: 2, padding: 1, device: dev);
-            (dense, dw, db) = (d, d.Weight, d.Bias);
+            (dense, dw, db) = (d, d.Weight.Value(), d.Bias);
             input = Tensor.FromArray(Uniform(1, 2 * 3 * 6 * 5).Select(v => (float)v).ToArray(), new Shape(2, 3, 6, 5), dev);
         }
         else
         {
-            low = new LowRankEmbedding(9, 6, 2, device: dev);
+            (low, lowBias) = (new Embedding(9, 6, device: dev, format: WeightFormat.LowRank(2)), null);
             var d = new Embedding(9, 6, device: dev);
-            (dense, dw, db) = (d, d.Weight, null);
+            (dense, dw, db) = (d, d.Weight.Value(), null);
             input = Tensor.FromArray([3, 0, 8, 3, 5], new Shape(5), dev);
         }
         using var l = low;
         using var dd = dense;
         using var inp = input;
-        using (var w = low.DenseWeight())
+        var weight = (LowRankWeight)low.Weights().Single().Weight;
+        Assert.Equal(dw.Shape, weight.Shape);
+        using (var w = DenseCopy(weight))
         using (var wv = w.Reshape(dw.Shape.Dims))
             F.CopyInto(dw, wv);
         if (db is not null)
-            F.CopyInto(db, low.Bias!);
+            F.CopyInto(db, lowBias!);
 
         using var scope = TensorScope.Begin();
         Tensor xs = input, xd = input;
@@ -131,12 +136,13 @@ public class LowRankTests
         if (kind != "embedding")
             AssertClose(Values(xd.Grad!), Values(xs.Grad!), 1e-5, 1e-5, "input gradient");
         if (db is not null)
-            AssertClose(Values(db.Grad!), Values(low.Bias!.Grad!), 1e-5, 1e-5, "bias gradient");
+            AssertClose(Values(db.Grad!), Values(lowBias!.Grad!), 1e-5, 1e-5, "bias gradient");
         // Chain rule: dU = G·V (V = Vtᵀ), dVᵀ = Uᵀ·G with G the dense weight's gradient.
-        var (rows, cols, r) = (low.Rows, low.Cols, low.Rank);
+        var (rows, cols, r) = (weight.Rows, weight.Cols, weight.Rank);
+        var (uFactor, vtFactor) = weight.DenseFactors;
         var g = Values(dw.Grad!);
-        var u = Values(low.U);
-        var vt = Values(low.Vt);
+        var u = Values(uFactor);
+        var vt = Values(vtFactor);
         var du = new double[rows * r];
         var dvt = new double[r * cols];
         for (var i = 0; i < rows; i++)
@@ -150,24 +156,26 @@ public class LowRankTests
                 }
             }
         }
-        AssertClose(du, Values(low.U.Grad!), 1e-5, 1e-4, "dU");
-        AssertClose(dvt, Values(low.Vt.Grad!), 1e-5, 1e-4, "dVᵀ");
+        AssertClose(du, Values(uFactor.Grad!), 1e-5, 1e-4, "dU");
+        AssertClose(dvt, Values(vtFactor.Grad!), 1e-5, 1e-4, "dVᵀ");
         using var sgd = new SGD(low.Parameters(), 0.1);
         sgd.Step();
-        AssertClose([.. u.Zip(du, (a, b) => a - 0.1 * b)], Values(low.U), 1e-6, 1e-5, "U after an SGD step");
+        AssertClose([.. u.Zip(du, (a, b) => a - 0.1 * b)], Values(uFactor), 1e-6, 1e-5, "U after an SGD step");
     }
 
     [Fact]
     public void FromScratchTheProductHasTheDenseInitialisationsVariance()
     {
         Init.ManualSeed(4);
-        using var layer = new LowRankLinear(512, 512, 64);
-        using var w = layer.DenseWeight();
+        using var layer = new Linear(512, 512, WeightFormat.LowRank(64));
+        Assert.Equal(64, ((LowRankWeight)layer.Weight).Rank);
+        using var w = DenseCopy(layer.Weight);
         var values = w.ToArray<float>();
         var variance = values.Average(v => (double)v * v);
         Assert.Equal(1.0 / (3 * 512), variance, 0.05 / (3 * 512));
-        using var embedding = new LowRankEmbedding(1000, 64, 16);
-        using var table = embedding.DenseWeight();
+        using var embedding = new Embedding(1000, 64, format: WeightFormat.LowRank(16));
+        Assert.Equal(16, ((LowRankWeight)embedding.Weight).Rank);
+        using var table = DenseCopy(embedding.Weight);
         Assert.Equal(1.0, table.ToArray<float>().Average(v => (double)v * v), 0.1);
     }
 
@@ -176,11 +184,15 @@ public class LowRankTests
     {
         var device = Device.CreateCpu("lowrank-bytes");
         Init.ManualSeed(1);
-        using var layer = new LowRankLinear(784, 512, 77, device: device);
+        using var layer = new Linear(784, 512, WeightFormat.LowRank(77), device: device);
         const long values = 77L * (784 + 512), bias = 512;
         var alloc = device.Allocator;
         Assert.Equal(4 * (values + bias), alloc.Current(MemoryCategory.Parameter));
-        Assert.Equal(4 * (values + bias), layer.StorageBytes()[MemoryCategory.Parameter]);
+        // The weight's own bytes are its factors (the bias is the layer's).
+        Assert.Equal(4 * values, layer.Weight.StorageBytes()[MemoryCategory.Parameter]);
+        Assert.Equal(4 * (values + bias), layer.Weight.StorageBytes()[MemoryCategory.Parameter] + 4L * layer.Bias!.Numel);
+        Assert.Single(layer.Weight.StorageBytes());
+        Assert.Equal(values, layer.Weight.ParameterCount);
         using var opt = new Adam(layer.Parameters(), 1e-3);
         using (var scope = TensorScope.Begin())
         {
@@ -199,26 +211,34 @@ public class LowRankTests
     {
         Init.ManualSeed(2);
         using var dense = new Linear(30, 20);
-        using var low = LowRankLinear.FromDense(dense, 20);   // full rank: exact
-        using var w = low.DenseWeight();
-        AssertClose(Values(dense.Weight), Values(w), 1e-5, 1e-4, "full-rank conversion");
+        using var low = new Linear(30, 20, WeightFormat.LowRank(20));   // full rank: exact
+        Assert.Equal(0, ((LowRankWeight)low.Weight).CopyFromDense(dense.Weight.Value()), 1e-6);
+        using (Autograd.Autograd.NoGrad())
+            F.CopyInto(low.Bias!, dense.Bias!);
+        using var w = DenseCopy(low.Weight);
+        AssertClose(Values(dense.Weight.Value()), Values(w), 1e-5, 1e-4, "full-rank conversion");
         Assert.Equal(dense.Bias!.ToArray<float>(), low.Bias!.ToArray<float>());
     }
 
     [Fact]
     public void BadRanksAreRefusedWithTheShape()
     {
-        var zero = Assert.Throws<ArgumentOutOfRangeException>(() => new LowRankLinear(8, 6, 0));
+        // A rank of 0 is refused by the format itself; the weight checks its rank against its shape.
+        var zero = Assert.Throws<ArgumentOutOfRangeException>(() => LowRankFormat.CheckRank(6, 8, 0));
         Assert.Contains("rank 0 is outside [1, 6] for a [6, 8] weight", zero.Message, StringComparison.Ordinal);
-        var big = Assert.Throws<ArgumentOutOfRangeException>(() => new LowRankConv2d(2, 4, 3, 5));
+        Assert.Contains("the rank must be positive, got 0", Assert.Throws<ArgumentOutOfRangeException>(() => new Linear(8, 6, WeightFormat.LowRank(0))).Message, StringComparison.Ordinal);
+        var wide = Assert.Throws<ArgumentOutOfRangeException>(() => new Linear(8, 6, WeightFormat.LowRank(7)));
+        Assert.Contains("rank 7 is outside [1, 6] for a [6, 8] weight", wide.Message, StringComparison.Ordinal);
+        var big = Assert.Throws<ArgumentOutOfRangeException>(() => new Conv2d(2, 4, 3, format: WeightFormat.LowRank(5)));
         Assert.Contains("rank 5 is outside [1, 4] for a [4, 18] weight", big.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentOutOfRangeException>(() => WeightFormat.LowRank(0));
         Assert.Throws<ArgumentOutOfRangeException>(() => WeightFormat.LowRank(1.5));
         Assert.Equal("lowrank:64", WeightFormat.Parse("lowrank:64").ToString());
         Assert.Equal("lowrank:0.25", WeightFormat.Parse("lowrank:0.25").ToString());
         Assert.Throws<FormatException>(() => WeightFormat.Parse("lowrank:-3"));
-        Assert.False(WeightFormat.LowRank(64).Fits(10, 512));
-        Assert.Equal(77, WeightFormat.LowRank(0.25).RankFor(512, 784));
+        Assert.False(WeightFormat.LowRank(64).Fits(new Shape(10, 512)));
+        Assert.True(WeightFormat.LowRank(64).Fits(new Shape(64, 512)));
+        Assert.Equal(77, Assert.IsType<LowRankWeightFormat>(WeightFormat.LowRank(0.25)).RankFor(512, 784));
         Assert.Contains("is not r·(6 + 8)", Assert.Throws<ArgumentException>(() => TensorFormat.LowRank.StorageBytes(6, 8, 15, DType.F32)).Message, StringComparison.Ordinal);
     }
 
@@ -226,7 +246,8 @@ public class LowRankTests
     public void TruncationDropsTheSmallestDirectionsAndMapsTheStateAsGradients()
     {
         Init.ManualSeed(5);
-        using var layer = new LowRankLinear(9, 7, 4, bias: false);
+        using var layer = new Linear(9, 7, WeightFormat.LowRank(4), bias: false);
+        var weight = (LowRankWeight)layer.Weight;
         // A rate so small the weights do not move: the momentum buffer is exactly the last gradient.
         using var opt = new SGD(layer.Parameters(), 1e-30, momentum: 0.9);
         var x = Uniform(6, 5 * 9).Select(v => (float)v).ToArray();
@@ -241,37 +262,42 @@ public class LowRankTests
         opt.Step();
         opt.ZeroGrad();
         float[] dense;
-        using (var w = layer.DenseWeight())
+        using (var w = DenseCopy(weight))
             dense = w.ToArray<float>();
         // Same rank: W stays, the basis changes; the mapped momentum must be the gradient in the new basis.
-        Assert.Equal(0, layer.Truncate(4, opt), 1e-9);
-        using (var same = layer.DenseWeight())
+        Assert.Equal(0, weight.Truncate(4, opt), 1e-9);
+        using (var same = DenseCopy(weight))
             AssertClose([.. dense.Select(v => (double)v)], Values(same), 1e-5, 1e-4, "W after a change of basis");
         Backward();
-        AssertClose(Values(layer.U.Grad!), Values(opt.MomentumOf(layer.U)!), 1e-4, 1e-3, "dL/dU' = dL/dU·Tvᵀ");
-        AssertClose(Values(layer.Vt.Grad!), Values(opt.MomentumOf(layer.Vt)!), 1e-4, 1e-3, "dL/dV'ᵀ = Tuᵀ·dL/dVᵀ");
+        var (u4, vt4) = weight.DenseFactors;
+        AssertClose(Values(u4.Grad!), Values(opt.MomentumOf(u4)!), 1e-4, 1e-3, "dL/dU' = dL/dU·Tvᵀ");
+        AssertClose(Values(vt4.Grad!), Values(opt.MomentumOf(vt4)!), 1e-4, 1e-3, "dL/dV'ᵀ = Tuᵀ·dL/dVᵀ");
         opt.ZeroGrad();
 
         // Lower rank: the best rank-2 approximation of W, and exactly its discarded energy.
         var (u2, vt2, energy) = TensorFormat.LowRank.FromDense(dense, 7, 9, 2);
-        Assert.Equal(energy, layer.Truncate(2, opt), Math.Max(1e-6, energy * 1e-4));
-        Assert.Equal(2, layer.Rank);
-        Assert.Equal(new Shape(7, 2), layer.U.Shape);
-        Assert.Equal(new Shape(2, 9), opt.MomentumOf(layer.Vt)!.Shape);
-        using (var w2 = layer.DenseWeight())
+        Assert.Equal(energy, weight.Truncate(2, opt), Math.Max(1e-6, energy * 1e-4));
+        Assert.Equal(2, weight.Rank);
+        var (u, vt) = weight.DenseFactors;
+        Assert.Equal(new Shape(7, 2), u.Shape);
+        Assert.Equal(new Shape(2, 9), opt.MomentumOf(vt)!.Shape);
+        using (var w2 = DenseCopy(weight))
             AssertClose([.. TensorFormat.LowRank.ToDense(u2, vt2, 7, 9).Select(v => (double)v)], Values(w2), 1e-5, 1e-4, "rank-2 product");
-        Assert.Contains(layer.U, opt.Parameters);
-        Assert.Throws<ArgumentOutOfRangeException>(() => layer.Truncate(3, opt));
+        Assert.Contains(u, opt.Parameters);
+        // The layer's parameters follow the weight's new factors.
+        Assert.Equal([u, vt], layer.Parameters());
+        Assert.Throws<ArgumentOutOfRangeException>(() => weight.Truncate(3, opt));
     }
 
     [Fact]
     public void ARankScheduleLowersEveryLayerAtItsSteps()
     {
         Init.ManualSeed(6);
-        using var model = new Sequential(new LowRankLinear(12, 10, 8), new ReLU(), new LowRankConv2d(2, 4, 3, 4));
+        using var model = new Sequential(new Linear(12, 10, WeightFormat.LowRank(8)), new ReLU(), new Conv2d(2, 4, 3, format: WeightFormat.LowRank(4)));
         using var opt = new Adam(model.Parameters(), 1e-3);
         var schedule = new Training.LowRank.RankSchedule(model, opt, [(2, 0.5), (4, 0.25)]);
-        var layers = model.Modules().OfType<LowRankLayer>().ToArray();
+        var layers = model.Weights().Select(w => w.Weight).OfType<LowRankWeight>().ToArray();
+        Assert.Equal(2, layers.Length);
         Assert.Equal(0, schedule.Step());
         Assert.Equal([8, 4], layers.Select(l => l.Rank));
         schedule.Step();
@@ -279,7 +305,8 @@ public class LowRankTests
         schedule.Step();
         schedule.Step();
         Assert.Equal([2, 1], layers.Select(l => l.Rank));
-        Assert.Equal(new Shape(4, 1, 1, 1), ((LowRankConv2d)layers[1]).U.Shape);
+        Assert.Equal(new Shape(4, 1, 1, 1), layers[1].DenseFactors.U.Shape);
+        Assert.Equal(new Shape(1, 2, 3, 3), layers[1].DenseFactors.Vt.Shape);
         using var dense = new Sequential(new Linear(2, 2));
         Assert.Throws<ArgumentException>(() => new Training.LowRank.RankSchedule(dense, opt, [(1, 0.5)]));
         Assert.Throws<ArgumentException>(() => new Training.LowRank.RankSchedule(model, opt, [(1, 0.5), (1, 0.2)]));

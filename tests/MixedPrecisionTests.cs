@@ -131,30 +131,30 @@ public class MixedPrecisionTests
         using var layer = new Linear(3, 2, bias: false);
         using var opt = new SGD(layer.Parameters(), 0.1);
         var scaler = new GradScaler(initialScale: 1024, growthInterval: 2);
-        var before = layer.Weight.ToArray<float>();
+        var before = layer.Weight.Value().ToArray<float>();
         using (var scope = TensorScope.Begin())
         {
             var x = Tensor.FromArray([1f, 2f, 3f], new Shape(1, 3));
             using var scaled = scaler.ScaleLoss(F.Sum(layer.Forward(x)));
             scaled.Backward();
-            Assert.Equal(1024f * 1, layer.Weight.Grad!.ToArray<float>()[0]);   // d/dw of the scaled loss
+            Assert.Equal(1024f * 1, layer.Weight.Value().Grad!.ToArray<float>()[0]);   // d/dw of the scaled loss
             Assert.True(scaler.Step(opt));
         }
         // The update used the unscaled gradient x: w -= 0.1 · x.
-        var after = layer.Weight.ToArray<float>();
+        var after = layer.Weight.Value().ToArray<float>();
         Assert.Equal(before[0] - 0.1f, after[0], 1e-6f);
         opt.ZeroGrad();
-        using (var inf = Tensor.Full(layer.Weight.Shape, double.PositiveInfinity))
-            layer.Weight.Grad = inf.Alias();
+        using (var inf = Tensor.Full(layer.Weight.Value().Shape, double.PositiveInfinity))
+            layer.Weight.Value().Grad = inf.Alias();
         Assert.False(scaler.Step(opt));
-        Assert.Null(layer.Weight.Grad);
+        Assert.Null(layer.Weight.Value().Grad);
         Assert.Equal(512, scaler.Scale);
         Assert.Equal(1, scaler.SkippedSteps);
-        Assert.Equal(after, layer.Weight.ToArray<float>());   // the skipped step changed nothing
+        Assert.Equal(after, layer.Weight.Value().ToArray<float>());   // the skipped step changed nothing
         for (var i = 0; i < 2; i++)
         {
-            using var g = Tensor.Ones(layer.Weight.Shape);
-            layer.Weight.Grad = g.Alias();
+            using var g = Tensor.Ones(layer.Weight.Value().Shape);
+            layer.Weight.Value().Grad = g.Alias();
             Assert.True(scaler.Step(opt));
             opt.ZeroGrad();
         }

@@ -102,7 +102,7 @@ public class NnOptimTests
         CheckUniform(Draw(7, () => Init.XavierUniform(shape, 300, 256)), Math.Sqrt(6.0 / 556));
         Init.ManualSeed(8);
         using var linear = new Linear(300, 256);
-        CheckUniform(linear.Weight.ToArray<float>(), 1 / Math.Sqrt(300));
+        CheckUniform(linear.Weight.Value().ToArray<float>(), 1 / Math.Sqrt(300));
         var normal = Draw(9, () => Init.KaimingNormal(shape, 300));
         Assert.InRange(normal.Select(v => (double)v * v).Average(), 2.0 / 300 * 0.97, 2.0 / 300 * 1.03);
     }

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Frugal.Formats;
 using Frugal.Memory;
 using Frugal.Nn;
 using Frugal.Optim;
@@ -72,8 +73,8 @@ public class ProfilerTests
         var device = Device.CreateCpu("profile-formats");
         using var profiler = MemoryProfiler.Start(device);
         Init.ManualSeed(2);
-        using var model = new Sequential(new Flatten(), WeightFormat.Csr(0.1).Linear(784, 512, device: device), new ReLU(),
-            WeightFormat.LowRank(16).Linear(512, 512, device: device), new ReLU(), new Linear(512, 10, device: device));
+        using var model = new Sequential(new Flatten(), new Linear(784, 512, WeightFormat.Csr(0.1), device: device), new ReLU(),
+            new Linear(512, 512, WeightFormat.LowRank(16), device: device), new ReLU(), new Linear(512, 10, device: device));
         TrainSteps(model, device, 2);   // the second step's peak has the optimizer state too
         var report = profiler.Report(model.FormatsByPath());
         var formats = report.PerFormat.ToDictionary(g => g.Name);

@@ -14,6 +14,12 @@ public class QuantizedLayerTests
 {
     private static double[] D(Tensor t) => [.. t.ToArray<float>().Select(v => (double)v)];
 
+    /// <summary>A linear layer whose weight is in <paramref name="format"/> (its group as given: 0 is one per row).</summary>
+    private static Linear QuantizedLinear(int inFeatures, int outFeatures, QuantizedFormat format, QuantMode mode = QuantMode.MasterFree, bool bias = true, int activationBits = 0, Device? device = null)
+        => new(inFeatures, outFeatures, WeightFormat.Quantized(format.Bits, format.Group, format.Scheme, mode, activationBits), bias: bias, device: device);
+
+    private static QuantizedWeight Q(Linear layer) => (QuantizedWeight)layer.Weight;
+
     /// <summary>y = x·Wᵀ + b and its gradients for loss Σ y∘r, in float64 from the weight the layer used.</summary>
     private static (double[] Y, double[] Dx, double[] Dw, double[] Db) Reference(double[] x, double[] w, double[] b, double[] r, int batch, int rows, int cols)
     {
@@ -44,13 +50,13 @@ public class QuantizedLayerTests
     {
         const int Batch = 5, In = 48, Out = 7;
         Init.ManualSeed(3);
-        using var layer = new QuantizedLinear(In, Out, TensorFormat.Quantized(bits, group), mode);
+        using var layer = QuantizedLinear(In, Out, TensorFormat.Quantized(bits, group), mode);
         using var scope = TensorScope.Begin();
         var xs = TestUtil.Uniform(1, Batch * In);
         var rs = TestUtil.Uniform(2, Batch * Out);
         var x = Tensor.FromArray(xs.Select(v => (float)v).ToArray(), new Shape(Batch, In));
         x.RequiresGrad = true;
-        var w = D(layer.DenseWeight());
+        var w = D(TestUtil.DenseCopy(layer.Weight));
         var (y, dx, dw, db) = Reference(xs, w, D(layer.Bias!), rs, Batch, Out, In);
         var output = layer.Forward(x);
         F.Sum(output * Tensor.FromArray(rs.Select(v => (float)v).ToArray(), new Shape(Batch, Out))).Backward();
@@ -58,11 +64,11 @@ public class QuantizedLayerTests
         TestUtil.AssertClose(dx, D(x.Grad!), 1e-5, 1e-4, "dx");
         TestUtil.AssertClose(db, D(layer.Bias!.Grad!), 1e-5, 1e-4, "dbias");
         // The straight-through estimator: the latent weight (or the codes) receives dL/dWq as it is.
-        var weightGrad = mode == QuantMode.Latent ? layer.Latent!.Grad! : layer.Codes!.Grad!;
+        var weightGrad = mode == QuantMode.Latent ? Q(layer).Latent!.Grad! : Q(layer).Codes!.Grad!;
         Assert.Equal(new Shape(Out, In), weightGrad.Shape);
         if (bits == 1)
         {
-            var latent = D(layer.Latent!);
+            var latent = D(Q(layer).Latent!);
             for (var i = 0; i < dw.Length; i++)
                 dw[i] = Math.Abs(latent[i]) <= 1 ? dw[i] : 0;
         }
@@ -87,12 +93,16 @@ public class QuantizedLayerTests
     {
         var device = Device.CreateCpu("quantized-bytes");
         Init.ManualSeed(1);
-        using var layer = new QuantizedLinear(768, 512, TensorFormat.Quantized(4, 64), QuantMode.MasterFree, device: device);
+        using var layer = QuantizedLinear(768, 512, TensorFormat.Quantized(4, 64), QuantMode.MasterFree, device: device);
         const long Codes = 768 * 512 / 2, Scales = 8L * 512 * (768 / 64), Bias = 4 * 512;
         Assert.Equal(Codes + Bias, device.Allocator.Current(MemoryCategory.Parameter));
         Assert.Equal(Scales, device.Allocator.Current(MemoryCategory.FormatMeta));
-        Assert.Equal(Codes + Bias, layer.StorageBytes()[MemoryCategory.Parameter]);
-        Assert.Equal(Scales, layer.StorageBytes()[MemoryCategory.FormatMeta]);
+        // The weight's own bytes: its codes and scales (the bias is the layer's).
+        Assert.Equal(Codes, layer.Weight.StorageBytes()[MemoryCategory.Parameter]);
+        Assert.Equal(Codes + Bias, layer.Weight.StorageBytes()[MemoryCategory.Parameter] + 4L * layer.Bias!.Numel);
+        Assert.Equal(Scales, layer.Weight.StorageBytes()[MemoryCategory.FormatMeta]);
+        Assert.Equal(2, layer.Weight.StorageBytes().Count);
+        Assert.Equal(768L * 512, layer.Weight.ParameterCount);
         Assert.Equal(768L * 512, layer.ParameterCount() - 512);
         Assert.Equal(0, device.Allocator.Current(MemoryCategory.Workspace));
         using (var scope = TensorScope.Begin())
@@ -123,12 +133,13 @@ public class QuantizedLayerTests
         const int In = 64, Out = 16, Trials = 2000;
         const double Lr = 1.5e-2;
         Init.ManualSeed(10);
-        using var layer = new QuantizedLinear(In, Out, TensorFormat.Quantized(4, 32), QuantMode.MasterFree, bias: false);
+        using var layer = QuantizedLinear(In, Out, TensorFormat.Quantized(4, 32), QuantMode.MasterFree, bias: false);
+        var weight = Q(layer);
         using var scope = TensorScope.Begin();
-        var (codes, scales) = (Tensor.FromArray(layer.Codes!.ToArray<byte>(), layer.Codes.Shape), Tensor.FromArray(layer.Scales!.ToArray<float>(), layer.Scales.Shape));
-        var before = D(layer.DenseWeight());
+        var (codes, scales) = (Tensor.FromArray(weight.Codes!.ToArray<byte>(), weight.Codes.Shape), Tensor.FromArray(weight.Scales!.ToArray<float>(), weight.Scales.Shape));
+        var before = D(TestUtil.DenseCopy(weight));
         F.Sum(layer.Forward(Tensor.Uniform(new Shape(4, In), -1, 1, 3))).Backward();
-        var g = D(layer.Codes!.Grad!);
+        var g = D(weight.Codes!.Grad!);
         var expected = before.Select((b, i) => b - Lr * g[i]).ToArray();
         using var opt = new SGD(layer.Parameters(), Lr);
         var sum = new double[In * Out];
@@ -138,12 +149,12 @@ public class QuantizedLayerTests
             // The same weights and gradient each time; every step draws a fresh rounding stream.
             using (Autograd.Autograd.NoGrad())
             {
-                F.CopyInto(layer.Codes!, codes);
-                F.CopyInto(layer.Scales!, scales);
+                F.CopyInto(weight.Codes!, codes);
+                F.CopyInto(weight.Scales!, scales);
             }
             opt.Step();
-            var after = D(layer.DenseWeight());
-            step = layer.Scales!.ToArray<float>().Where((_, i) => i % 2 == 0).Max();
+            var after = D(TestUtil.DenseCopy(weight));
+            step = weight.Scales!.ToArray<float>().Where((_, i) => i % 2 == 0).Max();
             for (var i = 0; i < after.Length; i++)
             {
                 Assert.True(Math.Abs(after[i] - expected[i]) <= step * 1.0001, $"trial {trial}, value {i}: {after[i]} is more than a step {step} from {expected[i]}");
@@ -164,17 +175,18 @@ public class QuantizedLayerTests
     public void ConvolutionEqualsTheDenseConvolutionOfItsQuantizedWeight(QuantMode mode)
     {
         Init.ManualSeed(5);
-        using var layer = new QuantizedConv2d(3, 4, 3, TensorFormat.Quantized(4, 9), mode, padding: 1);
+        using var layer = new Conv2d(3, 4, 3, padding: 1, format: WeightFormat.Quantized(4, 9, mode: mode));
+        var weight = (QuantizedWeight)layer.Weight;
         using var scope = TensorScope.Begin();
         var x = Tensor.Uniform(new Shape(2, 3, 6, 6), -1, 1, 6);
-        var dense = layer.DenseWeight();
+        var dense = TestUtil.DenseCopy(weight);
         dense.RequiresGrad = true;
         var expected = F.Conv2d(x, dense, layer.Bias, padding: 1);
         F.Sum(expected * expected).Backward();
         var y = layer.Forward(x);
         F.Sum(y * y).Backward();
         TestUtil.AssertClose(D(expected), D(y), 1e-6, 1e-5, "y");
-        var grad = mode == QuantMode.Latent ? layer.Latent!.Grad! : layer.Codes!.Grad!;
+        var grad = mode == QuantMode.Latent ? weight.Latent!.Grad! : weight.Codes!.Grad!;
         Assert.Equal(new Shape(4, 3, 3, 3), grad.Shape);
         TestUtil.AssertClose(D(dense.Grad!), D(grad), 1e-5, 1e-4, "dW");
     }
@@ -185,7 +197,8 @@ public class QuantizedLayerTests
         var device = Device.CreateCpu("dorefa");
         const int Batch = 6, In = 32, Out = 5, Bits = 3;
         Init.ManualSeed(7);
-        using var layer = new QuantizedLinear(In, Out, TensorFormat.Quantized(8), QuantMode.MasterFree, activationBits: Bits, device: device);
+        using var layer = QuantizedLinear(In, Out, TensorFormat.Quantized(8), QuantMode.MasterFree, activationBits: Bits, device: device);
+        Assert.Equal(Bits, Q(layer).Spec.ActivationBits);
         using var scope = TensorScope.Begin();
         var xs = TestUtil.Uniform(8, Batch * In, -0.5, 1.5);
         var x = Tensor.FromArray(xs.Select(v => (float)v).ToArray(), new Shape(Batch, In), device);
@@ -196,11 +209,11 @@ public class QuantizedLayerTests
         Assert.Equal(Batch * In + 4L * Batch * Out, device.Allocator.Current(MemoryCategory.Activation) - before);
         var quantized = xs.Select(v => Math.Round(Math.Clamp(v, 0, 1) * 7) / 7).ToArray();
         var rs = TestUtil.Uniform(9, Batch * Out);
-        var (ey, edx, edw, _) = Reference(quantized, D(layer.DenseWeight()), D(layer.Bias!), rs, Batch, Out, In);
+        var (ey, edx, edw, _) = Reference(quantized, D(TestUtil.DenseCopy(layer.Weight)), D(layer.Bias!), rs, Batch, Out, In);
         F.Sum(y * Tensor.FromArray(rs.Select(v => (float)v).ToArray(), new Shape(Batch, Out), device)).Backward();
         TestUtil.AssertClose(ey, D(y), 1e-5, 1e-4, "y");
         TestUtil.AssertClose(edx.Select((d, i) => xs[i] is >= 0 and <= 1 ? d : 0).ToArray(), D(x.Grad!), 1e-5, 1e-4, "dx (clipped outside [0, 1])");
-        TestUtil.AssertClose(edw, D(layer.Codes!.Grad!), 1e-5, 1e-4, "dW from the quantized input");
+        TestUtil.AssertClose(edw, D(Q(layer).Codes!.Grad!), 1e-5, 1e-4, "dW from the quantized input");
     }
 
     [Fact]
@@ -208,10 +221,12 @@ public class QuantizedLayerTests
     {
         Assert.Contains("bits must be 1, 2, 4 or 8, got 3", Assert.Throws<ArgumentOutOfRangeException>(() => TensorFormat.Quantized(3)).Message, StringComparison.Ordinal);
         Assert.Contains("symmetric needs 2 bits", Assert.Throws<ArgumentOutOfRangeException>(() => TensorFormat.Quantized(1, 0, QuantScheme.Symmetric)).Message, StringComparison.Ordinal);
-        var e = Assert.Throws<ArgumentException>(() => new QuantizedLinear(784, 512, TensorFormat.Quantized(4, 64)));
+        var e = Assert.Throws<ArgumentException>(() => QuantizedLinear(784, 512, TensorFormat.Quantized(4, 64)));
         Assert.Contains("group of 64 values does not divide the input dimension 784 of a [512, 784] weight", e.Message, StringComparison.Ordinal);
-        Assert.Contains("does not divide the input dimension 784", Assert.Throws<ArgumentException>(() => WeightFormat.Parse("q4:64").Linear(784, 512)).Message, StringComparison.Ordinal);
-        Assert.Throws<ArgumentOutOfRangeException>(() => new QuantizedLinear(8, 4, TensorFormat.Quantized(8), activationBits: 8));
+        Assert.Contains("does not divide the input dimension 784", Assert.Throws<ArgumentException>(() => new Linear(784, 512, WeightFormat.Parse("q4:64"))).Message, StringComparison.Ordinal);
+        Assert.False(WeightFormat.Parse("q4:64").Fits(new Shape(512, 784)));
+        Assert.True(WeightFormat.Parse("q4:64").Fits(new Shape(512, 768)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => QuantizedLinear(8, 4, TensorFormat.Quantized(8), activationBits: 8));
 
         var format = TensorFormat.Quantized(4, 4);
         var good = format.FromDense([.. TestUtil.Uniform(1, 16).Select(v => (float)v)], 2, 8);
@@ -250,8 +265,8 @@ public class QuantizedLayerTests
     [Fact]
     public void ParsesTheCliForms()
     {
-        var q = WeightFormat.Parse("q4:64:latent");
-        Assert.Equal((4, 64, QuantMode.Latent, false), (((QuantizedFormat)q.Format).Bits, ((QuantizedFormat)q.Format).Group, q.Mode, q.AutoGroup));
+        var q = Assert.IsType<QuantizedWeightFormat>(WeightFormat.Parse("q4:64:latent"));
+        Assert.Equal((4, 64, QuantMode.Latent, false), (q.Layout.Bits, q.Layout.Group, q.Mode, q.AutoGroup));
         Assert.Equal("q4:64:latent", q.ToString());
         Assert.Equal("q8:auto:masterfree", WeightFormat.Parse("q8").ToString());
         Assert.Equal("q1:row:latent", WeightFormat.Parse("q1:row:latent").ToString());
@@ -261,8 +276,9 @@ public class QuantizedLayerTests
         foreach (var bad in new[] { "q3", "q4:abc", "q4:a8", "q1:symmetric", "q4:-2" })
             Assert.Throws<FormatException>(() => WeightFormat.Parse(bad));
         // The default group: 64 where it divides the layer's inputs, else one group per row.
-        using var wide = (QuantizedLinear)WeightFormat.Parse("q4").Linear(512, 10);
-        using var first = (QuantizedLinear)WeightFormat.Parse("q4").Linear(784, 16);
-        Assert.Equal((64, 784), (wide.Group, first.Group));
+        using var wide = new Linear(512, 10, WeightFormat.Parse("q4"));
+        using var first = new Linear(784, 16, WeightFormat.Parse("q4"));
+        Assert.Equal((64, 784), (Q(wide).Group, Q(first).Group));
+        Assert.Equal((64, 0), (Q(wide).Layout.Group, Q(first).Layout.Group));
     }
 }

@@ -1,4 +1,5 @@
 using Frugal.Data;
+using Frugal.Formats;
 using Frugal.Memory;
 using Frugal.Models;
 using Frugal.Nn;
@@ -56,8 +57,8 @@ public class ReadmeExampleTests
         Init.ManualSeed(1);
         var csr = WeightFormat.Csr(density: 0.1);
         using var sparse = new Sequential(
-            new Flatten(), csr.Linear(784, 512, device: device), new ReLU(),
-            csr.Linear(512, 512, device: device), new ReLU(), new Linear(512, 10, device: device));
+            new Flatten(), new Linear(784, 512, csr, device: device), new ReLU(),
+            new Linear(512, 512, csr, device: device), new ReLU(), new Linear(512, 10, device: device));
         using var adam = new Adam(sparse.Parameters(), lr: 2e-3);
         var rigl = new Training.Sparsity.RigL(sparse, adam, updateEvery: 10, dropFraction: 0.3, endStep: 3500);
 
@@ -83,8 +84,8 @@ public class ReadmeExampleTests
         var teacherBytes = device.Allocator.Current(MemoryCategory.Parameter);
 
         var low = WeightFormat.LowRank(0.25);
-        var hidden = low.Linear(512, 512, device: device);
-        using var student = new Sequential(new Flatten(), low.Linear(784, 512, device: device), new ReLU(),
+        var hidden = new Linear(512, 512, low, device: device);
+        using var student = new Sequential(new Flatten(), new Linear(784, 512, low, device: device), new ReLU(),
             hidden, new ReLU(), new Shared(hidden), new ReLU(), new Linear(512, 10, device: device));
         var teacher = new Training.Distillation.Teacher(trainedDenseModel, temperature: 4, alpha: 0.9);
         using var opt = new Adam(student.Parameters(), 1e-3);

@@ -16,7 +16,8 @@ public class RigLTests
         var device = Device.CreateCpu("rigl");
         Init.ManualSeed(8);
         const int inputs = 300, outputs = 400, batch = 16;   // 400 × 300 > one 64K-element chunk
-        using var layer = new SparseLinear(inputs, outputs, density: 0.05, bias: false, device: device);
+        using var layer = new Linear(inputs, outputs, WeightFormat.Csr(0.05), bias: false, device: device);
+        var weight = Assert.IsType<SparseWeight>(layer.Weight);
         using var opt = new SGD(layer.Parameters(), 0.05);
         var rigl = new RigL(layer, opt, updateEvery: 2, dropFraction: 0.3, endStep: 100);
         var x = TestUtil.Uniform(11, batch * inputs, -1, 1).Select(v => (float)v).ToArray();
@@ -33,13 +34,13 @@ public class RigLTests
 
         TrainStep();
         Assert.False(rigl.Step());
-        var before = layer.Pattern;
+        var before = weight.Pattern;
         var oldPositions = TestUtil.PatternPositions(before);
         device.Allocator.ResetPeak();
         TrainStep();                                    // backward answers the armed request
         Assert.True(rigl.Step());
-        var after = TestUtil.PatternPositions(layer.Pattern);
-        Assert.Equal(before.Nnz, layer.Pattern.Nnz);
+        var after = TestUtil.PatternPositions(weight.Pattern);
+        Assert.Equal(before.Nnz, weight.Pattern.Nnz);
 
         // Dense gradient G = dYᵀ·X in double; regrown = the best |G| among positions empty before the update.
         var regrown = after.Where(p => !oldPositions.Contains(p)).ToHashSet();
@@ -71,7 +72,7 @@ public class RigLTests
     public void AnUpdateStepWithoutBackwardIsRefused()
     {
         Init.ManualSeed(1);
-        using var layer = new SparseLinear(20, 10, density: 0.3, bias: false);
+        using var layer = new Linear(20, 10, WeightFormat.Csr(0.3), bias: false);
         using var opt = new SGD(layer.Parameters(), 0.1);
         var rigl = new RigL(layer, opt, updateEvery: 2, dropFraction: 0.3, endStep: 100);
         rigl.Step();

@@ -1,3 +1,4 @@
+using Frugal.Formats;
 using Frugal.Models;
 using Frugal.Nn;
 using Frugal.Optim;
@@ -8,7 +9,7 @@ namespace Frugal.Tests;
 /// <summary>SET pattern updates keep values, indices and optimizer state consistent, at constant density.</summary>
 public class SetTests
 {
-    private static Dictionary<long, (float Value, float Moment)> Entries(SparseLinear layer, Optimizer opt)
+    private static Dictionary<long, (float Value, float Moment)> Entries(SparseWeight layer, Optimizer opt)
     {
         var p = layer.Pattern;
         var values = layer.Values.ToArray<float>();
@@ -26,10 +27,10 @@ public class SetTests
     public void UpdateDropsTheSmallestAndRegrowsAtZeroWithStateMovedAlong()
     {
         Init.ManualSeed(3);
-        using var model = new Sequential(new SparseLinear(40, 30, density: 0.2), new ReLU(), new SparseLinear(30, 10, density: 0.3));
+        using var model = new Sequential(new Linear(40, 30, WeightFormat.Csr(0.2)), new ReLU(), new Linear(30, 10, WeightFormat.Csr(0.3)));
         using var opt = new Adam(model.Parameters(), 1e-2);
         var set = new Set(model, opt, updateEvery: 2, dropFraction: 0.3, endStep: 100, seed: 4);
-        var layer = (SparseLinear)model.Layers[0];
+        var layer = Assert.IsType<SparseWeight>(((Linear)model.Layers[0]).Weight);
         void TrainStep()
         {
             using var scope = TensorScope.Begin();
@@ -58,7 +59,8 @@ public class SetTests
         Assert.Equal(drop, regrown.Count);
         Assert.All(regrown, e => Assert.Equal((0f, 0f), e.Value));
         // The dense view changed only where weights were dropped (to zero) or regrown (at zero).
-        using var dense = layer.DenseWeight();
+        using var dense = TestUtil.DenseCopy(layer);
+        Assert.Equal(new Shape(30, 40), dense.Shape);
         var d = dense.ToArray<float>();
         Assert.Equal(nnz - drop, d.Count(v => v != 0));
         TrainStep();   // training continues on the new pattern
@@ -87,10 +89,11 @@ public class SetTests
         using var opt = new SGD(dense.Parameters(), 0.1);
         var e = Assert.Throws<ArgumentException>(() => new Set(dense, opt, 10, 0.3, 100));
         Assert.Contains("has no sparse layer", e.Message, StringComparison.Ordinal);
-        using var sparse = new SparseLinear(6, 4, density: 0.5);
-        using var opt2 = new SGD(sparse.Parameters(), 0.1);
-        Assert.Throws<ArgumentException>(() => new Set(sparse, opt2, 10, 1.5, 100));
-        var wrong = Formats.CsrPattern.Random(6, 4, 0.25, 1);
+        using var sparseLayer = new Linear(6, 4, WeightFormat.Csr(0.5));
+        var sparse = Assert.IsType<SparseWeight>(sparseLayer.Weight);
+        using var opt2 = new SGD(sparseLayer.Parameters(), 0.1);
+        Assert.Throws<ArgumentException>(() => new Set(sparseLayer, opt2, 10, 1.5, 100));
+        var wrong = CsrPattern.Random(6, 4, 0.25, 1);
         var size = Assert.Throws<ArgumentException>(() => sparse.UpdatePattern(wrong, new int[wrong.Nnz]));
         Assert.Contains("does not replace", size.Message, StringComparison.Ordinal);
         var map = Assert.Throws<ArgumentException>(() => opt2.RemapState(sparse.Values, new int[3]));

@@ -1,3 +1,4 @@
+using Frugal.Formats;
 using Frugal.Memory;
 using Frugal.Nn;
 using Frugal.Optim;
@@ -17,12 +18,12 @@ public class SharingTests
     {
         var format = WeightFormat.Parse(formatText);
         Init.ManualSeed(3);
-        var shared = format.Linear(8, 8);
+        var shared = new Linear(8, 8, format);
         using var tied = new Sequential(shared, new Tanh(), new Shared(shared));
         Init.ManualSeed(3);
-        var first = format.Linear(8, 8);
+        var first = new Linear(8, 8, format);
         Init.ManualSeed(3);
-        var second = format.Linear(8, 8);
+        var second = new Linear(8, 8, format);
         using var copies = new Sequential(first, new Tanh(), second);
         Assert.Equal(Values(first.Parameters().First()), Values(second.Parameters().First()));
 
@@ -75,8 +76,16 @@ public class SharingTests
         Assert.Contains("[6, 8]", shape.Message, StringComparison.Ordinal);
         var device = Assert.Throws<ArgumentException>(() => Shared.Like(target, new Linear(8, 8, device: Device.CreateCpu("other"))));
         Assert.Contains("other", device.Message, StringComparison.Ordinal);
-        var kind = Assert.Throws<ArgumentException>(() => Shared.Like(target, new LowRankLinear(8, 8, 2)));
+        var kind = Assert.Throws<ArgumentException>(() => Shared.Like(target, new Conv2d(8, 8, 1)));
         Assert.Contains("different kinds of layer", kind.Message, StringComparison.Ordinal);
+        // A layer of the same kind with its weight in another format does not fit either.
+        var format = Assert.Throws<ArgumentException>(() => Shared.Like(target, new Linear(8, 8, WeightFormat.LowRank(2))));
+        Assert.Contains("lowrank", format.Message, StringComparison.Ordinal);
+        var sparse = Assert.Throws<ArgumentException>(() => Shared.Like(target, new Linear(8, 8, WeightFormat.Csr(0.5))));
+        Assert.Contains("other formats (csr:0.5 vs dense)", sparse.Message, StringComparison.Ordinal);
+        // Same parameter names, shapes and dtypes, another format: refused by the formats.
+        var latent = Assert.Throws<ArgumentException>(() => Shared.Like(target, new Linear(8, 8, WeightFormat.Quantized(8, mode: QuantMode.Latent))));
+        Assert.Contains("other formats (q8:auto:latent vs dense)", latent.Message, StringComparison.Ordinal);
         using var ok = Shared.Like(target, new Linear(8, 8));
         Assert.Same(target, ok.Target);
     }

@@ -1,3 +1,4 @@
+using Frugal.Formats;
 using Frugal.Memory;
 using Frugal.Nn;
 using Frugal.Optim;
@@ -14,15 +15,17 @@ public class SparseLinearTests
     {
         var device = Device.CreateCpu("sparse-bytes");
         Init.ManualSeed(2);
-        using var layer = new SparseLinear(784, 512, density: 0.1, device: device);
-        var nnz = layer.Pattern.Nnz;
+        using var layer = new Linear(784, 512, WeightFormat.Csr(0.1), device: device);
+        var weight = Assert.IsType<SparseWeight>(layer.Weight);
+        var nnz = weight.Pattern.Nnz;
         Assert.Equal(512 * 78, nnz);   // round(0.1 · 784) per row
         var alloc = device.Allocator;
         const long bias = 512;
         Assert.Equal(4L * (nnz + bias), alloc.Current(MemoryCategory.Parameter));
         Assert.Equal(4L * (512 + 1 + nnz), alloc.Current(MemoryCategory.FormatMeta));
-        var declared = layer.StorageBytes();
-        Assert.Equal(alloc.Current(MemoryCategory.Parameter), declared[MemoryCategory.Parameter]);
+        // The weight's bytes exclude the (dense) bias.
+        var declared = weight.StorageBytes();
+        Assert.Equal(alloc.Current(MemoryCategory.Parameter), declared[MemoryCategory.Parameter] + 4L * bias);
         Assert.Equal(alloc.Current(MemoryCategory.FormatMeta), declared[MemoryCategory.FormatMeta]);
         using var opt = new Adam(layer.Parameters(), 1e-3);
         using (var scope = TensorScope.Begin())
@@ -44,10 +47,10 @@ public class SparseLinearTests
     public void BadInputIsNamed()
     {
         Init.ManualSeed(1);
-        using var layer = new SparseLinear(10, 4, density: 0.5);
+        using var layer = new Linear(10, 4, WeightFormat.Csr(0.5));
         using var x = Tensor.Zeros(new Shape(3, 9));
         var e = Assert.Throws<ShapeMismatchException>(() => layer.Forward(x));
-        Assert.Contains("does not fit a [4, 10] weight", e.Message, StringComparison.Ordinal);
-        Assert.Throws<ArgumentOutOfRangeException>(() => new SparseLinear(10, 4, density: 0));
+        Assert.Contains("does not fit a csr [4, 10] weight", e.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new Linear(10, 4, WeightFormat.Csr(0)));
     }
 }

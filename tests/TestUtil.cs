@@ -223,4 +223,18 @@ internal static class TestUtil
         }
         return set;
     }
+
+    /// <summary>The tensor of a dense weight (a dense layer's <c>Weight</c>).</summary>
+    public static Tensor Value(this Frugal.Formats.Weight weight) => ((Frugal.Formats.DenseWeight)weight).Value;
+
+    /// <summary>A weight as a fresh, non-differentiable dense tensor of its logical shape (a copy, outside autograd).</summary>
+    public static Tensor DenseCopy(Frugal.Formats.Weight weight)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        using (Autograd.Autograd.NoGrad())
+        {
+            using var dense = weight.ToDense();
+            return Tensor.FromArray(dense.ToArray<float>(), dense.Shape, dense.Device);
+        }
+    }
 }

@@ -1,7 +1,7 @@
 namespace Frugal.Autograd;
 
 /// <summary>
-/// Mixed precision, autocast style: inside <see cref="Enable"/>, linear layers (<see cref="F.Linear"/>) round their
+/// Mixed precision, autocast style: inside <see cref="Enable"/>, linear layers (<see cref="F.Linear(Tensor, Tensor, Tensor?)"/>) round their
 /// F32 input and weight to BF16 or F16, multiply with F32 accumulation and keep the 16-bit copies, not the F32
 /// tensors, for backward; gradients, master weights, reductions and losses stay F32. On the CPU the product is
 /// emulated (the rounded values are multiplied in F32, which is what 16-bit tensor cores compute), but the rounding

@@ -5,7 +5,7 @@ namespace Frugal.Formats;
 /// packs (format, shape, scales), the logical shape its gradient has, and the stream of its stochastic rounding. The
 /// optimizer reads it to update the weight in F32 and write the result back into the codes.
 /// </summary>
-internal sealed class PackedWeight(QuantizedWeight weight, Shape logicalShape, ulong seed)
+internal sealed class PackedWeight(QuantizedOperand weight, Shape logicalShape, ulong seed)
 {
     private ulong _seed = seed;
     private ulong _draws;
@@ -19,17 +19,10 @@ internal sealed class PackedWeight(QuantizedWeight weight, Shape logicalShape, u
     }
 
     /// <summary>The codes and scales.</summary>
-    public QuantizedWeight Weight => weight;
+    public QuantizedOperand Weight => weight;
 
     /// <summary>The shape of the weight's values and gradient ([out, in] or [out, in, k, k]).</summary>
     public Shape LogicalShape => logicalShape;
-
-    /// <summary>The weight's values as an F32 tensor of <see cref="LogicalShape"/> (not differentiable).</summary>
-    public Tensor Dequantize()
-    {
-        using (Autograd.Autograd.NoGrad())
-            return F.Dequantize(weight, logicalShape);
-    }
 
     /// <summary>Updates the weight a chunk of whole rows at a time: each chunk's values are dequantized into an F32
     /// tensor, <paramref name="update"/>(values, index of its first value) changes them in place, and they are

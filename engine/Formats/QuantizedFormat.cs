@@ -1,5 +1,4 @@
 using Frugal.Backends;
-using Frugal.Backends.Cpu;
 using Frugal.Memory;
 
 namespace Frugal.Formats;
@@ -95,20 +94,23 @@ public sealed class QuantizedFormat : TensorFormat
         };
     }
 
-    /// <summary>Codes and scales of a dense row-major [rows, cols] matrix, rounded to nearest (the CPU kernel).</summary>
+    /// <summary>Codes and scales of a dense row-major [rows, cols] matrix, rounded to nearest (on the CPU device).</summary>
     /// <exception cref="ArgumentException">The values do not fill [rows, cols], or the group does not divide cols.</exception>
-    public unsafe QuantizedData FromDense(ReadOnlySpan<float> dense, int rows, int cols)
+    public QuantizedData FromDense(ReadOnlySpan<float> dense, int rows, int cols)
     {
-        var group = GroupFor(rows, cols);
+        GroupFor(rows, cols);
         if (dense.Length != (long)rows * cols)
             throw new ArgumentException($"{this}: {dense.Length} values do not fill [{rows}, {cols}]");
-        var codes = new byte[CodeBytes(rows, cols)];
-        var scales = new QuantScale[(long)rows * cols / group];
-        fixed (float* d = dense)
-        fixed (byte* c = codes)
-        fixed (QuantScale* s = scales)
-            QuantKernels.Quantize(new QuantView(rows, cols, Bits, group, (nint)c, (nint)s), d, new QuantizeArgs(Scheme, false, 0, 0));
-        return new QuantizedData(this, rows, cols, codes, scales);
+        using var values = Tensor.FromArray(dense.ToArray(), new Shape(rows, cols), Device.Cpu);
+        var w = F.Quantize(values, this);
+        try
+        {
+            return new QuantizedData(this, rows, cols, w.Codes.ToArray<byte>(), System.Runtime.InteropServices.MemoryMarshal.Cast<float, QuantScale>(w.Scales.ToArray<float>()).ToArray());
+        }
+        finally
+        {
+            w.DisposeParts();
+        }
     }
 
     /// <summary>Checked parts of a [rows, cols] weight: the packed codes and one scale per group as they were stored
@@ -153,17 +155,16 @@ public sealed class QuantizedFormat : TensorFormat
     /// <summary>The dense row-major [rows, cols] matrix of <paramref name="data"/> (the CPU kernel; for checks and
     /// export, never used in training).</summary>
     /// <exception cref="ArgumentException">The data is of another format.</exception>
-    public unsafe float[] ToDense(QuantizedData data)
+    public float[] ToDense(QuantizedData data)
     {
         ArgumentNullException.ThrowIfNull(data);
         if (data.Format.Bits != Bits || data.Format.Scheme != Scheme)
             throw new ArgumentException($"{this}: the data is {data.Format}");
-        var dense = new float[(long)data.Rows * data.Cols];
-        fixed (float* d = dense)
-        fixed (byte* c = data.Codes)
-        fixed (QuantScale* s = data.Scales)
-            QuantKernels.Dequantize(new QuantView(data.Rows, data.Cols, Bits, data.Group, (nint)c, (nint)s), d);
-        return dense;
+        using var codes = Tensor.FromArray(data.Codes, new Shape(data.Codes.Length), Device.Cpu);
+        using var scales = Tensor.FromArray(System.Runtime.InteropServices.MemoryMarshal.Cast<QuantScale, float>(data.Scales).ToArray(), new Shape(data.Scales.Length, 2), Device.Cpu);
+        using (Autograd.Autograd.NoGrad())
+        using (var dense = F.Dequantize(new QuantizedOperand(codes, scales, data.Format.WithGroup(data.Group == data.Cols ? 0 : data.Group), data.Rows, data.Cols, data.Group), new Shape(data.Rows, data.Cols)))
+            return dense.ToArray<float>();
     }
 
     /// <inheritdoc/>

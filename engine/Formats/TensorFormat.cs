@@ -241,6 +241,82 @@ public sealed class LowRankFormat : TensorFormat
         return (uf, vt, s.Skip(rank).Sum(x => x * x));
     }
 
+    /// <summary>The factors of rank <paramref name="k"/> closest to U·Vᵀ (U [rows, r], Vᵀ [r, cols], row-major),
+    /// from the factors alone (an SVD of U, then of the small core diag(σ)·Qᵀ·Vᵀ), with the change of basis of the
+    /// gradients (dL/dU' = dL/dU·Tvᵀ, dL/dV'ᵀ = Tuᵀ·dL/dVᵀ) and the discarded energy.</summary>
+    internal static (double[] U, double[] Vt, double[] TvT, double[] TuT, double Discarded) Truncation(double[] u, double[] vt, int rows, int cols, int r, int k)
+    {
+        // U = P·diag(σ)·Qᵀ; W = P·C with C = diag(σ)·Qᵀ·Vᵀ [r, cols] = A·diag(S)·Bᵀ.
+        var (p, sigma, q) = Svd.Decompose(u, rows, r);
+        var sq = new double[r * r];   // diag(σ)·Qᵀ
+        for (var i = 0; i < r; i++)
+        {
+            for (var j = 0; j < r; j++)
+                sq[i * r + j] = sigma[i] * q[j * r + i];
+        }
+        var (a, s, b) = Svd.Decompose(Product(sq, vt, r, r, cols), r, cols);
+        var newU = new double[rows * k];
+        var newVt = new double[k * cols];
+        var tu = new double[r * k];   // Q·diag(1/σ)·A_k·√S_k
+        var tv = new double[k * r];   // diag(1/√S_k)·A_kᵀ·diag(σ)·Qᵀ
+        for (var j = 0; j < k; j++)
+        {
+            var root = Math.Sqrt(s[j]);
+            for (var i = 0; i < rows; i++)
+            {
+                double sum = 0;
+                for (var t = 0; t < r; t++)
+                    sum += p[i * r + t] * a[t * r + j];
+                newU[i * k + j] = sum * root;
+            }
+            for (var c = 0; c < cols; c++)
+                newVt[j * cols + c] = b[c * r + j] * root;
+            for (var i = 0; i < r; i++)
+            {
+                double sum = 0;
+                for (var t = 0; t < r; t++)
+                    sum += q[i * r + t] * Inverse(sigma[t]) * a[t * r + j];
+                tu[i * k + j] = sum * root;
+                double back = 0;
+                for (var t = 0; t < r; t++)
+                    back += a[t * r + j] * sq[t * r + i];
+                tv[j * r + i] = back * Inverse(root);
+            }
+        }
+        var tvT = Transpose(tv, k, r);   // [r, k]
+        var tuT = Transpose(tu, r, k);   // [k, r]
+        return (newU, newVt, tvT, tuT, s.Skip(k).Sum(x => x * x));
+
+        static double Inverse(double x) => x > 1e-12 ? 1 / x : 0;
+    }
+
+    /// <summary>Row-major [m, n] · [n, p].</summary>
+    internal static double[] Product(double[] x, double[] y, int m, int n, int p)
+    {
+        var z = new double[m * p];
+        for (var i = 0; i < m; i++)
+        {
+            for (var t = 0; t < n; t++)
+            {
+                var xi = x[i * n + t];
+                for (var j = 0; j < p; j++)
+                    z[i * p + j] += xi * y[t * p + j];
+            }
+        }
+        return z;
+    }
+
+    private static double[] Transpose(double[] x, int m, int n)
+    {
+        var t = new double[m * n];
+        for (var i = 0; i < m; i++)
+        {
+            for (var j = 0; j < n; j++)
+                t[j * m + i] = x[i * n + j];
+        }
+        return t;
+    }
+
     /// <summary>The dense row-major [rows, cols] product U·Vᵀ of factors U [rows, r] and Vᵀ [r, cols] (for checks and
     /// export; never used in training).</summary>
     /// <exception cref="ArgumentException">The factors do not fit [rows, cols].</exception>

@@ -1,3 +1,5 @@
+using Frugal.Formats;
+
 namespace Frugal.Nn;
 
 /// <summary>
@@ -24,11 +26,7 @@ public sealed class CausalSelfAttention : Module
     /// <exception cref="ArgumentException">A non-dense format asked for in another dtype.</exception>
     public static Module Layer(WeightFormat? format, int inFeatures, int outFeatures, Device? device, DType dtype)
     {
-        if (format is null || format == WeightFormat.Dense)
-            return new Linear(inFeatures, outFeatures, device: device, dtype: dtype);
-        if (dtype != DType.F32)
-            throw new ArgumentException($"{format} layers are F32; got {dtype.Name()}");
-        return format.Linear(inFeatures, outFeatures, device: device);
+        return new Linear(inFeatures, outFeatures, format, device: device, dtype: dtype);
     }
 
     /// <summary>Model width C.</summary>

@@ -1,3 +1,5 @@
+using Frugal.Formats;
+
 namespace Frugal.Nn;
 
 /// <summary>How a layer initialises its weight.</summary>
@@ -9,37 +11,50 @@ public enum InitKind
     Kaiming,
     /// <summary>Xavier uniform.</summary>
     Xavier,
+    /// <summary>U(±scale) (<see cref="Formats.WeightInit.Uniform"/>).</summary>
+    Uniform,
+    /// <summary>N(0, scale²) (<see cref="Formats.WeightInit.Normal"/>).</summary>
+    Normal,
 }
 
-/// <summary>y = x·Wᵀ + b, W [out, in].</summary>
+/// <summary>y = x·Wᵀ + b with a weight [out, in] in any format (<see cref="WeightFormat"/>: dense by default, sparse,
+/// quantized, low-rank, compositions, registered formats). The weight is a <see cref="Formats.Weight"/> whose parts
+/// are this layer's parameters ("weight", "weight_row_ptr", "weight_u" ...); the bias stays dense.</summary>
 public sealed class Linear : Module
 {
-    /// <summary>A linear layer with a seeded initialisation (see <see cref="Init"/>).</summary>
-    public Linear(int inFeatures, int outFeatures, bool bias = true, InitKind init = InitKind.Default, Device? device = null, DType dtype = DType.F32)
+    /// <summary>A linear layer in <paramref name="format"/> with a seeded initialisation (see <see cref="Init"/>).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is not positive.</exception>
+    /// <exception cref="ArgumentException">The weight does not fit the format (blocks, rank, group), or the dtype.</exception>
+    public Linear(int inFeatures, int outFeatures, WeightFormat? format = null, bool bias = true, InitKind init = InitKind.Default, Device? device = null, DType dtype = DType.F32)
     {
         if (inFeatures <= 0 || outFeatures <= 0)
             throw new ArgumentOutOfRangeException(nameof(inFeatures), $"Linear: sizes must be positive, got {inFeatures} -> {outFeatures}");
-        InFeatures = inFeatures;
-        OutFeatures = outFeatures;
-        var shape = new Shape(outFeatures, inFeatures);
-        Weight = RegisterParameter("weight", () => init switch
-        {
-            InitKind.Kaiming => Init.KaimingUniform(shape, inFeatures, device, dtype),
-            InitKind.Xavier => Init.XavierUniform(shape, inFeatures, outFeatures, device, dtype),
-            _ => Init.Default(shape, inFeatures, device, dtype),
-        });
+        Weight = RegisterWeight("weight", (format ?? WeightFormat.Dense).Create(new Shape(outFeatures, inFeatures), new WeightInit(init, inFeatures, outFeatures), device, dtype));
         if (bias)
             Bias = RegisterParameter("bias", () => Init.Default(new Shape(outFeatures), inFeatures, device, dtype));
     }
 
+    /// <summary>A linear layer with a weight made elsewhere (e.g. the sparse weight SNIP chose) and, optionally, a
+    /// bias [out]; the layer owns both from now on.</summary>
+    /// <exception cref="ArgumentException">The weight is not a matrix, or the bias does not fit it.</exception>
+    public Linear(Weight weight, Tensor? bias)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        if (weight.Shape.Rank != 2 || bias is not null && bias.Shape != new Shape(weight.Rows))
+            throw new ArgumentException($"Linear: a {weight} weight with bias {bias?.Describe() ?? "none"} is not [out, in] with a bias [out]");
+        Weight = RegisterWeight("weight", weight);
+        if (bias is not null)
+            Bias = RegisterParameter("bias", bias);
+    }
+
     /// <summary>Input width.</summary>
-    public int InFeatures { get; }
+    public int InFeatures => Weight.Cols;
 
     /// <summary>Output width.</summary>
-    public int OutFeatures { get; }
+    public int OutFeatures => Weight.Rows;
 
-    /// <summary>Weight [out, in].</summary>
-    public Tensor Weight { get; }
+    /// <summary>Weight [out, in] in its format.</summary>
+    public Weight Weight { get; }
 
     /// <summary>Bias [out], or null.</summary>
     public Tensor? Bias { get; }
@@ -48,50 +63,66 @@ public sealed class Linear : Module
     protected override Tensor OnForward(Tensor x) => F.Linear(x, Weight, Bias);
 
     /// <inheritdoc/>
-    public override string ToString() => $"Linear({InFeatures}, {OutFeatures}, bias: {Bias is not null})";
+    public override string ToString() => Weight is DenseWeight
+        ? $"Linear({InFeatures}, {OutFeatures}, bias: {Bias is not null})"
+        : $"Linear({InFeatures}, {OutFeatures}, {Weight.FormatName}, bias: {Bias is not null})";
 }
 
-/// <summary>2-D convolution over NCHW input, weight [out, in, k, k].</summary>
+/// <summary>2-D convolution over NCHW input with a weight [out, in, k, k] in any format (its matrix [out, in·k·k] for
+/// the sparse and quantized ones, U·Vᵀ of a convolution into r channels and a 1×1 one for low rank).</summary>
 public sealed class Conv2d : Module
 {
-    /// <summary>A square-kernel convolution with PyTorch's default initialisation.</summary>
-    public Conv2d(int inChannels, int outChannels, int kernel, int stride = 1, int padding = 0, int dilation = 1, bool bias = true, InitKind init = InitKind.Default, Device? device = null, DType dtype = DType.F32)
+    /// <summary>A square-kernel convolution in <paramref name="format"/> with PyTorch's default initialisation.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is not positive.</exception>
+    /// <exception cref="ArgumentException">The weight does not fit the format, or the dtype.</exception>
+    public Conv2d(int inChannels, int outChannels, int kernel, int stride = 1, int padding = 0, int dilation = 1, bool bias = true, InitKind init = InitKind.Default, Device? device = null, DType dtype = DType.F32, WeightFormat? format = null)
     {
         if (inChannels <= 0 || outChannels <= 0 || kernel <= 0)
             throw new ArgumentOutOfRangeException(nameof(kernel), $"Conv2d: channels and kernel must be positive, got {inChannels} -> {outChannels}, kernel {kernel}");
-        (Stride, Padding, Dilation) = (stride, padding, dilation);
+        Options = new ConvOptions(stride, padding, dilation);
         var fanIn = inChannels * kernel * kernel;
-        var shape = new Shape(outChannels, inChannels, kernel, kernel);
-        Weight = RegisterParameter("weight", () => init switch
-        {
-            InitKind.Kaiming => Init.KaimingUniform(shape, fanIn, device, dtype),
-            InitKind.Xavier => Init.XavierUniform(shape, fanIn, outChannels * kernel * kernel, device, dtype),
-            _ => Init.Default(shape, fanIn, device, dtype),
-        });
+        Weight = RegisterWeight("weight", (format ?? WeightFormat.Dense).Create(new Shape(outChannels, inChannels, kernel, kernel), new WeightInit(init, fanIn, outChannels * kernel * kernel), device, dtype));
         if (bias)
             Bias = RegisterParameter("bias", () => Init.Default(new Shape(outChannels), fanIn, device, dtype));
     }
 
-    /// <summary>Weight [out, in, k, k].</summary>
-    public Tensor Weight { get; }
+    /// <summary>A convolution with a weight [out, in, k, k] made elsewhere and, optionally, a bias [out]; the layer
+    /// owns both from now on.</summary>
+    /// <exception cref="ArgumentException">The weight is not [out, in, k, k], or the bias does not fit it.</exception>
+    public Conv2d(Weight weight, Tensor? bias, ConvOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        if (weight.Shape.Rank != 4 || bias is not null && bias.Shape != new Shape(weight.Rows))
+            throw new ArgumentException($"Conv2d: a {weight} weight with bias {bias?.Describe() ?? "none"} is not [out, in, k, k] with a bias [out]");
+        Options = options;
+        Weight = RegisterWeight("weight", weight);
+        if (bias is not null)
+            Bias = RegisterParameter("bias", bias);
+    }
+
+    /// <summary>Weight [out, in, k, k] in its format.</summary>
+    public Weight Weight { get; }
 
     /// <summary>Bias [out], or null.</summary>
     public Tensor? Bias { get; }
 
+    /// <summary>Stride, padding and dilation.</summary>
+    public ConvOptions Options { get; }
+
     /// <summary>Stride.</summary>
-    public int Stride { get; }
+    public int Stride => Options.Stride;
 
     /// <summary>Zero padding on each side.</summary>
-    public int Padding { get; }
+    public int Padding => Options.Padding;
 
     /// <summary>Dilation.</summary>
-    public int Dilation { get; }
+    public int Dilation => Options.Dilation;
 
     /// <inheritdoc/>
-    protected override Tensor OnForward(Tensor x) => F.Conv2d(x, Weight, Bias, Stride, Padding, Dilation);
+    protected override Tensor OnForward(Tensor x) => F.Conv2d(x, Weight, Bias, Options);
 
     /// <inheritdoc/>
-    public override string ToString() => $"Conv2d({Weight.Shape[1]}, {Weight.Shape[0]}, kernel: {Weight.Shape[2]}, stride: {Stride}, padding: {Padding})";
+    public override string ToString() => $"Conv2d({Weight.Shape[1]}, {Weight.Shape[0]}, kernel: {Weight.Shape[2]}, stride: {Stride}, padding: {Padding}{(Weight is DenseWeight ? "" : ", " + Weight.FormatName)})";
 }
 
 /// <summary>Max pooling.</summary>
@@ -178,15 +209,17 @@ public sealed class LayerNorm : Module
     protected override Tensor OnForward(Tensor x) => F.LayerNorm(x, Gamma, Beta, Eps);
 }
 
-/// <summary>A lookup table [vocab, dim] indexed by I32 tokens; initialised N(0, 1) as PyTorch (or N(0, std²)).</summary>
+/// <summary>A lookup table [count, dim] indexed by I32 tokens, in any format (ALBERT's factorized table for low rank;
+/// formats without a lookup kernel use their dense fallback); initialised N(0, std²) (PyTorch: N(0, 1)).</summary>
 public sealed class Embedding : Module
 {
-    /// <summary>A table of <paramref name="count"/> vectors of width <paramref name="dim"/>, entries N(0, std²).</summary>
-    public Embedding(int count, int dim, Device? device = null, DType dtype = DType.F32, double std = 1)
-        => Weight = RegisterParameter("weight", () => Tensor.Normal(new Shape(count, dim), 0, std, Init.NextSeed(), dtype, device));
+    /// <summary>A table of <paramref name="count"/> vectors of width <paramref name="dim"/>, entries N(0, std²)
+    /// (for low rank, the product's entries).</summary>
+    public Embedding(int count, int dim, Device? device = null, DType dtype = DType.F32, double std = 1, WeightFormat? format = null)
+        => Weight = RegisterWeight("weight", (format ?? WeightFormat.Dense).Create(new Shape(count, dim), WeightInit.Normal(std), device, dtype));
 
-    /// <summary>Table [count, dim].</summary>
-    public Tensor Weight { get; }
+    /// <summary>Table [count, dim] in its format.</summary>
+    public Weight Weight { get; }
 
     /// <inheritdoc/>
     protected override Tensor OnForward(Tensor x) => F.Embedding(x, Weight);

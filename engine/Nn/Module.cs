@@ -1,3 +1,4 @@
+using Frugal.Formats;
 using Frugal.Memory;
 
 namespace Frugal.Nn;
@@ -10,6 +11,7 @@ public abstract class Module : IDisposable
     private readonly List<(string Name, Tensor Value)> _parameters = [];
     private readonly List<(string Name, Module Value)> _children = [];
     private readonly List<(string Name, Tensor Value)> _buffers = [];
+    private readonly List<(string Name, Weight Value, int At)> _weights = [];
     private bool _disposed;
 
     /// <summary>Dotted path from the root model ("" for the root, "0.weight" style names below it).</summary>
@@ -64,37 +66,19 @@ public abstract class Module : IDisposable
         return value;
     }
 
-    /// <summary>Puts a tensor made by <paramref name="create"/> (as Parameter memory) in place of the registered
-    /// parameter <paramref name="old"/>, under its name; the caller disposes <paramref name="old"/>.</summary>
-    /// <exception cref="ArgumentException"><paramref name="old"/> is not a parameter of this module.</exception>
-    protected Tensor ReplaceParameter(Tensor old, Func<Tensor> create)
+    /// <summary>Registers the layer's weight in its format under <paramref name="name"/>: its trained parts become
+    /// parameters named after it ("weight", "weight_u" ...) in the order registered, its other parts buffers, and the
+    /// module disposes it.</summary>
+    protected T RegisterWeight<T>(string name, T weight) where T : Weight
     {
-        ArgumentNullException.ThrowIfNull(create);
-        var at = _parameters.FindIndex(p => ReferenceEquals(p.Value, old));
-        if (at < 0)
-            throw new ArgumentException($"{GetType().Name}: {old.Describe()} is not one of its parameters");
-        var name = _parameters[at].Name;
-        var value = RegisterParameter(name, create);
-        _parameters.RemoveAt(_parameters.Count - 1);
-        _parameters[at] = (name, value);
-        return value;
+        ArgumentNullException.ThrowIfNull(weight);
+        _weights.Add((name, weight, _parameters.Count));
+        weight.Rename(Join(Path, name));
+        return weight;
     }
 
-    /// <summary>Puts a tensor made by <paramref name="create"/> (in the old one's category) in place of the registered
-    /// buffer <paramref name="old"/>, under its name, and disposes <paramref name="old"/>.</summary>
-    /// <exception cref="ArgumentException"><paramref name="old"/> is not a buffer of this module.</exception>
-    protected Tensor ReplaceBuffer(Tensor old, Func<Tensor> create)
-    {
-        var at = _buffers.FindIndex(b => ReferenceEquals(b.Value, old));
-        if (at < 0)
-            throw new ArgumentException($"{GetType().Name}: {old.Describe()} is not one of its buffers");
-        var name = _buffers[at].Name;
-        var value = RegisterBuffer(name, old.Buffer.Category, create);
-        _buffers.RemoveAt(_buffers.Count - 1);
-        _buffers[at] = (name, value);
-        old.Dispose();
-        return value;
-    }
+    /// <summary>The weights this module holds, by name.</summary>
+    protected IEnumerable<(string Name, Weight Weight)> OwnWeights() => _weights.Select(w => (w.Name, w.Value));
 
     /// <summary>Registers a child module under <paramref name="name"/>.</summary>
     protected T RegisterModule<T>(string name, T module) where T : Module
@@ -119,6 +103,8 @@ public abstract class Module : IDisposable
             b.Name = Join(path, name);
             b.Buffer.Recategorize(b.Buffer.Category, b.Name);
         }
+        foreach (var (name, w, _) in _weights)
+            w.Rename(Join(path, name));
         foreach (var (name, c) in _children)
             c.SetPath(Join(path, name));
     }
@@ -128,7 +114,12 @@ public abstract class Module : IDisposable
 
     /// <summary>The format of the weights this module itself holds ("dense", "csr", "bsr16", "lowrank"), or null when
     /// it holds none.</summary>
-    public virtual string? WeightFormatName => _parameters.Count > 0 ? "dense" : null;
+    public virtual string? WeightFormatName => _weights.Count > 0 ? _weights[0].Value.FormatName : _parameters.Count > 0 ? "dense" : null;
+
+    /// <summary>Every weight of this module and the modules below it with the module that holds it, each once
+    /// (a shared module's weights under their first place).</summary>
+    public IEnumerable<(Module Module, Weight Weight)> Weights()
+        => Modules().SelectMany(m => m._weights.Select(w => (m, w.Value)));
 
     /// <summary>Module path → weight format of every module that holds weights (the profiler's per-format key).</summary>
     public IReadOnlyDictionary<string, string> FormatsByPath()
@@ -158,10 +149,25 @@ public abstract class Module : IDisposable
         return AllNamedParameters().Where(p => seen.Add(p.Parameter));
     }
 
+    /// <summary>This module's own parameters in registration order, a weight's trained parts in its place.</summary>
+    private IEnumerable<(string Name, Tensor Parameter)> OwnParameters()
+    {
+        for (var i = 0; i <= _parameters.Count; i++)
+        {
+            foreach (var (_, w, _) in _weights.Where(w => w.At == i))
+            {
+                foreach (var p in w.Parts.Where(p => p.Trained))
+                    yield return (p.Tensor.Name!, p.Tensor);
+            }
+            if (i < _parameters.Count)
+                yield return (Join(Path, _parameters[i].Name), _parameters[i].Value);
+        }
+    }
+
     private IEnumerable<(string Name, Tensor Parameter)> AllNamedParameters()
     {
-        foreach (var (name, p) in _parameters)
-            yield return (Join(Path, name), p);
+        foreach (var (name, p) in OwnParameters())
+            yield return (name, p);
         foreach (var (_, c) in _children)
         {
             foreach (var np in c.AllNamedParameters())
@@ -232,7 +238,7 @@ public abstract class Module : IDisposable
         }
         foreach (var m in Modules())
         {
-            foreach (var (_, b) in m._buffers)
+            foreach (var b in m._buffers.Select(b => b.Value).Concat(m._weights.SelectMany(w => w.Value.Parts.Where(p => !p.Trained).Select(p => p.Tensor))))
             {
                 if (seen.Add(b))
                     yield return (b.Name!, b);
@@ -242,7 +248,7 @@ public abstract class Module : IDisposable
 
     /// <summary>Checkpoint metadata of the weights this module itself holds, by key (e.g. a master-free weight's
     /// rounding stream); keys start with the tensor names they describe.</summary>
-    protected internal virtual IEnumerable<KeyValuePair<string, string>> OwnMetadata() => [];
+    protected internal virtual IEnumerable<KeyValuePair<string, string>> OwnMetadata() => _weights.SelectMany(w => w.Value.Metadata());
 
     /// <summary>Throws unless <see cref="LoadOwn"/> can load this module's own tensors from <paramref name="file"/>
     /// (by full dotted name). The default wants every tensor with its shape and dtype; formats whose sizes may change
@@ -251,19 +257,9 @@ public abstract class Module : IDisposable
     protected internal virtual void CheckOwn(IO.SafeTensorsFile file)
     {
         foreach (var (_, t) in _parameters.Concat(_buffers))
-            CheckStored(file, t, t.Shape);
-    }
-
-    /// <summary>Throws unless <paramref name="file"/> holds <paramref name="t"/>'s name with its dtype and
-    /// <paramref name="shape"/>.</summary>
-    /// <exception cref="ArgumentException">It does not, naming the tensor.</exception>
-    private protected static void CheckStored(IO.SafeTensorsFile file, Tensor t, Shape shape)
-    {
-        if (!file.Contains(t.Name!))
-            throw new ArgumentException($"the checkpoint has no '{t.Name}'");
-        var e = file.Entry(t.Name!);
-        if (e.Shape != shape || e.DType != t.DType)
-            throw new ArgumentException($"'{t.Name}' must be {t.DType.Name()} {shape} but the checkpoint holds {e.DType.Name()} {e.Shape}");
+            Weight.CheckStored(file, t, t.Shape);
+        foreach (var (_, w, _) in _weights)
+            w.Check(file);
     }
 
     /// <summary>Loads this module's own tensors (checked by <see cref="CheckOwn"/>); a format that replaces a
@@ -271,15 +267,9 @@ public abstract class Module : IDisposable
     protected internal virtual void LoadOwn(IO.SafeTensorsFile file, Optim.Optimizer? optimizer)
     {
         foreach (var (_, t) in _parameters.Concat(_buffers))
-            LoadStored(file, t);
-    }
-
-    /// <summary>Copies the stored tensor of <paramref name="t"/>'s name into it.</summary>
-    private protected static void LoadStored(IO.SafeTensorsFile file, Tensor t)
-    {
-        using var source = file.ToTensor(t.Name!, t.Device, Memory.MemoryCategory.Workspace);
-        using (Autograd.Autograd.NoGrad())
-            F.CopyInto(t, source);
+            Weight.LoadStored(file, t);
+        foreach (var (_, w, _) in _weights)
+            w.Load(file, optimizer);
     }
 
     /// <summary>Disposes the parameters (and their gradients) of this module and its children.</summary>
@@ -292,6 +282,8 @@ public abstract class Module : IDisposable
             p.Dispose();
         foreach (var (_, b) in _buffers)
             b.Dispose();
+        foreach (var (_, w, _) in _weights)
+            w.Dispose();
         foreach (var (_, c) in _children)
             c.Dispose();
         GC.SuppressFinalize(this);

@@ -38,6 +38,9 @@ public sealed class Shared : Module
     {
         if (target.GetType() != template.GetType())
             throw new ArgumentException($"Shared: {template} cannot use the weights of {target}: they are different kinds of layer");
+        var (mineFormats, theirFormats) = (template.Weights().Select(w => w.Weight.Format).ToList(), target.Weights().Select(w => w.Weight.Format).ToList());
+        if (!mineFormats.SequenceEqual(theirFormats))
+            throw new ArgumentException($"Shared: {template} cannot use the weights of {target}: their weights are in other formats ({string.Join(", ", mineFormats)} vs {string.Join(", ", theirFormats)})");
         var mine = template.NamedParameters().Select(p => (Name: p.Name[(p.Name.LastIndexOf('.') + 1)..], p.Parameter)).ToList();
         var theirs = target.NamedParameters().Select(p => (Name: p.Name[(p.Name.LastIndexOf('.') + 1)..], p.Parameter)).ToList();
         if (mine.Count != theirs.Count)

@@ -7,7 +7,7 @@ namespace Frugal;
 /// <summary>A quantized weight operand [Rows, Cols] in <see cref="Format"/>'s layout: U8 packed codes
 /// [<see cref="QuantizedFormat.CodeBytes"/>] and F32 scales [groups, 2] (scale and zero of each group of
 /// <see cref="Group"/> values along a row).</summary>
-public sealed record QuantizedWeight(Tensor Codes, Tensor Scales, QuantizedFormat Format, int Rows, int Cols, int Group)
+public sealed record QuantizedOperand(Tensor Codes, Tensor Scales, QuantizedFormat Format, int Rows, int Cols, int Group)
 {
     /// <summary>The kernel view.</summary>
     internal QuantView View => new(Rows, Cols, Format.Bits, Group, Codes.View.Data, Scales.View.Data);
@@ -31,7 +31,7 @@ public static partial class F
     /// dequantized weight is the weight). Not differentiable (see <see cref="QuantizeSte"/>).</summary>
     /// <exception cref="ShapeMismatchException">Not F32, or rank 0.</exception>
     /// <exception cref="ArgumentException">The format's group does not divide the columns.</exception>
-    public static QuantizedWeight Quantize(Tensor dense, QuantizedFormat format, (ulong Seed, ulong Offset)? stochastic = null)
+    public static QuantizedOperand Quantize(Tensor dense, QuantizedFormat format, (ulong Seed, ulong Offset)? stochastic = null)
     {
         const string op = "Quantize";
         ArgumentNullException.ThrowIfNull(format);
@@ -44,7 +44,7 @@ public static partial class F
         using var xc = dense.IsContiguous ? dense.Alias() : dense.Contiguous();
         var codes = Tensor.Empty(new Shape(checked((int)format.CodeBytes(rows, cols))), DType.U8, dense.Device);
         var scales = Tensor.Empty(new Shape(checked((int)((long)rows * cols / group)), 2), DType.F32, dense.Device);
-        var w = new QuantizedWeight(codes, scales, format, rows, cols, group);
+        var w = new QuantizedOperand(codes, scales, format, rows, cols, group);
         var (seed, offset) = stochastic ?? (0, 0);
         dense.Backend.Quantize(w.View, xc.View, new QuantizeArgs(format.Scheme, stochastic is not null, seed, offset));
         return w;
@@ -59,9 +59,9 @@ public static partial class F
     /// </summary>
     /// <exception cref="ShapeMismatchException">Not F32, or rank 0.</exception>
     /// <exception cref="ArgumentException">The format's group does not divide the columns.</exception>
-    public static QuantizedWeight QuantizeSte(Tensor latent, QuantizedFormat format)
+    public static QuantizedOperand QuantizeSte(Tensor latent, QuantizedFormat format)
     {
-        QuantizedWeight w;
+        QuantizedOperand w;
         using (Autograd.Autograd.NoGrad())
         using (MemoryContext.Use(MemoryCategory.Activation, latent.Name is { } n ? n + ".codes" : "quantize_ste"))
             w = Quantize(latent, format);
@@ -98,7 +98,7 @@ public static partial class F
     /// products that have no fused kernel (convolutions). The gradient passes to the codes (a master-free weight,
     /// or the straight-through estimator of latent ones).</summary>
     /// <exception cref="ShapeMismatchException">The shape does not hold [Rows, Cols].</exception>
-    public static Tensor Dequantize(QuantizedWeight weight, Shape shape)
+    public static Tensor Dequantize(QuantizedOperand weight, Shape shape)
     {
         const string op = "Dequantize";
         var view = QuantOperand(op, weight);
@@ -122,7 +122,7 @@ public static partial class F
     /// </summary>
     /// <exception cref="ShapeMismatchException">Shapes, dtypes or devices of x, the weight or the bias disagree.</exception>
     /// <exception cref="ArgumentOutOfRangeException">Activation bits outside 0..7.</exception>
-    public static Tensor QuantizedLinear(Tensor x, QuantizedWeight weight, Tensor? bias = null, int activationBits = 0)
+    public static Tensor QuantizedLinear(Tensor x, QuantizedOperand weight, Tensor? bias = null, int activationBits = 0)
     {
         const string op = "QuantizedLinear";
         var view = QuantOperand(op, weight);
@@ -195,7 +195,7 @@ public static partial class F
     /// <summary>Validates a quantized weight operand (live, on one device, contiguous U8 codes and F32 scales of the
     /// format's sizes, a group that divides the columns) and gives its kernel view.</summary>
     /// <exception cref="ShapeMismatchException">A part does not fit, naming it.</exception>
-    private static QuantView QuantOperand(string op, QuantizedWeight weight)
+    private static QuantView QuantOperand(string op, QuantizedOperand weight)
     {
         ArgumentNullException.ThrowIfNull(weight);
         Check.Live(op, weight.Codes);

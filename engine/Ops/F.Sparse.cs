@@ -7,7 +7,7 @@ namespace Frugal;
 /// <summary>A block-sparse weight operand [Rows, Cols] (CSR over Block × Block blocks; Block 1 is CSR): its I32 row
 /// pointers [Rows / Block + 1] and block column indices [stored blocks] (the pattern, not trained) and its F32 values
 /// [stored blocks · Block²] (trained), in the layout of <see cref="SparseFormat"/>.</summary>
-public readonly record struct SparseWeight(int Rows, int Cols, int Block, Tensor RowPtr, Tensor ColIdx, Tensor Values);
+public readonly record struct SparseOperand(int Rows, int Cols, int Block, Tensor RowPtr, Tensor ColIdx, Tensor Values);
 
 public static partial class F
 {
@@ -19,14 +19,14 @@ public static partial class F
     /// values' gradient on the pattern only (SDDMM): the dense dW is never formed.
     /// </summary>
     /// <exception cref="ShapeMismatchException">Shapes, dtypes or devices of x, the pattern, the values or the bias disagree.</exception>
-    public static Tensor SparseLinear(Tensor x, SparseWeight weight, Tensor? bias = null) => SparseLinear(x, weight, bias, growth: null);
+    public static Tensor SparseLinear(Tensor x, SparseOperand weight, Tensor? bias = null) => SparseLinear(x, weight, bias, growth: null);
 
-    /// <summary><see cref="SparseLinear(Tensor, SparseWeight, Tensor?)"/> that also answers a regrowth request during
+    /// <summary><see cref="SparseLinear(Tensor, SparseOperand, Tensor?)"/> that also answers a regrowth request during
     /// backward (the pattern it skips is <paramref name="growth"/>'s).</summary>
-    internal static Tensor SparseLinear(Tensor x, SparseWeight weight, Tensor? bias, (GrowthScores Scores, CsrPattern Pattern)? growth)
+    internal static Tensor SparseLinear(Tensor x, SparseOperand weight, Tensor? bias, (GrowthScores Scores, CsrPattern Pattern)? growth)
     {
         const string op = "SparseLinear";
-        var view = SparseOperand(op, x, weight);
+        var view = CsrOperand(op, x, weight);
         var (rows, cols) = (weight.Rows, weight.Cols);
         if (x.Rank != 2 || x.Shape[1] != cols)
             throw new ShapeMismatchException($"{op}: input {x.Describe()} does not fit a [{rows}, {cols}] weight (expects [batch, {cols}])");
@@ -45,6 +45,7 @@ public static partial class F
         if (node is not null)
         {
             var savedX = node.Save(xT);
+            KeepValues(node, weight);
             node.Backward = g =>
             {
                 using var gT0 = g.Transpose(0, 1);
@@ -75,22 +76,22 @@ public static partial class F
     }
 
     /// <summary>
-    /// 2-D convolution (as <see cref="Conv2d"/>) of x [N, C, H, W] with a block-sparse weight W [OutC, C·K·K] (the
+    /// 2-D convolution (as <see cref="Conv2d(Tensor, Tensor, Tensor?, int, int, int)"/>) of x [N, C, H, W] with a block-sparse weight W [OutC, C·K·K] (the
     /// dense [OutC, C, K, K] flattened): im2col columns of a few images at a time, then the sparse product, so the
     /// dense weight is never formed. Backward: dx through Wᵀ and col2im, the values' gradient by SDDMM on the pattern
     /// only, summed over the image chunks. The columns are Workspace, recomputed in backward from the saved input.
     /// </summary>
     /// <exception cref="ShapeMismatchException">Shapes, dtypes or devices of x, the weight or the bias disagree.</exception>
-    public static Tensor SparseConv2d(Tensor x, SparseWeight weight, int kernel, Tensor? bias = null, int stride = 1, int padding = 0, int dilation = 1)
+    public static Tensor SparseConv2d(Tensor x, SparseOperand weight, int kernel, Tensor? bias = null, int stride = 1, int padding = 0, int dilation = 1)
         => SparseConv2d(x, weight, kernel, bias, stride, padding, dilation, growth: null);
 
-    /// <summary><see cref="SparseConv2d(Tensor, SparseWeight, int, Tensor?, int, int, int)"/> that also answers a
+    /// <summary><see cref="SparseConv2d(Tensor, SparseOperand, int, Tensor?, int, int, int)"/> that also answers a
     /// regrowth request during backward.</summary>
-    internal static Tensor SparseConv2d(Tensor x, SparseWeight weight, int kernel, Tensor? bias, int stride, int padding, int dilation,
+    internal static Tensor SparseConv2d(Tensor x, SparseOperand weight, int kernel, Tensor? bias, int stride, int padding, int dilation,
         (GrowthScores Scores, CsrPattern Pattern)? growth)
     {
         const string op = "SparseConv2d";
-        var view = SparseOperand(op, x, weight);
+        var view = CsrOperand(op, x, weight);
         Check.Rank(op, x, 4, "input");
         if (kernel < 1 || weight.Cols != x.Shape[1] * kernel * kernel)
             throw new ShapeMismatchException($"{op}: input {x.Describe()} with kernel {kernel} has {x.Shape[1]}·{kernel}·{kernel} patch values, the [{weight.Rows}, {weight.Cols}] weight expects {weight.Cols}");
@@ -118,6 +119,7 @@ public static partial class F
         if (node is not null)
         {
             var savedX = node.Save(xc);
+            KeepValues(node, weight);
             node.Backward = g =>
             {
                 using var gc = g.Contiguous();
@@ -156,7 +158,7 @@ public static partial class F
     }
 
     /// <summary>Validates a sparse weight against the input's device and dtype and gives its kernel view.</summary>
-    private static CsrView SparseOperand(string op, Tensor x, SparseWeight w)
+    private static CsrView CsrOperand(string op, Tensor x, SparseOperand w)
     {
         foreach (var t in new[] { x, w.RowPtr, w.ColIdx, w.Values })
         {
@@ -173,6 +175,14 @@ public static partial class F
         Check.Rank(op, w.ColIdx, 1, "column indices");
         Check.Shape(op, w.Values, new Shape(w.ColIdx.Shape[0] * w.Block * w.Block), $"values ({w.Block}² per stored block)");
         return new CsrView(w.Rows / w.Block, w.Cols / w.Block, w.ColIdx.Shape[0], w.RowPtr.View.Data, w.ColIdx.View.Data, w.Values.View.Data, w.Block);
+    }
+
+    /// <summary>Keeps transient values (a composition's dequantized values) alive for the backward, which reads them
+    /// through the kernel view; a parameter's values live anyway.</summary>
+    private static void KeepValues(Autograd.GradNode node, SparseOperand weight)
+    {
+        if (!weight.Values.IsLeaf)
+            node.Save(weight.Values);
     }
 
     /// <summary>y + bias viewed as <paramref name="shape"/> (broadcast), or y itself without a bias.</summary>

@@ -97,12 +97,13 @@ public class Adam : Optimizer
     /// <summary>Which parameters weight decay applies to (null: all), e.g. <see cref="MatricesOnly"/>.</summary>
     public Func<Tensor, bool>? Decay { get; }
 
-    /// <summary>Decay for weight matrices, embeddings and kernels (rank ≥ 2), not for biases and normalisation gains
-    /// and shifts (rank 1): the usual transformer recipe.</summary>
+    /// <summary>Decay for weight matrices, embeddings and kernels in any format (a sparse weight's stored values and
+    /// low-rank factors too, whatever their tensor rank), not for biases and normalisation gains and shifts (rank 1
+    /// tensors that are no layer's weight): the usual transformer recipe.</summary>
     public static bool MatricesOnly(Tensor parameter)
     {
         ArgumentNullException.ThrowIfNull(parameter);
-        return parameter.GradShape.Rank >= 2;
+        return parameter.OfWeight || parameter.GradShape.Rank >= 2;
     }
 
     /// <inheritdoc/>

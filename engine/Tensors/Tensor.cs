@@ -59,10 +59,6 @@ public sealed partial class Tensor : IDisposable
     /// <summary>Where it lives.</summary>
     public Device Device { get; }
 
-    /// <summary>Storage format of the tensor itself: always <see cref="TensorFormat.Dense"/>; a layer with a sparse
-    /// weight holds its values as a dense [stored] tensor beside its pattern (see <see cref="Nn.SparseLayer"/>).</summary>
-    public TensorFormat Format => TensorFormat.Dense;
-
     /// <summary>Optional name (parameters carry their module path).</summary>
     public string? Name { get; set; }
 
@@ -116,6 +112,10 @@ public sealed partial class Tensor : IDisposable
 
     /// <summary>For the packed codes of a master-free quantized weight: the weight it packs; null otherwise.</summary>
     internal Formats.PackedWeight? Packing { get; set; }
+
+    /// <summary>True for the trained parts of a layer weight in any format (a sparse weight's values, low-rank
+    /// factors, codes), which are matrices whatever their tensor rank.</summary>
+    internal bool OfWeight { get; set; }
 
     /// <summary>The shape a gradient of this tensor has: its own, or the logical weight's for packed codes.</summary>
     internal Shape GradShape => Packing?.LogicalShape ?? Shape;

@@ -1,18 +1,19 @@
+using Frugal.Formats;
 using Frugal.Nn;
 using Frugal.Optim;
 
 namespace Frugal.Training.LowRank;
 
 /// <summary>
-/// Rank reduction during training: at each given step every <see cref="LowRankLayer"/> of the model keeps a
+/// Rank reduction during training: at each given step every low-rank weight (<see cref="LowRankWeight"/>) of the model keeps a
 /// fraction of its initial rank (at least 1), dropping its smallest singular directions with
-/// <see cref="LowRankLayer.Truncate"/>; the optimizer's state is carried over. Call <see cref="Step"/> after each
+/// <see cref="LowRankWeight.Truncate"/>; the optimizer's state is carried over. Call <see cref="Step"/> after each
 /// optimizer step and ZeroGrad.
 /// </summary>
 public sealed class RankSchedule
 {
     private readonly Optimizer _optimizer;
-    private readonly (LowRankLayer Layer, int Initial)[] _layers;
+    private readonly (LowRankWeight Layer, int Initial)[] _layers;
     private readonly SortedDictionary<long, double> _points = [];
 
     /// <summary>At step <c>Step</c> (1-based, counted by <see cref="Step"/>), keep the fraction <c>Keep</c> of each
@@ -24,7 +25,7 @@ public sealed class RankSchedule
         ArgumentNullException.ThrowIfNull(optimizer);
         ArgumentNullException.ThrowIfNull(points);
         _optimizer = optimizer;
-        _layers = [.. model.Modules().OfType<LowRankLayer>().Select(l => (l, l.Rank))];
+        _layers = [.. model.Weights().Select(w => w.Weight).OfType<LowRankWeight>().Select(l => (l, l.Rank))];
         if (_layers.Length == 0)
             throw new ArgumentException($"RankSchedule: {model.GetType().Name} has no low-rank layer (give it a lowrank format)");
         foreach (var (step, keep) in points)

@@ -5,7 +5,7 @@ using Frugal.Optim;
 namespace Frugal.Training.Sparsity;
 
 /// <summary>
-/// Dynamic sparse training over a model's <see cref="SparseLayer"/>s (CSR or BSR; for BSR every entry below is a
+/// Dynamic sparse training over a model's sparse weights (<see cref="SparseWeight"/>) (CSR or BSR; for BSR every entry below is a
 /// block and a block's magnitude is the L1 norm of its values): every <c>updateEvery</c> steps until
 /// <c>endStep</c>, each layer drops the fraction of its stored entries with the smallest magnitudes and regrows
 /// entries at empty positions chosen by the method. The drop fraction decays with a cosine from
@@ -21,7 +21,7 @@ public abstract class DynamicSparsity
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(optimizer);
         var name = GetType().Name;
-        Layers = [.. model.Modules().OfType<SparseLayer>()];
+        Layers = [.. model.Weights().Select(w => w.Weight).OfType<SparseWeight>()];
         if (Layers.Count == 0)
             throw new ArgumentException($"{name}: {model.GetType().Name} has no sparse layer to update (give its Linear or Conv2d layers a csr or bsr format)");
         if (updateEvery <= 0 || endStep <= 0 || !(dropFraction > 0 && dropFraction < 1))
@@ -30,7 +30,7 @@ public abstract class DynamicSparsity
     }
 
     /// <summary>The sparse layers updated.</summary>
-    protected IReadOnlyList<SparseLayer> Layers { get; }
+    protected IReadOnlyList<SparseWeight> Layers { get; }
 
     /// <summary>The optimizer whose state follows the patterns.</summary>
     protected Optimizer Optimizer { get; }
@@ -57,7 +57,7 @@ public abstract class DynamicSparsity
     public bool IsUpdateStep(long step) => step % UpdateEvery == 0 && step < EndStep;
 
     /// <summary>How many entries a layer drops at drop fraction <paramref name="fraction"/>.</summary>
-    protected static int DropCount(SparseLayer layer, double fraction) => (int)Math.Round(fraction * layer.Pattern.Nnz);
+    protected static int DropCount(SparseWeight layer, double fraction) => (int)Math.Round(fraction * layer.Pattern.Nnz);
 
     /// <summary>Continues from a checkpoint taken after <paramref name="steps"/> steps and <paramref name="updates"/>
     /// pattern updates (the patterns themselves are in the model), preparing the next step if it updates.</summary>
@@ -103,12 +103,12 @@ public abstract class DynamicSparsity
 
     /// <summary>The flat positions (row · cols + col of the pattern's grid) where <paramref name="count"/> entries
     /// regrow, none of them in <paramref name="occupied"/> (the surviving entries).</summary>
-    protected abstract IReadOnlyCollection<long> Regrow(SparseLayer layer, int count, HashSet<long> occupied);
+    protected abstract IReadOnlyCollection<long> Regrow(SparseWeight layer, int count, HashSet<long> occupied);
 
     /// <summary>The empty positions of largest dense-gradient score that the layer's last backward found (RigL,
     /// SNFS), best first, at most <paramref name="count"/>.</summary>
     /// <exception cref="InvalidOperationException">No scores were computed for this update step.</exception>
-    protected static IReadOnlyCollection<long> RegrowByGradient(SparseLayer layer, int count, HashSet<long> occupied, string method)
+    protected static IReadOnlyCollection<long> RegrowByGradient(SparseWeight layer, int count, HashSet<long> occupied, string method)
     {
         var scores = layer.PendingGrowth;
         layer.PendingGrowth = null;
@@ -117,7 +117,7 @@ public abstract class DynamicSparsity
         return [.. scores.Candidates.Select(c => c.Flat).Where(f => !occupied.Contains(f)).Take(count)];
     }
 
-    private void Update(SparseLayer layer, int drop, int grow)
+    private void Update(SparseWeight layer, int drop, int grow)
     {
         var pattern = layer.Pattern;
         var nnz = pattern.Nnz;
@@ -166,7 +166,7 @@ public sealed class Set(Module model, Optimizer optimizer, int updateEvery, doub
     private readonly Random _random = new(seed);
 
     /// <inheritdoc/>
-    protected override IReadOnlyCollection<long> Regrow(SparseLayer layer, int count, HashSet<long> occupied)
+    protected override IReadOnlyCollection<long> Regrow(SparseWeight layer, int count, HashSet<long> occupied)
     {
         var size = (long)layer.Pattern.Rows * layer.Pattern.Cols;
         var grown = new HashSet<long>();
@@ -194,7 +194,7 @@ public sealed class RigL(Module model, Optimizer optimizer, int updateEvery, dou
     }
 
     /// <inheritdoc/>
-    protected override IReadOnlyCollection<long> Regrow(SparseLayer layer, int count, HashSet<long> occupied)
+    protected override IReadOnlyCollection<long> Regrow(SparseWeight layer, int count, HashSet<long> occupied)
         => RegrowByGradient(layer, count, occupied, nameof(RigL));
 }
 
@@ -274,10 +274,10 @@ public sealed class Snfs : DynamicSparsity
     }
 
     /// <inheritdoc/>
-    protected override IReadOnlyCollection<long> Regrow(SparseLayer layer, int count, HashSet<long> occupied)
+    protected override IReadOnlyCollection<long> Regrow(SparseWeight layer, int count, HashSet<long> occupied)
         => RegrowByGradient(layer, count, occupied, nameof(Snfs));
 
-    private double MeanMomentum(SparseLayer layer)
+    private double MeanMomentum(SparseWeight layer)
     {
         var m = Optimizer.MomentumOf(layer.Values);
         if (m is null)

@@ -10,8 +10,20 @@ namespace Frugal.Training.Sparsity;
 /// </summary>
 public static class Snip
 {
+    private static Tensor Copy(Tensor t)
+    {
+        var copy = Tensor.Empty(t.Shape, t.DType, t.Device);
+        using (Autograd.Autograd.NoGrad())
+            F.CopyInto(copy, t);
+        return copy;
+    }
+
+    private static Tensor DenseValue(Weight weight, Module layer) => weight is DenseWeight d
+        ? d.Value
+        : throw new ArgumentException($"SNIP: {layer} is not dense; SNIP prunes dense layers");
+
     /// <summary>Replaces every <see cref="Linear"/> and <see cref="Conv2d"/> of <paramref name="layers"/> whose
-    /// density is below 1 by its SNIP-pruned <see cref="SparseLinear"/> or <see cref="SparseConv2d"/> in
+    /// density is below 1 by the same layer with its SNIP-pruned weight (a <see cref="SparseWeight"/>) in
     /// <paramref name="format"/> (the dense layer is disposed); the gradients of the loss on one batch must already
     /// be in the weights' <c>Grad</c>, and are dropped from the layers kept dense. <paramref name="densities"/> gives
     /// one density per weight layer, in order. Returns the layers to train.</summary>
@@ -43,7 +55,7 @@ public static class Snip
                 result.Add(layer);
                 continue;
             }
-            var weight = layer is Linear l ? l.Weight : ((Conv2d)layer).Weight;
+            var weight = layer is Linear l ? DenseValue(l.Weight, layer) : DenseValue(((Conv2d)layer).Weight, layer);
             var grad = weight.Grad ?? throw new ArgumentException($"SNIP: {weight.Describe()} has no gradient: run a forward and backward on a batch first");
             var (rows, cols) = (weight.Shape[0], (int)(weight.Numel / weight.Shape[0]));
             var w = weight.ToArray<float>();
@@ -53,7 +65,10 @@ public static class Snip
                 sensitivity[k] = w[k] * g[k];
             var scores = f.BlockScores(sensitivity, rows, cols, Math.Abs);
             var pattern = CsrPattern.TopScores(scores, rows / f.Block, cols / f.Block, density);
-            result.Add(layer is Linear dense ? SparseLinear.FromDense(dense, pattern, f) : SparseConv2d.FromDense((Conv2d)layer, pattern, f));
+            var sparse = SparseWeight.FromDense(weight, pattern, f);
+            var bias = layer is Linear lb ? lb.Bias : ((Conv2d)layer).Bias;
+            var biasCopy = bias is null ? null : Copy(bias);
+            result.Add(layer is Conv2d conv ? new Conv2d(sparse, biasCopy, conv.Options) : new Linear(sparse, biasCopy));
             layer.Dispose();
         }
         return result;

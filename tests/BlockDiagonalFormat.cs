@@ -74,14 +74,6 @@ public sealed class BlockDiagonalWeight : Weight
     }
 
     /// <inheritdoc/>
-    /// <remarks>W = (I · Wᵀ)ᵀ through the weight's own product, so the gradient is the product's.</remarks>
-    public override Tensor ToDense()
-    {
-        var identity = new float[(long)Cols * Cols];
-        for (var i = 0; i < Cols; i++)
-            identity[(long)i * Cols + i] = 1;
-        using var scope = TensorScope.Begin();
-        var eye = Tensor.FromArray(identity, new Shape(Cols, Cols), Blocks.Device);
-        return LinearMatrix(eye, null).Transpose(0, 1).Contiguous().MoveToOuter();
-    }
+    /// <remarks>Through the weight's own product, so the gradient is the product's.</remarks>
+    public override Tensor ToDense() => DenseThrough(eye => LinearMatrix(eye, null));
 }

@@ -28,9 +28,7 @@ public sealed record LowRankWeightFormat : WeightFormat
     public int RankFor(int rows, int cols) => Rank ?? LowRankFormat.RankFor(rows, cols, Fraction);
 
     /// <inheritdoc/>
-    public override WeightFormat StoredAs(WeightFormat values) => values is QuantizedWeightFormat { ActivationBits: 0 } q
-        ? this with { QuantizedFactors = q }
-        : throw new NotSupportedException($"lowrank: the factors can be quantized (q8, q4, q2, q1, without input quantization), not {values}");
+    public override WeightFormat StoredAs(WeightFormat values) => this with { QuantizedFactors = QuantizedWeightFormat.ForStoredValues("lowrank", values) };
 
     /// <inheritdoc/>
     public override bool Fits(Shape shape)
@@ -186,30 +184,26 @@ public sealed class LowRankWeight : Weight
         var t = LowRankFormat.Truncation(Array.ConvertAll(u.ToArray<float>(), x => (double)x), Array.ConvertAll(vt.ToArray<float>(), x => (double)x), Rows, Cols, Rank, rank);
         var (uShape, vtShape) = FactorShapes(rank);
         var device = u.Device;
-        var newU = Replace(U, "_u", () => Tensor.FromArray(Array.ConvertAll(t.U, x => (float)x), uShape, device));
-        var newVt = Replace(Vt, "_vt", () => Tensor.FromArray(Array.ConvertAll(t.Vt, x => (float)x), vtShape, device));
+        var newU = NewDenseWeight("_u", () => Tensor.FromArray(Array.ConvertAll(t.U, x => (float)x), uShape, device));
+        var newVt = NewDenseWeight("_vt", () => Tensor.FromArray(Array.ConvertAll(t.Vt, x => (float)x), vtShape, device));
         int r = Rank, k = rank, rows = Rows, cols = Cols;
         optimizer?.ReplaceParameter(u, newU.Value, (m, squared) => LowRankFormat.Product(m, squared ? Squared(t.TvT) : t.TvT, rows, r, k));
         optimizer?.ReplaceParameter(vt, newVt.Value, (m, squared) => LowRankFormat.Product(squared ? Squared(t.TuT) : t.TuT, m, k, r, cols));
-        (U, Vt) = (newU, newVt);
-        Rank = k;
-        DisposeRetired();
+        SwapFactors(newU, newVt);
         return t.Discarded;
 
         static double[] Squared(double[] m) => Array.ConvertAll(m, x => x * x);
     }
 
-    /// <summary>A new dense factor made by <paramref name="create"/> in place of <paramref name="old"/> (disposed
-    /// after its state moved: the caller disposes it through the swap).</summary>
-    private DenseWeight Replace(Weight old, string suffix, Func<Tensor> create)
+    /// <summary>Puts new factors in place (once the optimizer's state has moved to them) and frees the old ones.</summary>
+    private void SwapFactors(DenseWeight u, DenseWeight vt)
     {
-        var factor = new DenseWeight(NewPart(suffix, true, create));
-        factor.Rename(Name + suffix);
-        _retired.Add(old);
-        return factor;
+        var (oldU, oldVt) = (U, Vt);
+        (U, Vt) = (u, vt);
+        Rank = checked((int)(u.Value.Numel / Rows));
+        oldU.Dispose();
+        oldVt.Dispose();
     }
-
-    private readonly List<Weight> _retired = [];
 
     /// <inheritdoc/>
     /// <remarks>With F32 factors the stored factors may have another rank (a rank schedule lowered it); both must be
@@ -233,13 +227,11 @@ public sealed class LowRankWeight : Weight
         }
         var (u, vt) = DenseFactors;
         var device = u.Device;
-        var newU = Replace(U, "_u", () => file.ToTensor(u.Name!, device));
-        var newVt = Replace(Vt, "_vt", () => file.ToTensor(vt.Name!, device));
+        var newU = NewDenseWeight("_u", () => file.ToTensor(u.Name!, device));
+        var newVt = NewDenseWeight("_vt", () => file.ToTensor(vt.Name!, device));
         optimizer?.Forget(u, newU.Value);
         optimizer?.Forget(vt, newVt.Value);
-        (U, Vt) = (newU, newVt);
-        Rank = (int)(newU.Value.Numel / Rows);
-        DisposeRetired();
+        SwapFactors(newU, newVt);
     }
 
     /// <inheritdoc/>
@@ -287,13 +279,6 @@ public sealed class LowRankWeight : Weight
         return discarded;
     }
 
-    private void DisposeRetired()
-    {
-        foreach (var w in _retired)
-            w.Dispose();
-        _retired.Clear();
-    }
-
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
@@ -301,7 +286,6 @@ public sealed class LowRankWeight : Weight
         {
             U.Dispose();
             Vt.Dispose();
-            DisposeRetired();
         }
         base.Dispose(disposing);
     }

@@ -40,6 +40,16 @@ public sealed record QuantizedWeightFormat : WeightFormat
             ? this with { ActivationBits = bits }
             : throw new ArgumentOutOfRangeException(nameof(bits), $"quantized: activation bits must be 1..7 (0: not quantized), got {bits}");
 
+    /// <summary><paramref name="values"/> as the format of a structured weight's stored values (a composition):
+    /// a quantized format without input quantization.</summary>
+    /// <exception cref="NotSupportedException">Another format, or one with input quantization, naming both.</exception>
+    internal static QuantizedWeightFormat ForStoredValues(string structure, WeightFormat values) => values switch
+    {
+        QuantizedWeightFormat { ActivationBits: 0 } q => q,
+        QuantizedWeightFormat q => throw new NotSupportedException($"{structure}: stored values are quantized without input quantization (drop :a{q.ActivationBits} from {q})"),
+        _ => throw new NotSupportedException($"{structure}: stored values can be quantized (q8, q4, q2, q1), not {values}"),
+    };
+
     /// <inheritdoc/>
     public override string Key => Mode == QuantMode.Latent ? $"{Layout.Name}-latent" : Layout.Name;
 
@@ -138,17 +148,17 @@ public sealed class QuantizedWeight : Weight
         Codes = NewPart("", true, () => Tensor.Zeros(new Shape(checked((int)Layout.CodeBytes(StoredRows, StoredCols))), DType.U8, device));
         var initSeed = Nn.Init.NextSeed();
         var packing = new PackedWeight(new QuantizedOperand(Codes, Scales, Layout, StoredRows, StoredCols, Group), shape.Rank == 1 ? stored : shape, Nn.Init.NextSeed());
-        var padded = shape.Numel;
+        var logical = shape.Numel;
         using (MemoryContext.Use(MemoryCategory.Workspace, Name))
         {
             packing.Initialize(Optim.Optimizer.ChunkValues, Optim.Adam.StateBlock, (values, first) =>
             {
                 init.Fill(values, initSeed, (ulong)first);
                 // The padding of a vector stays zero.
-                if (first + values.Numel > padded)
+                if (first + values.Numel > logical)
                 {
                     using var flat = values.Reshape(-1);
-                    var from = (int)Math.Max(0, padded - first);
+                    var from = (int)Math.Max(0, logical - first);
                     using var tail = flat.Narrow(0, from, (int)(values.Numel - from));
                     using var zero = Tensor.Zeros(tail.Shape, DType.F32, values.Device);
                     F.CopyInto(tail, zero);

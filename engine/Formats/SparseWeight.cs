@@ -31,9 +31,7 @@ public sealed record SparseWeightFormat : WeightFormat
     public override WeightFormat WithDensity(double density) => new SparseWeightFormat(Layout, CheckDensity(density), QuantizedValues);
 
     /// <inheritdoc/>
-    public override WeightFormat StoredAs(WeightFormat values) => values is QuantizedWeightFormat q
-        ? this with { QuantizedValues = q.WithActivationBits(0) is QuantizedWeightFormat plain && plain == q ? q : throw new NotSupportedException($"{this}: the stored values of a sparse weight are quantized without input quantization (drop :a{q.ActivationBits})") }
-        : throw new NotSupportedException($"{Layout.Name}: stored values can be quantized (q8, q4, q2, q1), not {values}");
+    public override WeightFormat StoredAs(WeightFormat values) => this with { QuantizedValues = QuantizedWeightFormat.ForStoredValues(Layout.Name, values) };
 
     /// <inheritdoc/>
     public override bool Fits(Shape shape) => shape.Rank >= 2 && Layout.Fits(shape[0], checked((int)(shape.Numel / shape[0])));
@@ -162,19 +160,9 @@ public sealed class SparseWeight : Weight
     }
 
     /// <inheritdoc/>
-    /// <remarks>W = (I · Wᵀ)ᵀ through the sparse product, so the values' gradient is the sparse kernels' own
-    /// (SDDMM on the pattern): a Cols × Cols identity, for checks and formats' fallbacks only.</remarks>
-    public override Tensor ToDense() => WithValues(w =>
-    {
-        var identity = new float[(long)Cols * Cols];
-        for (var i = 0; i < Cols; i++)
-            identity[(long)i * Cols + i] = 1;
-        using var eye = Tensor.FromArray(identity, new Shape(Cols, Cols), RowPtr.Device);
-        using var wT = F.SparseLinear(eye, w, null, null);
-        using var t = wT.Transpose(0, 1);
-        using var c = t.Contiguous();
-        return c.Reshape(Shape.Dims);
-    });
+    /// <remarks>Through the sparse product (<see cref="Weight.DenseThrough"/>), so the values' gradient is the sparse
+    /// kernels' own (SDDMM on the pattern).</remarks>
+    public override Tensor ToDense() => WithValues(w => DenseThrough(eye => F.SparseLinear(eye, w, null, null)));
 
     /// <summary>
     /// Replaces the pattern, moving the values (and, when given, the optimizer's state of <see cref="Values"/>): new
@@ -222,8 +210,7 @@ public sealed class SparseWeight : Weight
             else
             {
                 var device = valuesTensor.Device;
-                var replacement = new DenseWeight(NewPart("", true, () => Tensor.FromArray(moved, new Shape(moved.Length), device)));
-                replacement.Rename(Name);
+                var replacement = NewDenseWeight("", () => Tensor.FromArray(moved, new Shape(moved.Length), device));
                 optimizer?.ReplaceParameter(valuesTensor, replacement.Value, valueMap);
                 _values.Dispose();
                 _values = replacement;
@@ -263,8 +250,7 @@ public sealed class SparseWeight : Weight
         if (_values is DenseWeight d && pattern.Nnz != Pattern.Nnz)
         {
             var device = d.Value.Device;
-            var replacement = new DenseWeight(NewPart("", true, () => file.ToTensor(Name, device)));
-            replacement.Rename(Name);
+            var replacement = NewDenseWeight("", () => file.ToTensor(Name, device));
             optimizer?.Forget(d.Value, replacement.Value);
             _values.Dispose();
             _values = replacement;

@@ -125,6 +125,20 @@ public abstract class Weight : IDisposable
     /// reference every fast product is tested against, and the fallback of products a format has no kernel for.</summary>
     public abstract Tensor ToDense();
 
+    /// <summary>W = (I · Wᵀ)ᵀ: the dense weight through a product <paramref name="linear"/>(x) = x · Wᵀ, so its
+    /// gradient is the product's own (a Cols × Cols identity: for checks and fallbacks, never in training), on the
+    /// device of the weight's parts.</summary>
+    protected Tensor DenseThrough(Func<Tensor, Tensor> linear)
+    {
+        ArgumentNullException.ThrowIfNull(linear);
+        var identity = new float[(long)Cols * Cols];
+        for (var i = 0; i < Cols; i++)
+            identity[(long)i * Cols + i] = 1;
+        using var scope = TensorScope.Begin();
+        var eye = Tensor.FromArray(identity, new Shape(Cols, Cols), Parts.First().Tensor.Device);
+        return linear(eye).Transpose(0, 1).Contiguous().Reshape(Shape.Dims).MoveToOuter();
+    }
+
     /// <summary>y [..., Rows] = x [..., Cols] · Wᵀ (+ bias). Leading dimensions fold into the batch.</summary>
     /// <exception cref="ShapeMismatchException">x does not end in Cols.</exception>
     public virtual Tensor Linear(Tensor x, Tensor? bias)
@@ -225,6 +239,15 @@ public abstract class Weight : IDisposable
             t.OfWeight = true;
         }
         return t;
+    }
+
+    /// <summary>An inner dense weight (a composition's F32 values or factors) holding the tensor
+    /// <paramref name="create"/> makes as a trained part named after this weight and <paramref name="suffix"/>.</summary>
+    protected DenseWeight NewDenseWeight(string suffix, Func<Tensor> create)
+    {
+        var inner = new DenseWeight(NewPart(suffix, true, create));
+        inner.Rename(Name + suffix);
+        return inner;
     }
 
     /// <summary>Gives the weight its dotted name (a layer does, when it registers the weight or moves in a model),

@@ -77,9 +77,6 @@ public abstract class Module : IDisposable
         return weight;
     }
 
-    /// <summary>The weights this module holds, by name.</summary>
-    protected IEnumerable<(string Name, Weight Weight)> OwnWeights() => _weights.Select(w => (w.Name, w.Value));
-
     /// <summary>Registers a child module under <paramref name="name"/>.</summary>
     protected T RegisterModule<T>(string name, T module) where T : Module
     {

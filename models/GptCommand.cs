@@ -171,7 +171,7 @@ internal static class GptCommand
     /// <summary>Mean loss over 8 fixed validation batches, without recording autograd.</summary>
     private static double ValidationLoss(Gpt model, TextCorpus corpus, int batch, int context, Device device)
     {
-        using var noGrad = Autograd.Autograd.NoGrad();
+        using var noGrad = Autograd.NoGrad();
         double sum = 0;
         for (var i = 0; i < 8; i++)
         {
@@ -216,7 +216,7 @@ internal static class GptCommand
         RunCheckpoint.Load(path, model, null, "checkpoint");
         model.Eval();
         var text = new List<byte>(Encoding.UTF8.GetBytes(args.String("prompt", "\n")));
-        using var noGrad = Autograd.Autograd.NoGrad();
+        using var noGrad = Autograd.NoGrad();
         for (var n = 0; n < tokens; n++)
         {
             using var scope = TensorScope.Begin();

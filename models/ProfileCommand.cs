@@ -167,7 +167,7 @@ internal static class ProfileCommand
                 {
                     profiler.Mark($"step {step + 1} forward");
                     Tensor logits;
-                    using (precision is { } p ? Autograd.Autocast.Enable(p) : default(Autograd.Autocast.Scope?))
+                    using (precision is { } p ? Autocast.Enable(p) : default(Autocast.Scope?))
                         logits = model.Forward(x);
                     var loss = workload.Loss(logits, y);
                     profiler.Mark($"step {step + 1} backward");

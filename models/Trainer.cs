@@ -25,7 +25,7 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
     /// loss here.</summary>
     public Func<Tensor, Tensor, Tensor, Tensor>? Loss { get; init; }
 
-    /// <summary>BF16 or F16 for mixed precision (<see cref="Autograd.Autocast"/>), null for F32.</summary>
+    /// <summary>BF16 or F16 for mixed precision (<see cref="Autocast"/>), null for F32.</summary>
     public DType? Precision { get; init; }
 
     /// <summary>Loss scaling (F16): the loss is scaled before backward and steps that overflow are skipped.</summary>
@@ -76,7 +76,7 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
             using (var scope = TensorScope.Begin())
             {
                 Tensor logits;
-                using (Precision is { } p ? Autograd.Autocast.Enable(p) : default(Autograd.Autocast.Scope?))
+                using (Precision is { } p ? Autocast.Enable(p) : default(Autocast.Scope?))
                     logits = model.Forward(x);
                 using (logits)
                 using (var loss = Loss is null ? F.CrossEntropy(logits, y) : Loss(x, logits, y))
@@ -118,7 +118,7 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
     public double Evaluate(ImageDataset data, int batchSize = 1000)
     {
         model.Eval();
-        using var noGrad = Autograd.Autograd.NoGrad();
+        using var noGrad = Autograd.NoGrad();
         long correct = 0;
         foreach (var (x, y) in data.Batches(batchSize, device: device))
         {

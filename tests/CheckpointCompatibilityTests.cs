@@ -43,7 +43,7 @@ public class CheckpointCompatibilityTests
         using var opt = new Adam(m.Parameters(), 1e-2, stateBits: format == "q4" ? 8 : 32);
         var meta = Checkpoints.Load(Fixture($"{model}-{format.Replace(':', '_')}"), m, opt);
         Assert.Equal(3, opt.StepCount);
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             using var x = Tensor.Uniform(model == "mlp" ? new Shape(8, 64) : new Shape(8, 1, 8, 8), -1, 1, 999, device: device);
             using var y = m.Forward(x);
@@ -60,7 +60,7 @@ public class CheckpointCompatibilityTests
         using var m = new Gpt(config, device);
         using var opt = new AdamW(m.Parameters(), 1e-2);
         var meta = Checkpoints.Load(Fixture("gpt-csr_q4_lowrank"), m, opt);
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             using var x = Tensor.FromArray(Enumerable.Range(0, 16).Select(i => (i * 3 + 1) % 16).ToArray(), new Shape(2, 8), device);
             using var y = m.Forward(x);

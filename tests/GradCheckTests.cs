@@ -1,4 +1,3 @@
-using Frugal.Autograd;
 using Frugal.Backends;
 using static Frugal.Tests.TestUtil;
 

@@ -442,7 +442,7 @@ public class LifetimeTests
                 using var h = F.Linear(i[0], w);
                 return h.Tanh();
             }
-            using (var h = checkpoint ? Autograd.Checkpoint.Run(Layer, x) : Layer([x]))
+            using (var h = checkpoint ? Checkpoint.Run(Layer, x) : Layer([x]))
             using (var loss = h.Sum())
                 loss.Backward();
             var g = w.Grad!.ToArray<float>();
@@ -507,18 +507,18 @@ public class LifetimeTests
     {
         var device = Device.CreateCpu("nograd");
         using var w = Param(device, new Shape(8), 1, "w");
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
-            Assert.False(Autograd.Autograd.IsEnabled);
+            Assert.False(Autograd.IsEnabled);
             using var y = w.Tanh();
             Assert.False(y.RequiresGrad);
             Assert.True(y.IsLeaf);
             Assert.Equal(32, device.Allocator.Current(MemoryCategory.Activation));
-            using (Autograd.Autograd.NoGrad())
-                Assert.False(Autograd.Autograd.IsEnabled);
-            Assert.False(Autograd.Autograd.IsEnabled);
+            using (Autograd.NoGrad())
+                Assert.False(Autograd.IsEnabled);
+            Assert.False(Autograd.IsEnabled);
         }
-        Assert.True(Autograd.Autograd.IsEnabled);
+        Assert.True(Autograd.IsEnabled);
         Assert.Equal(0, device.Allocator.Current(MemoryCategory.Activation));
     }
 

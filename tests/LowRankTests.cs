@@ -213,7 +213,7 @@ public class LowRankTests
         using var dense = new Linear(30, 20);
         using var low = new Linear(30, 20, WeightFormat.LowRank(20));   // full rank: exact
         Assert.Equal(0, ((LowRankWeight)low.Weight).CopyFromDense(dense.Weight.Value()), 1e-6);
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
             F.CopyInto(low.Bias!, dense.Bias!);
         using var w = DenseCopy(low.Weight);
         AssertClose(Values(dense.Weight.Value()), Values(w), 1e-5, 1e-4, "full-rank conversion");

@@ -1,4 +1,3 @@
-using Frugal.Autograd;
 using Frugal.Memory;
 
 namespace Frugal.Tests;
@@ -515,7 +514,7 @@ public class MemoryTests
     {
         using var x = Tensor.Ones(new Shape(3));
         x.RequiresGrad = true;
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             using var y = Checkpoint.Run(i => i[0].Exp(), x);
             Assert.False(y.RequiresGrad);

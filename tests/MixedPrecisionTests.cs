@@ -1,4 +1,3 @@
-using Frugal.Autograd;
 using Frugal.Memory;
 using Frugal.Nn;
 using Frugal.Optim;

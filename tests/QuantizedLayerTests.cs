@@ -147,7 +147,7 @@ public class QuantizedLayerTests
         for (var trial = 0; trial < Trials; trial++)
         {
             // The same weights and gradient each time; every step draws a fresh rounding stream.
-            using (Autograd.Autograd.NoGrad())
+            using (Autograd.NoGrad())
             {
                 F.CopyInto(weight.Codes!, codes);
                 F.CopyInto(weight.Scales!, scales);

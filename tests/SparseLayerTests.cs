@@ -77,7 +77,7 @@ public class SparseLayerTests
         using var scope = TensorScope.Begin();
         // The weight's differentiable dense fallback is the format's dense matrix in the logical shape.
         Assert.Equal(dw.Shape, sw.Shape);
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         using (var fallback = sw.ToDense())
         {
             Assert.Equal(dw.Shape, fallback.Shape);

@@ -1,4 +1,3 @@
-using Frugal.Autograd;
 
 namespace Frugal.Tests;
 
@@ -169,7 +168,7 @@ internal static class TestUtil
 
         // Numeric: central differences, one element at a time, without recording.
         var bad = new List<Mismatch>();
-        using var noGrad = Autograd.Autograd.NoGrad();
+        using var noGrad = Autograd.NoGrad();
         for (var i = 0; i < inputs.Length; i++)
         {
             for (var e = 0; e < data[i].Length; e++)
@@ -231,7 +230,7 @@ internal static class TestUtil
     public static Tensor DenseCopy(Frugal.Formats.Weight weight)
     {
         ArgumentNullException.ThrowIfNull(weight);
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             using var dense = weight.ToDense();
             return Tensor.FromArray(dense.ToArray<float>(), dense.Shape, dense.Device);

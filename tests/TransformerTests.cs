@@ -121,7 +121,7 @@ public class TransformerTests
         using var reference = new Gpt(config, dtype: DType.F64);
         Init.ManualSeed(5);
         using var model = new Gpt(config);
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             var refParams = reference.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter);
             foreach (var (name, p) in model.NamedParameters())

@@ -1,4 +1,4 @@
-namespace Frugal.Autograd;
+namespace Frugal;
 
 /// <summary>
 /// Mixed precision, autocast style: inside <see cref="Enable"/>, linear layers (<see cref="F.Linear(Tensor, Tensor, Tensor?)"/>) round their

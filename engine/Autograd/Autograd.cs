@@ -1,6 +1,6 @@
 using Frugal.Memory;
 
-namespace Frugal.Autograd;
+namespace Frugal;
 
 /// <summary>Define-by-run reverse-mode differentiation. Ops record a <see cref="GradNode"/> when autograd is
 /// enabled and an input requires a gradient; <see cref="Tensor.Backward()"/> runs the nodes in reverse topological

@@ -1,6 +1,6 @@
 using Frugal.Memory;
 
-namespace Frugal.Autograd;
+namespace Frugal;
 
 /// <summary>Gradient checkpointing: runs a function without recording its inner graph, saving only its inputs;
 /// backward recomputes it (with the same random draws) and back-propagates through the recomputed graph.

@@ -1,4 +1,4 @@
-namespace Frugal.Autograd;
+namespace Frugal;
 
 /// <summary>One recorded op: edges to its inputs (an upstream node, or a leaf to accumulate into), the tensors it
 /// saved for backward (aliases that keep their buffers alive, Activation memory), and its backward function.

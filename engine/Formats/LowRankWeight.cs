@@ -269,7 +269,7 @@ public sealed class LowRankWeight : Weight
         if (dense.Numel != (long)Rows * Cols)
             throw new ArgumentException($"{FormatName}: a dense weight {dense.Describe()} is not [{Rows}, {Cols}] values");
         var (fu, fvt, discarded) = TensorFormat.LowRank.FromDense(dense.ToArray<float>(), Rows, Cols, Rank);
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             using var tu = Tensor.FromArray(fu, u.Shape, u.Device);
             using var tv = Tensor.FromArray(fvt, vt.Shape, vt.Device);

@@ -162,7 +162,7 @@ public sealed class QuantizedFormat : TensorFormat
             throw new ArgumentException($"{this}: the data is {data.Format}");
         using var codes = Tensor.FromArray(data.Codes, new Shape(data.Codes.Length), Device.Cpu);
         using var scales = Tensor.FromArray(System.Runtime.InteropServices.MemoryMarshal.Cast<QuantScale, float>(data.Scales).ToArray(), new Shape(data.Scales.Length, 2), Device.Cpu);
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         using (var dense = F.Dequantize(new QuantizedOperand(codes, scales, data.Format.WithGroup(data.Group == data.Cols ? 0 : data.Group), data.Rows, data.Cols, data.Group), new Shape(data.Rows, data.Cols)))
             return dense.ToArray<float>();
     }

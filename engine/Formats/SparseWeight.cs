@@ -197,7 +197,7 @@ public sealed class SparseWeight : Weight
         }
         var old = valuesTensor.ToArray<float>();
         var moved = valueMap.Select(i => i < 0 ? 0f : old[i]).ToArray();
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             if (pattern.Nnz == Pattern.Nnz)
             {
@@ -296,7 +296,7 @@ public sealed class SparseWeight : Weight
         ArgumentNullException.ThrowIfNull(dense);
         if (dense.Numel != (long)Rows * Cols)
             throw new ArgumentException($"{FormatName} [{Rows}, {Cols}]: a dense weight {dense.Describe()} does not fit");
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             var values = Values;
             using var gathered = Tensor.FromArray(Layout.FromDense(dense.ToArray<float>(), Rows, Cols, Pattern), values.Shape, values.Device);

@@ -217,7 +217,7 @@ public abstract class Weight : IDisposable
         ArgumentNullException.ThrowIfNull(file);
         ArgumentNullException.ThrowIfNull(t);
         using var source = file.ToTensor(t.Name!, t.Device, MemoryCategory.Workspace);
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
             F.CopyInto(t, source);
     }
 

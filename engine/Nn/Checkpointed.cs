@@ -2,7 +2,7 @@ namespace Frugal.Nn;
 
 /// <summary>
 /// Gradient checkpointing as a module: runs <see cref="Inner"/> as one checkpoint segment
-/// (<see cref="Autograd.Checkpoint.Run"/>): forward keeps only the segment's input, backward recomputes the segment
+/// (<see cref="Checkpoint.Run"/>): forward keeps only the segment's input, backward recomputes the segment
 /// (with the same random draws) and differentiates through the recomputation. Activation memory of the segment is
 /// traded for a second forward pass; gradients are the same.
 /// </summary>
@@ -15,7 +15,7 @@ public sealed class Checkpointed : Module
     public Module Inner { get; }
 
     /// <inheritdoc/>
-    protected override Tensor OnForward(Tensor x) => Autograd.Checkpoint.Run(inputs => Inner.Forward(inputs[0]), x);
+    protected override Tensor OnForward(Tensor x) => Checkpoint.Run(inputs => Inner.Forward(inputs[0]), x);
 
     /// <inheritdoc/>
     public override string ToString() => $"Checkpointed({Inner})";

@@ -81,7 +81,7 @@ public sealed class CustomOp
 
     private void Record(Tensor[] inputs, Tensor y)
     {
-        var node = Autograd.Autograd.Record(y, Name, inputs);
+        var node = Autograd.Record(y, Name, inputs);
         if (node is null)
             return;
         if (_backward is null)

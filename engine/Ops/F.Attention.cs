@@ -37,7 +37,7 @@ public static partial class F
                 using var qi = q3.Narrow(0, i, 1);
                 using var ki = k3.Narrow(0, i, 1);
                 using var vi = v3.Narrow(0, i, 1);
-                parts[i] = Autograd.Checkpoint.Run(t => Attention(t[0], t[1], t[2], causal), qi, ki, vi);
+                parts[i] = Checkpoint.Run(t => Attention(t[0], t[1], t[2], causal), qi, ki, vi);
             }
             using var joined = Concat(parts, 0);
             return joined.Reshape([.. q.Shape.Dims[..^1], v.Shape[^1]]);

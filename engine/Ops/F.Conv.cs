@@ -24,11 +24,11 @@ public static partial class F
         using var bc = bias?.Contiguous();
         // Under autocast the input and weight are rounded to 16 bits (F32 accumulation) and only the 16-bit input is
         // kept for backward; the weight is referenced and rounded again there. The rounded F32 copies are Workspace.
-        var low = Autograd.Autocast.Current is { } l && x.DType == DType.F32 && weight.DType == DType.F32 ? l : (DType?)null;
+        var low = Autocast.Current is { } l && x.DType == DType.F32 && weight.DType == DType.F32 ? l : (DType?)null;
         Tensor? x16 = null, xr = null, wr = null;
         if (low is { } lowType)
         {
-            using var noGrad = Autograd.Autograd.NoGrad();
+            using var noGrad = Autograd.NoGrad();
             x16 = Cast(xc, lowType);
             using var work = Memory.MemoryContext.Use(Memory.MemoryCategory.Workspace, "autocast");
             xr = Cast(x16, DType.F32);
@@ -38,7 +38,7 @@ public static partial class F
         x.Backend.Conv2d(args, (xr ?? xc).View, (wr ?? wc).View, bc?.View ?? default, y.View);
         xr?.Dispose();
         wr?.Dispose();
-        var node = bias is null ? Autograd.Autograd.Record(y, "Conv2d", x, weight) : Autograd.Autograd.Record(y, "Conv2d", x, weight, bias);
+        var node = bias is null ? Autograd.Record(y, "Conv2d", x, weight) : Autograd.Record(y, "Conv2d", x, weight, bias);
         if (node is not null)
         {
             var sx = node.NeedsGrad(1) ? node.Save(x16 ?? xc) : null;
@@ -113,7 +113,7 @@ public static partial class F
         x.Backend.MaxPool2d(args, xc.View, y.View, argmax.View);
         using (argmax)
         {
-            var node = Autograd.Autograd.Record(y, "MaxPool2d", x);
+            var node = Autograd.Record(y, "MaxPool2d", x);
             if (node is not null)
             {
                 var sa = node.Save(argmax);
@@ -136,7 +136,7 @@ public static partial class F
         using var xc = x.Contiguous();
         var y = NewLike(new Shape(args.N, args.C, args.OutH, args.OutW), x);
         x.Backend.AvgPool2d(args, xc.View, y.View);
-        var node = Autograd.Autograd.Record(y, "AvgPool2d", x);
+        var node = Autograd.Record(y, "AvgPool2d", x);
         if (node is not null)
         {
             node.Backward = g =>

@@ -1,4 +1,3 @@
-using Frugal.Autograd;
 using Frugal.Backends;
 
 namespace Frugal;
@@ -47,7 +46,7 @@ public static partial class F
         a.Backend.Binary(op, ExpandedView(a, shape), ExpandedView(b, shape), y.View);
         if (op.IsComparison())
             return y;
-        var node = Autograd.Autograd.Record(y, name, a, b);
+        var node = Autograd.Record(y, name, a, b);
         if (node is null)
             return y;
         switch (op)
@@ -208,7 +207,7 @@ public static partial class F
         var shape = Shape.Broadcast(Shape.Broadcast(cond.Shape, a.Shape, "Where"), b.Shape, "Where");
         var y = NewLike(shape, a);
         a.Backend.Where(ExpandedView(cond, shape), ExpandedView(a, shape), ExpandedView(b, shape), y.View);
-        var node = Autograd.Autograd.Record(y, "Where", a, b);
+        var node = Autograd.Record(y, "Where", a, b);
         if (node is not null)
         {
             var sc = node.Save(cond);
@@ -239,8 +238,8 @@ public static partial class F
         Check.Float(name, x);
         var y = NewLike(x.Shape, x);
         x.Backend.Unary(op, x.View, y.View, alpha);
-        var node = Autograd.Autograd.Record(y, name, x);
-        if (node is not null && op == Backends.UnaryOp.Relu && Autograd.Autocast.Current is not null)
+        var node = Autograd.Record(y, name, x);
+        if (node is not null && op == Backends.UnaryOp.Relu && Autocast.Current is not null)
         {
             // Under mixed precision the next linear layer keeps only a 16-bit copy of this output, so keeping the
             // F32 output here would cost more than it saves: keep the 1-byte mask y > 0 instead.

@@ -83,7 +83,7 @@ public static partial class F
         var batch = (int)batchShape.Numel;
         var y = NewLike(Shape.Wrap([.. batchShape.Dims, m, n]), a);
         MatrixOperand oa, ob;
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             // Operands are read through views or copies that need no history: the MatMul node differentiates a and b.
             using var ea = Expand(a, [.. batchShape.Dims, a.Shape[-2], a.Shape[-1]]);
@@ -98,7 +98,7 @@ public static partial class F
                 1.0, oa.Ld, oa.BatchStride, ob.Ld, ob.BatchStride, 0.0, Math.Max(n, 1), (long)m * n);
             a.Backend.Gemm(args, a.DType, oa.Source.View.Data, ob.Source.View.Data, y.View.Data);
         }
-        var node = Autograd.Autograd.Record(y, "MatMul", a, b);
+        var node = Autograd.Record(y, "MatMul", a, b);
         if (node is not null)
         {
             var sa = node.NeedsGrad(1) ? node.Save(a) : null;
@@ -139,7 +139,7 @@ public static partial class F
             using var y2 = Linear(x2, weight, bias);
             return y2.Reshape(weight.Shape[0]);
         }
-        var y = Autograd.Autocast.Current is { } low && x.DType == DType.F32 && weight.DType == DType.F32
+        var y = Autocast.Current is { } low && x.DType == DType.F32 && weight.DType == DType.F32
             ? LowPrecisionLinear(x, weight, low)
             : MatMul(x, weight, transB: true);
         if (bias is null)
@@ -154,14 +154,14 @@ public static partial class F
     private static Tensor LowPrecisionLinear(Tensor x, Tensor weight, DType low)
     {
         Tensor x16, y;
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             x16 = Cast(x, low);
             using var xr = Workspace(() => Cast(x16, DType.F32));
             using var wr = Workspace(() => Rounded(weight, low));
             y = MatMul(xr, wr, transB: true);
         }
-        var node = Autograd.Autograd.Record(y, "LinearLowPrecision", x, weight);
+        var node = Autograd.Record(y, "LinearLowPrecision", x, weight);
         if (node is not null)
         {
             var sx = weight.RequiresGrad ? node.Save(x16) : null;

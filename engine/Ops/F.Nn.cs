@@ -30,7 +30,7 @@ public static partial class F
         var cols = x.Shape[-1];
         var y = NewLike(x.Shape, x);
         x.Backend.Softmax(As2d(xc.View, cols), As2d(y.View, cols), log);
-        var node = Autograd.Autograd.Record(y, name, x);
+        var node = Autograd.Record(y, name, x);
         if (node is not null)
         {
             var sy = node.Save(y);
@@ -76,12 +76,12 @@ public static partial class F
         using var perRow = NewLike(new Shape(rows), logits);
         logits.Backend.CrossEntropy(lc.View, tc.View, perRow.View, ignoreIndex);
         Tensor loss;
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             using var total = Sum(perRow);
             loss = total.Mul(1.0 / Math.Max(counted, 1));
         }
-        var node = Autograd.Autograd.Record(loss, "CrossEntropy", logits);
+        var node = Autograd.Record(loss, "CrossEntropy", logits);
         if (node is not null)
         {
             var sl = node.Save(lc);
@@ -120,7 +120,7 @@ public static partial class F
         var inputs = new List<Tensor> { x };
         if (gamma is not null) inputs.Add(gamma);
         if (beta is not null) inputs.Add(beta);
-        var node = Autograd.Autograd.Record(y, "LayerNorm", [.. inputs]);
+        var node = Autograd.Record(y, "LayerNorm", [.. inputs]);
         if (node is not null)
         {
             var sx = node.Save(xc);
@@ -175,7 +175,7 @@ public static partial class F
         x.Backend.Dropout(xc.View, p, seed, offset, y.View, mask.View);
         using (mask)
         {
-            var node = Autograd.Autograd.Record(y, "Dropout", x);
+            var node = Autograd.Record(y, "Dropout", x);
             if (node is not null)
             {
                 var sm = node.Save(mask);

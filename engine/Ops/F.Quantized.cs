@@ -62,10 +62,10 @@ public static partial class F
     public static QuantizedOperand QuantizeSte(Tensor latent, QuantizedFormat format)
     {
         QuantizedOperand w;
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         using (MemoryContext.Use(MemoryCategory.Activation, latent.Name is { } n ? n + ".codes" : "quantize_ste"))
             w = Quantize(latent, format);
-        var node = Autograd.Autograd.Record(w.Codes, "QuantizeSte", latent);
+        var node = Autograd.Record(w.Codes, "QuantizeSte", latent);
         if (node is not null)
         {
             // Ternary and binary clip at |w| ≤ 1: the 1-byte mask is made now and kept (not the F32 latent), so
@@ -73,7 +73,7 @@ public static partial class F
             Tensor? inside = null;
             if (format.Scheme is QuantScheme.Ternary or QuantScheme.Binary)
             {
-                using (Autograd.Autograd.NoGrad())
+                using (Autograd.NoGrad())
                 using (MemoryContext.Use(MemoryCategory.Activation, latent.Name is { } m ? m + ".ste_mask" : "ste_mask"))
                 {
                     using var abs = latent.Abs();
@@ -106,7 +106,7 @@ public static partial class F
             throw new ShapeMismatchException($"{op}: shape {shape} does not hold a [{weight.Rows}, {weight.Cols}] weight");
         var y = Tensor.Empty(shape, DType.F32, weight.Codes.Device);
         weight.Codes.Backend.Dequantize(view, y.View);
-        var node = Autograd.Autograd.Record(y, op, weight.Codes);
+        var node = Autograd.Record(y, op, weight.Codes);
         if (node is not null)
             node.Backward = g => [g.Contiguous()];
         return y;
@@ -139,14 +139,14 @@ public static partial class F
         var input = xc;
         if (activationBits > 0)
         {
-            using (Autograd.Autograd.NoGrad())
+            using (Autograd.NoGrad())
                 xCodes = ActivationCodes(x, activationBits);
             input = Workspace(() => ActivationValues(xCodes, activationBits), op);
         }
         var y = Tensor.Empty(new Shape(batch, rows), DType.F32, x.Device);
         x.Backend.QuantMatMul(view, true, input!.View, y.View);
         var (needDx, needDw) = (x.RequiresGrad, weight.Codes.RequiresGrad);
-        var node = Autograd.Autograd.Record(y, op, x, weight.Codes);
+        var node = Autograd.Record(y, op, x, weight.Codes);
         if (node is not null)
         {
             var savedX = needDw ? node.Save(xCodes ?? input) : null;

@@ -18,7 +18,7 @@ public static partial class F
             throw new ShapeMismatchException($"{name}: cannot reduce an empty dimension of {x.Describe()}");
         var yk = NewLike(kept, x);
         x.Backend.Reduce(op, x.View, norm, yk.View);
-        var node = Autograd.Autograd.Record(yk, name, x);
+        var node = Autograd.Record(yk, name, x);
         if (node is not null)
         {
             var count = norm.Aggregate(1L, (acc, a) => acc * x.Shape[a]);

@@ -41,7 +41,7 @@ public static partial class F
             y = yView.Contiguous();
         }
         var (needDx, needDValues) = (x.RequiresGrad, weight.Values.RequiresGrad);
-        var node = Autograd.Autograd.Record(y, op, x, weight.Values);
+        var node = Autograd.Record(y, op, x, weight.Values);
         if (node is not null)
         {
             var savedX = node.Save(xT);
@@ -99,7 +99,7 @@ public static partial class F
         int ckk = weight.Cols, ohw = a.OutH * a.OutW, chunk = a.ImagesPerChunk(SparseColumnBudget);
         var xc = x.Contiguous();
         var y = Tensor.Empty(new Shape(a.N, a.OutC, a.OutH, a.OutW), DType.F32, x.Device);
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
         {
             ForEachImageChunk(a, chunk, (n0, b) =>
             {
@@ -115,7 +115,7 @@ public static partial class F
             });
         }
         var (needDx, needDValues) = (x.RequiresGrad, weight.Values.RequiresGrad);
-        var node = Autograd.Autograd.Record(y, op, x, weight.Values);
+        var node = Autograd.Record(y, op, x, weight.Values);
         if (node is not null)
         {
             var savedX = node.Save(xc);
@@ -179,7 +179,7 @@ public static partial class F
 
     /// <summary>Keeps transient values (a composition's dequantized values) alive for the backward, which reads them
     /// through the kernel view; a parameter's values live anyway.</summary>
-    private static void KeepValues(Autograd.GradNode node, SparseOperand weight)
+    private static void KeepValues(GradNode node, SparseOperand weight)
     {
         if (!weight.Values.IsLeaf)
             node.Save(weight.Values);

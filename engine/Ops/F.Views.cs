@@ -7,7 +7,7 @@ public static partial class F
     /// <summary>Records a view op: <paramref name="y"/> shares <paramref name="x"/>'s buffer; the gradient maps back through <paramref name="back"/>.</summary>
     private static Tensor RecordView(Tensor y, Tensor x, string name, Func<Tensor, Tensor> back)
     {
-        var node = Autograd.Autograd.Record(y, name, x);
+        var node = Autograd.Record(y, name, x);
         if (node is not null)
             node.Backward = g => [back(g)];
         return y;
@@ -190,7 +190,7 @@ public static partial class F
             y.Backend.Copy(xs[i].View, part.View);
             at += xs[i].Shape[d];
         }
-        var node = Autograd.Autograd.Record(y, "Concat", [.. xs]);
+        var node = Autograd.Record(y, "Concat", [.. xs]);
         if (node is not null)
         {
             var sizes = xs.Select(x => x.Shape[d]).ToArray();
@@ -224,7 +224,7 @@ public static partial class F
         using var xc = x.IsContiguous ? x.Alias() : x.Contiguous();
         using var ic = index.Contiguous();
         x.Backend.IndexSelect(xc.View, d, ic.View, y.View);
-        var node = Autograd.Autograd.Record(y, "IndexSelect", x);
+        var node = Autograd.Record(y, "IndexSelect", x);
         if (node is not null)
         {
             var si = node.Save(ic);
@@ -248,7 +248,7 @@ public static partial class F
         x.Backend.Cast(xc.View, y.View);
         if (dtype.IsFloat() && x.DType.IsFloat())
         {
-            var node = Autograd.Autograd.Record(y, "Cast", x);
+            var node = Autograd.Record(y, "Cast", x);
             if (node is not null)
                 node.Backward = g => [Cast(g, x.DType)];
         }

@@ -47,7 +47,7 @@ public sealed class GradScaler
     public bool Step(Optimizer optimizer)
     {
         ArgumentNullException.ThrowIfNull(optimizer);
-        using var noGrad = Autograd.Autograd.NoGrad();
+        using var noGrad = Autograd.NoGrad();
         var grads = optimizer.Parameters.Select(p => p.Grad).OfType<Tensor>().ToList();
         foreach (var g in grads)
         {

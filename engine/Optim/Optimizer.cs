@@ -48,7 +48,7 @@ public abstract class Optimizer : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         StepCount++;
-        using var noGrad = Autograd.Autograd.NoGrad();
+        using var noGrad = Autograd.NoGrad();
         foreach (var p in Parameters)
         {
             if (p.Grad is { } g)
@@ -126,11 +126,11 @@ public abstract class Optimizer : IDisposable
         return new InBackward(this);
     }
 
-    private sealed class InBackward : Autograd.IGradientHook, IDisposable
+    private sealed class InBackward : IGradientHook, IDisposable
     {
         private readonly Optimizer _optimizer;
         private readonly HashSet<Tensor> _parameters;
-        private readonly Autograd.Autograd.HookScope _hook;
+        private readonly Autograd.HookScope _hook;
         private bool _ran;
 
         public InBackward(Optimizer optimizer)
@@ -138,7 +138,7 @@ public abstract class Optimizer : IDisposable
             _optimizer = optimizer;
             optimizer._inBackward = true;
             _parameters = new HashSet<Tensor>(optimizer.Parameters, ReferenceEqualityComparer.Instance);
-            _hook = Autograd.Autograd.Hook(this);
+            _hook = Autograd.Hook(this);
         }
 
         public void BackwardStarting()
@@ -152,7 +152,7 @@ public abstract class Optimizer : IDisposable
         {
             if (!_parameters.Contains(leaf) || leaf.Grad is not { } g)
                 return;
-            using (Autograd.Autograd.NoGrad())
+            using (Autograd.NoGrad())
                 _optimizer.UpdateChecked(leaf, g);
             leaf.Grad = null;
         }
@@ -176,7 +176,7 @@ public abstract class Optimizer : IDisposable
             throw new ArgumentOutOfRangeException(nameof(maxNorm), $"{GetType().Name}.ClipGradNorm: the maximum norm must be positive, got {maxNorm}");
         if (_inBackward)
             throw new InvalidOperationException($"{GetType().Name}.ClipGradNorm: update in backward applies each update before all gradients exist, so the global norm cannot clip them; clip without update in backward");
-        using var noGrad = Autograd.Autograd.NoGrad();
+        using var noGrad = Autograd.NoGrad();
         using var work = MemoryContext.Use(MemoryCategory.Workspace, "clip_grad_norm");
         double squares = 0;
         foreach (var g in Parameters.Select(p => p.Grad).OfType<Tensor>())
@@ -332,7 +332,7 @@ public abstract class Optimizer : IDisposable
                 throw new ArgumentException($"{name}: the state transform gave {moved.Length} values for {replacement.Describe()}");
             using var host = Tensor.FromArray(moved, replacement.Shape, state.Device);
             using var cast = host.To(state.DType);
-            using (Autograd.Autograd.NoGrad())
+            using (Autograd.NoGrad())
             {
                 if (ReferenceEquals(parameter, replacement))
                 {

@@ -2,7 +2,7 @@ namespace Frugal;
 
 /// <summary>The global random stream of ops that draw numbers (dropout): a seed and a counter of numbers used.
 /// Every draw takes a fresh counter range, so results depend only on the seed and the order of draws —
-/// not on threads or devices. <see cref="Autograd.Checkpoint"/> rewinds it to recompute the same masks.</summary>
+/// not on threads or devices. <see cref="Checkpoint"/> rewinds it to recompute the same masks.</summary>
 public static class Rng
 {
     [ThreadStatic] private static ulong t_seed;

@@ -33,7 +33,7 @@ public sealed partial class Tensor
             throw new InvalidOperationException($"Backward: {Describe()} does not require grad and has no graph");
         if (grad.Shape != Shape || grad.DType != DType)
             throw new ShapeMismatchException($"Backward: gradient {grad.Describe()} does not match output {Describe()}");
-        Autograd.Autograd.Run(this, grad.DetachFromScope());
+        Autograd.Run(this, grad.DetachFromScope());
     }
 
     /// <summary>A leaf sharing this tensor's memory with no history (PyTorch's detach).</summary>

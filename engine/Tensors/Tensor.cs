@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using Frugal.Autograd;
 using Frugal.Backends;
 using Frugal.Formats;
 using Frugal.Memory;

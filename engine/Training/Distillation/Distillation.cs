@@ -75,7 +75,7 @@ public sealed class Teacher(Module model, double temperature = 4, double alpha =
         try
         {
             Tensor logits;
-            using (Autograd.Autograd.NoGrad())
+            using (Autograd.NoGrad())
                 logits = Model.Forward(x);
             using (logits)
                 return Distillation.Loss(studentLogits, logits, y, Temperature, Alpha);

@@ -13,7 +13,7 @@ public static class Snip
     private static Tensor Copy(Tensor t)
     {
         var copy = Tensor.Empty(t.Shape, t.DType, t.Device);
-        using (Autograd.Autograd.NoGrad())
+        using (Autograd.NoGrad())
             F.CopyInto(copy, t);
         return copy;
     }

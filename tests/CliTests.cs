@@ -162,7 +162,7 @@ public class CliTests
         // 16×16 blocks: round(0.1 · 49) = 5 blocks per block row of 784→512 (32 block rows), round(0.1 · 32) = 3 of
         // 512→512; the 10-class head is not whole blocks and stays dense.
         const long blocks = 32 * 5 + 32 * 3, values = blocks * 256 + 10 * 512, biases = 512 + 512 + 10;
-        Assert.Contains("Linear(784, 512, bsr16, bias: True)", output, StringComparison.Ordinal);
+        Assert.Contains("Linear(784, 512, bsr16, density: 0.102, bias: True)", output, StringComparison.Ordinal);
         Assert.Contains("Linear(512, 10", output, StringComparison.Ordinal);
         Assert.Matches($@"Parameter\s.*{4 * (values + biases):N0}", output);
         Assert.Matches($@"FormatMeta\s.*{4 * (33 + 33 + blocks):N0}", output);
@@ -175,7 +175,7 @@ public class CliTests
         var (code, output, err) = Run("train", "--model", "mlp", "--format", "lowrank:0.25", "--data", "embedded", "--steps", "10");
         Assert.True(code == 0, err);
         var oneLine = System.Text.RegularExpressions.Regex.Replace(output, @"\s+", " ");   // the console wraps long lines
-        Assert.Contains("Linear(784, 512, lowrank, bias: True), Linear(512, 512, lowrank, bias: True), Linear(512, 10, bias: True)", oneLine, StringComparison.Ordinal);
+        Assert.Contains("Linear(784, 512, lowrank, rank: 77, bias: True), Linear(512, 512, lowrank, rank: 64, bias: True), Linear(512, 10, bias: True)", oneLine, StringComparison.Ordinal);
         const long values = 77 * (784 + 512) + 64 * (512 + 512) + 512 * 10 + 512 + 512 + 10;
         Assert.Matches($@"Parameter\s.*{4 * values:N0}", output);
         Assert.Matches($@"OptimizerState\s.*{8 * values:N0}", output);

@@ -304,7 +304,7 @@ public class SparseLayerTests
         Init.ManualSeed(1);
         using (var linear = new Linear(16, 8, WeightFormat.Bsr(0.5, 8)))
         {
-            Assert.Equal("Linear(16, 8, bsr8, bias: True)", linear.ToString());
+            Assert.Equal("Linear(16, 8, bsr8, density: 0.500, bias: True)", linear.ToString());
             Assert.Equal("bsr8 [8, 16], density 0.500", linear.Weight.ToString());
             Assert.Equal("bsr8", linear.Weight.FormatName);
             Assert.Equal(0.5, SparseOf(linear).Density);

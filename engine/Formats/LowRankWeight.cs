@@ -291,5 +291,8 @@ public sealed class LowRankWeight : Weight
     }
 
     /// <inheritdoc/>
+    public override string Settings => $"rank: {Rank}";
+
+    /// <inheritdoc/>
     public override string ToString() => $"{FormatName} [{Rows}, {Cols}], rank {Rank}";
 }

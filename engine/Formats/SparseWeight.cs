@@ -352,5 +352,8 @@ public sealed class SparseWeight : Weight
     }
 
     /// <inheritdoc/>
+    public override string Settings => string.Create(CultureInfo.InvariantCulture, $"density: {Density:F3}");
+
+    /// <inheritdoc/>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{FormatName} [{Rows}, {Cols}], density {Density:F3}");
 }

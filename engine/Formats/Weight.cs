@@ -268,6 +268,10 @@ public abstract class Weight : IDisposable
     {
     }
 
+    /// <summary>This weight's settings of its format for a layer's description ("rank: 77", "density: 0.100"), or
+    /// empty.</summary>
+    public virtual string Settings => "";
+
     /// <summary>The weight for messages.</summary>
     public override string ToString() => $"{FormatName} {Shape}";
 

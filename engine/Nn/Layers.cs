@@ -63,9 +63,12 @@ public sealed class Linear : Module
     protected override Tensor OnForward(Tensor x) => F.Linear(x, Weight, Bias);
 
     /// <inheritdoc/>
-    public override string ToString() => Weight is DenseWeight
-        ? $"Linear({InFeatures}, {OutFeatures}, bias: {Bias is not null})"
-        : $"Linear({InFeatures}, {OutFeatures}, {Weight.FormatName}, bias: {Bias is not null})";
+    public override string ToString() => $"Linear({InFeatures}, {OutFeatures}, {Describe(Weight)}bias: {Bias is not null})";
+
+    /// <summary>"format, settings, " of a weight that is not dense, for a layer's description.</summary>
+    internal static string Describe(Weight weight) => weight is DenseWeight
+        ? ""
+        : weight.Settings.Length == 0 ? $"{weight.FormatName}, " : $"{weight.FormatName}, {weight.Settings}, ";
 }
 
 /// <summary>2-D convolution over NCHW input with a weight [out, in, k, k] in any format (its matrix [out, in·k·k] for
@@ -122,7 +125,7 @@ public sealed class Conv2d : Module
     protected override Tensor OnForward(Tensor x) => F.Conv2d(x, Weight, Bias, Options);
 
     /// <inheritdoc/>
-    public override string ToString() => $"Conv2d({Weight.Shape[1]}, {Weight.Shape[0]}, kernel: {Weight.Shape[2]}, stride: {Stride}, padding: {Padding}{(Weight is DenseWeight ? "" : ", " + Weight.FormatName)})";
+    public override string ToString() => $"Conv2d({Weight.Shape[1]}, {Weight.Shape[0]}, kernel: {Weight.Shape[2]}, {Linear.Describe(Weight)}stride: {Stride}, padding: {Padding})";
 }
 
 /// <summary>Max pooling.</summary>

@@ -133,8 +133,8 @@ public sealed class SparseWeight : Weight
     /// <inheritdoc/>
     public override IEnumerable<WeightPart> Parts => [.. _values.Parts, new("_row_ptr", RowPtr, false), new("_col_idx", ColIdx, false)];
 
-    /// <summary>The weight as a kernel operand with F32 values (the caller disposes a quantized weight's transient values).</summary>
-    private SparseOperand Operand(Tensor values) => new(Rows, Cols, Block, RowPtr, ColIdx, values);
+    /// <summary>The weight as a kernel operand with F32 values, carrying the pending regrowth request.</summary>
+    private SparseOperand Operand(Tensor values) => new(Rows, Cols, Block, RowPtr, ColIdx, values) { Growth = PendingGrowth is { } g ? (g, Pattern) : null };
 
     /// <summary>Runs <paramref name="body"/> with the F32 values: the parameter itself, or a composition's values
     /// dequantized into a transient (differentiable into the codes) that the op keeps for its backward.</summary>
@@ -146,23 +146,21 @@ public sealed class SparseWeight : Weight
         return body(Operand(values));
     }
 
-    private (GrowthScores, CsrPattern)? Growth => PendingGrowth is { } g ? (g, Pattern) : null;
-
     /// <inheritdoc/>
-    protected override Tensor LinearMatrix(Tensor x, Tensor? bias) => WithValues(w => F.SparseLinear(x, w, bias, Growth));
+    protected override Tensor LinearMatrix(Tensor x, Tensor? bias) => WithValues(w => F.SparseLinear(x, w, bias));
 
     /// <inheritdoc/>
     public override Tensor Conv2d(Tensor x, Tensor? bias, ConvOptions options)
     {
         if (Shape.Rank != 4 || Shape[2] != Shape[3])
             throw new ShapeMismatchException($"Conv2d: a {FormatName} weight {Shape} is not [out, in, k, k]");
-        return WithValues(w => F.SparseConv2d(x, w, Shape[2], bias, options.Stride, options.Padding, options.Dilation, Growth));
+        return WithValues(w => F.SparseConv2d(x, w, Shape[2], bias, options.Stride, options.Padding, options.Dilation));
     }
 
     /// <inheritdoc/>
     /// <remarks>Through the sparse product (<see cref="Weight.DenseThrough"/>), so the values' gradient is the sparse
     /// kernels' own (SDDMM on the pattern).</remarks>
-    public override Tensor ToDense() => WithValues(w => DenseThrough(eye => F.SparseLinear(eye, w, null, null)));
+    public override Tensor ToDense() => WithValues(w => DenseThrough(eye => F.SparseLinear(eye, w with { Growth = null })));
 
     /// <summary>
     /// Replaces the pattern, moving the values (and, when given, the optimizer's state of <see cref="Values"/>): new

@@ -7,7 +7,12 @@ namespace Frugal;
 /// <summary>A block-sparse weight operand [Rows, Cols] (CSR over Block × Block blocks; Block 1 is CSR): its I32 row
 /// pointers [Rows / Block + 1] and block column indices [stored blocks] (the pattern, not trained) and its F32 values
 /// [stored blocks · Block²] (trained), in the layout of <see cref="SparseFormat"/>.</summary>
-public readonly record struct SparseOperand(int Rows, int Cols, int Block, Tensor RowPtr, Tensor ColIdx, Tensor Values);
+public readonly record struct SparseOperand(int Rows, int Cols, int Block, Tensor RowPtr, Tensor ColIdx, Tensor Values)
+{
+    /// <summary>A regrowth request (RigL, SNFS) the product's backward answers with the dense gradient's largest
+    /// entries off <see cref="GrowthScores"/>'s pattern, or null: set by the sparse weight that owns the request.</summary>
+    internal (GrowthScores Scores, CsrPattern Pattern)? Growth { get; init; }
+}
 
 public static partial class F
 {
@@ -19,11 +24,7 @@ public static partial class F
     /// values' gradient on the pattern only (SDDMM): the dense dW is never formed.
     /// </summary>
     /// <exception cref="ShapeMismatchException">Shapes, dtypes or devices of x, the pattern, the values or the bias disagree.</exception>
-    public static Tensor SparseLinear(Tensor x, SparseOperand weight, Tensor? bias = null) => SparseLinear(x, weight, bias, growth: null);
-
-    /// <summary><see cref="SparseLinear(Tensor, SparseOperand, Tensor?)"/> that also answers a regrowth request during
-    /// backward (the pattern it skips is <paramref name="growth"/>'s).</summary>
-    internal static Tensor SparseLinear(Tensor x, SparseOperand weight, Tensor? bias, (GrowthScores Scores, CsrPattern Pattern)? growth)
+    public static Tensor SparseLinear(Tensor x, SparseOperand weight, Tensor? bias = null)
     {
         const string op = "SparseLinear";
         var view = CsrOperand(op, x, weight);
@@ -59,7 +60,7 @@ public static partial class F
                     dx = dxView.Contiguous();
                 }
                 // The dense gradient's rows r0 .. r0 + n are dYᵀ[r0 .. r0 + n) · X: one GEMM per chunk.
-                growth?.Scores.Fill(growth.Value.Pattern, weight.Block, g.Device, (r0, n, chunk) => g.Backend.Gemm(
+                weight.Growth?.Scores.Fill(weight.Growth.Value.Pattern, weight.Block, g.Device, (r0, n, chunk) => g.Backend.Gemm(
                     new GemmArgs(false, true, 1, n, cols, batch, 1, batch, 0, batch, 0, 0, cols, 0), DType.F32,
                     gT.View.Data + (nint)((long)r0 * batch * sizeof(float)), savedX.View.Data, chunk.View.Data));
                 Tensor? dValues = null;
@@ -83,12 +84,6 @@ public static partial class F
     /// </summary>
     /// <exception cref="ShapeMismatchException">Shapes, dtypes or devices of x, the weight or the bias disagree.</exception>
     public static Tensor SparseConv2d(Tensor x, SparseOperand weight, int kernel, Tensor? bias = null, int stride = 1, int padding = 0, int dilation = 1)
-        => SparseConv2d(x, weight, kernel, bias, stride, padding, dilation, growth: null);
-
-    /// <summary><see cref="SparseConv2d(Tensor, SparseOperand, int, Tensor?, int, int, int)"/> that also answers a
-    /// regrowth request during backward.</summary>
-    internal static Tensor SparseConv2d(Tensor x, SparseOperand weight, int kernel, Tensor? bias, int stride, int padding, int dilation,
-        (GrowthScores Scores, CsrPattern Pattern)? growth)
     {
         const string op = "SparseConv2d";
         var view = CsrOperand(op, x, weight);
@@ -143,7 +138,7 @@ public static partial class F
                     }
                 });
                 // The dense gradient's rows r0 .. r0 + n: Σ over image chunks of dYᵀ rows · columnsᵀ.
-                growth?.Scores.Fill(growth.Value.Pattern, weight.Block, g.Device, (r0, n, rowsOut) => ForEachImageChunk(a, chunk, (n0, b) =>
+                weight.Growth?.Scores.Fill(weight.Growth.Value.Pattern, weight.Block, g.Device, (r0, n, rowsOut) => ForEachImageChunk(a, chunk, (n0, b) =>
                 {
                     using var gT = ChannelMajor(a, gc, n0, b);
                     using var cols = Columns(a, savedX, n0, b);

@@ -32,6 +32,29 @@ public class Adam8BitTests
     }
 
     [Fact]
+    public void AnEightBitStepsTransientsStaySmallWhateverTheTensorsSize()
+    {
+        var device = Device.CreateCpu("adam8-workspace");
+        Init.ManualSeed(1);
+        using var layer = new Linear(784, 512, device: device);
+        using var opt = new Adam(layer.Parameters(), 1e-3, stateBits: 8);
+        for (var step = 0; step < 2; step++)
+        {
+            using (var scope = TensorScope.Begin())
+            {
+                var x = Tensor.Uniform(new Shape(16, 784), -1, 1, 2, device: device);
+                F.Sum(layer.Forward(x)).Backward();
+            }
+            device.Allocator.ResetPeak();
+            opt.Step();
+            opt.ZeroGrad();
+        }
+        // Two blocks of 2,048 values per chunk: a few F32 transients of 32 KiB, not the 784 × 512 weight's 1.6 MB.
+        var peak = device.Allocator.Peak(MemoryCategory.Workspace);
+        Assert.InRange(peak, 2 * 2 * Adam.StateBlock * 4, 6 * 2 * Adam.StateBlock * 4);
+    }
+
+    [Fact]
     public void TheQuantizedMomentsAreWithinHalfAStepOfThe32BitOnes()
     {
         Init.ManualSeed(2);

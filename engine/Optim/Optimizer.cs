@@ -74,18 +74,18 @@ public abstract class Optimizer : IDisposable
     }
 
     /// <summary>Calls <paramref name="body"/>(values, gradient, offset) over flat chunks of
-    /// <see cref="ChunkValues"/> values of <paramref name="values"/> and <paramref name="grad"/> (contiguous, alike),
-    /// the offsets counted from <paramref name="offset"/>.</summary>
-    protected static void InChunks(Tensor values, Tensor grad, long offset, Action<Tensor, Tensor, long> body)
+    /// <paramref name="chunk"/> (by default <see cref="ChunkValues"/>) values of <paramref name="values"/> and
+    /// <paramref name="grad"/> (contiguous, alike), the offsets counted from <paramref name="offset"/>.</summary>
+    protected static void InChunks(Tensor values, Tensor grad, long offset, Action<Tensor, Tensor, long> body, int chunk = ChunkValues)
     {
         ArgumentNullException.ThrowIfNull(values);
         ArgumentNullException.ThrowIfNull(grad);
         ArgumentNullException.ThrowIfNull(body);
         using var flatValues = values.Reshape(-1);
         using var flatGrad = grad.Reshape(-1);
-        for (var start = 0; start < values.Numel; start += ChunkValues)
+        for (var start = 0; start < values.Numel; start += chunk)
         {
-            var count = (int)Math.Min(ChunkValues, values.Numel - start);
+            var count = (int)Math.Min(chunk, values.Numel - start);
             using var v = flatValues.Narrow(0, start, count);
             using var g = flatGrad.Narrow(0, start, count);
             body(v, g, offset + start);

@@ -141,11 +141,16 @@ public class Adam : Optimizer
         values.Backend.AdamStep(values.View, grad.View, m.View, v.View, args);
     }
 
-    /// <summary>The 8-bit step of values [offset, offset + n), <see cref="Optimizer.ChunkValues"/> at a time: the
-    /// chunk's blocks of both moments are dequantized into F32 Workspace, stepped, and quantized back, so the
-    /// transients stay small whatever the size of the range.</summary>
+    /// <summary>Values per 8-bit step: two state blocks. Each of the step's F32 transients (a dequantized moment, its
+    /// roots, the quantizer's scratch) then holds 32 KiB, and the few alive at once stay near 100 KiB however large
+    /// the tensor.</summary>
+    private const int QuantizedChunkValues = 2 * StateBlock;
+
+    /// <summary>The 8-bit step of values [offset, offset + n), <see cref="QuantizedChunkValues"/> at a time: the
+    /// chunk's blocks of both moments are dequantized into F32 Workspace, stepped, and quantized back, each transient
+    /// freed as soon as it is used.</summary>
     private void UpdateQuantized(Tensor parameter, Tensor values, Tensor grad, long offset, AdamArgs args)
-        => InChunks(values, grad, offset, (v, g, start) => UpdateBlocks(parameter, v, g, start, args));
+        => InChunks(values, grad, offset, (v, g, start) => UpdateBlocks(parameter, v, g, start, args), QuantizedChunkValues);
 
     private void UpdateBlocks(Tensor parameter, Tensor values, Tensor grad, long offset, in AdamArgs args)
     {
@@ -166,21 +171,30 @@ public class Adam : Optimizer
         using var rc = rCodes.Narrow(0, first, count);
         using var rs = rScale.Narrow(0, first, count);
         using var work = Memory.MemoryContext.Use(Memory.MemoryCategory.Workspace, $"{parameter.Name ?? "param"}.adam8bit");
-        using var m = Dequantize(mc, ms, 127, floor: 0);
-        // v is kept as codes of v^¼ (its range of 2³² in 8 bits), read back at least half a step above zero, so a
-        // small second moment never becomes 0 under a first moment that did not.
-        using var r = Dequantize(rc, rs, 255, floor: 0.5);
+        using var v = SecondMoment(rc, rs);
+        using (var m = Dequantize(mc, ms, 127, floor: 0))
+        {
+            using (var mFlat = m.Reshape(-1))
+            using (var vFlat = v.Reshape(-1))
+            using (var mn = mFlat.Narrow(0, 0, n))
+            using (var vn = vFlat.Narrow(0, 0, n))
+                values.Backend.AdamStep(values.View, grad.View, mn.View, vn.View, args);
+            Quantize(m, mc, ms, 127);
+        }
+        Tensor root4;
+        using (var root2 = v.Sqrt())
+            root4 = root2.Sqrt();
+        using (root4)
+            Quantize(root4, rc, rs, 255);
+    }
+
+    /// <summary>v from its codes of v^¼ (a range of 2³² in 8 bits), read back at least half a step above zero, so a
+    /// small second moment never becomes 0 under a first moment that did not.</summary>
+    private static Tensor SecondMoment(Tensor codes, Tensor absmax)
+    {
+        using var r = Dequantize(codes, absmax, 255, floor: 0.5);
         using var r2 = r * r;
-        using var v = r2 * r2;
-        using (var mFlat = m.Reshape(-1))
-        using (var vFlat = v.Reshape(-1))
-        using (var mn = mFlat.Narrow(0, 0, n))
-        using (var vn = vFlat.Narrow(0, 0, n))
-            values.Backend.AdamStep(values.View, grad.View, mn.View, vn.View, args);
-        Quantize(m, mc, ms, 127);
-        using var root2 = v.Sqrt();
-        using var root4 = root2.Sqrt();
-        Quantize(root4, rc, rs, 255);
+        return r2 * r2;
     }
 
     /// <summary>codes · absmax / levels, with codes below <paramref name="floor"/> read as the floor.</summary>

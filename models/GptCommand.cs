@@ -81,8 +81,8 @@ internal static class GptCommand
             throw new UsageException(e.Message);
         }
         using var owned = model;
-        using var opt = new AdamW(model.Parameters(), lr, beta2: 0.95, weightDecay: 0.1, stateBits: stateBits, decay: Adam.MatricesOnly);
-        var schedule = new WarmupSchedule(Math.Min(100, steps), new CosineSchedule(Math.Max(1, steps - 100), minFactor: 0.1));
+        using var opt = CreateOptimizer(model, lr, stateBits);
+        var schedule = Schedule(steps);
         AnsiConsole.MarkupLine($"[bold]corpus[/]: {Markup.Escape(corpus.Source)}: {corpus.Train.Length:N0} training and {corpus.Validation.Length:N0} validation bytes");
         AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "[bold]model[/]: gpt, {0} layers, width {1}, {2} heads, context {3}, {4:N0} parameters ({5}{6}{7}), AdamW lr {8} (warm-up, cosine), batch {9}, device {10}",
             layers, width, heads, context, model.ParameterCount(), format, config.ShareBlocks ? ", shared blocks" : "", config.MemoryEfficientAttention ? ", memory-efficient attention" : "", lr, batch, device);
@@ -104,15 +104,8 @@ internal static class GptCommand
         {
             for (var step = start; step < end; step++)
             {
-                using (var scope = TensorScope.Begin())
-                {
-                    var (x, y) = TextCorpus.Batch(corpus.Train, batch, context, (ulong)seed, step, device);
-                    schedule.Apply(opt, step);
-                    var loss = Gpt.Loss(model.Forward(x), y);
-                    opt.BackwardAndStep(loss, afterBackward: () => opt.ClipGradNorm(clip));
-                    lossSum += loss.Item();
-                    lossCount++;
-                }
+                lossSum += Step(model, opt, schedule, corpus, batch, context, seed, step, clip, inBackward: false, device);
+                lossCount++;
                 progress(step + 1, lossSum / lossCount);
                 if ((step + 1) % evalEvery == 0 || step + 1 == steps)
                 {
@@ -168,8 +161,36 @@ internal static class GptCommand
         return 0;
     }
 
+    /// <summary>The optimizer of a GPT run: AdamW, β₂ 0.95, weight decay 0.1 on the matrices.</summary>
+    internal static AdamW CreateOptimizer(Gpt model, double lr, int stateBits)
+        => new(model.Parameters(), lr, beta2: 0.95, weightDecay: 0.1, stateBits: stateBits, decay: Adam.MatricesOnly);
+
+    /// <summary>The learning-rate schedule of a GPT run of <paramref name="steps"/> steps: 100 warm-up steps, then
+    /// cosine decay to a tenth.</summary>
+    internal static LrSchedule Schedule(int steps) => new WarmupSchedule(Math.Min(100, steps), new CosineSchedule(Math.Max(1, steps - 100), minFactor: 0.1));
+
+    /// <summary>Training step <paramref name="step"/> (its batch drawn from the seed and the step, so a resumed run
+    /// sees the same ones): the scheduled rate, the loss, backward, gradients clipped to a global norm of
+    /// <paramref name="clip"/> (0: not clipped) and the update (during backward when <paramref name="inBackward"/>,
+    /// which cannot clip); with <paramref name="precision"/> the forward pass runs under that autocast; returns the
+    /// loss.</summary>
+    internal static double Step(Gpt model, Optimizer opt, LrSchedule schedule, TextCorpus corpus, int batch, int context, int seed, int step, double clip, bool inBackward, Device device, DType? precision = null)
+    {
+        if (inBackward && clip > 0)
+            throw new ArgumentException("a GPT step cannot clip the gradients' global norm when each update is applied during backward");
+        using var scope = TensorScope.Begin();
+        var (x, y) = TextCorpus.Batch(corpus.Train, batch, context, (ulong)seed, step, device);
+        schedule.Apply(opt, step);
+        Tensor logits;
+        using (precision is { } p ? Autocast.Enable(p) : default(Autocast.Scope?))
+            logits = model.Forward(x);
+        var loss = Gpt.Loss(logits, y);
+        opt.BackwardAndStep(loss, inBackward, clip > 0 ? () => opt.ClipGradNorm(clip) : null);
+        return loss.Item();
+    }
+
     /// <summary>Mean loss over 8 fixed validation batches, without recording autograd.</summary>
-    private static double ValidationLoss(Gpt model, TextCorpus corpus, int batch, int context, Device device)
+    internal static double ValidationLoss(Gpt model, TextCorpus corpus, int batch, int context, Device device)
     {
         using var noGrad = Autograd.NoGrad();
         double sum = 0;

@@ -45,17 +45,18 @@ public static class Zoo
             new Linear(hidden, classes, f[2], device: device)]);
     }
 
-    /// <summary>Two 3×3 convolutions (32, 64 channels, each ReLU + 2×2 max-pool), then 256-unit and 10-unit
-    /// fully connected layers: the classic small CNN for 28×28 images.</summary>
+    /// <summary>Two 3×3 convolutions (<paramref name="width"/> and twice as many channels, by default 32 and 64, each
+    /// ReLU + 2×2 max-pool), then <paramref name="hidden"/>-unit and 10-unit fully connected layers: the classic small
+    /// CNN for 28×28 images.</summary>
     /// <remarks>With <paramref name="checkpoint"/> each block (convolution + ReLU + pool, Linear + ReLU) is a
     /// checkpoint segment.</remarks>
-    public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10, int hidden = 256, Device? device = null, WeightFormat? format = null, bool erk = false, bool checkpoint = false)
+    public static Sequential Cnn(int channels = 1, int side = 28, int classes = 10, int hidden = 256, Device? device = null, WeightFormat? format = null, bool erk = false, bool checkpoint = false, int width = 32)
     {
-        var flat = 64 * (side / 4) * (side / 4);
-        var f = LayerFormats(CnnShapes(channels, side, classes, hidden), format ?? WeightFormat.Dense, erk);
+        var flat = 2 * width * (side / 4) * (side / 4);
+        var f = LayerFormats(CnnShapes(channels, side, classes, hidden, width), format ?? WeightFormat.Dense, erk);
         return new Sequential([
-            .. Block(checkpoint, new Conv2d(channels, 32, 3, padding: 1, device: device, format: f[0]), new ReLU(), new MaxPool2d(2)),
-            .. Block(checkpoint, new Conv2d(32, 64, 3, padding: 1, device: device, format: f[1]), new ReLU(), new MaxPool2d(2)),
+            .. Block(checkpoint, new Conv2d(channels, width, 3, padding: 1, device: device, format: f[0]), new ReLU(), new MaxPool2d(2)),
+            .. Block(checkpoint, new Conv2d(width, 2 * width, 3, padding: 1, device: device, format: f[1]), new ReLU(), new MaxPool2d(2)),
             new Flatten(),
             .. Block(checkpoint, new Linear(flat, hidden, f[2], device: device), new ReLU()),
             new Linear(hidden, classes, f[3], device: device)]);
@@ -75,14 +76,14 @@ public static class Zoo
     public static double[] Densities(string name, WeightFormat format, bool erk) => name switch
     {
         "mlp" or "mlp-shared" => Densities(MlpShapes(784, 512, 10), format, erk),
-        "cnn" => Densities(CnnShapes(1, 28, 10, 256), format, erk),
+        "cnn" => Densities(CnnShapes(1, 28, 10, 256, 32), format, erk),
         _ => throw new ArgumentException($"unknown model '{name}'; choose one of: {string.Join(", ", Names)}"),
     };
 
     private static int[][] MlpShapes(int inputs, int hidden, int classes) => [[hidden, inputs], [hidden, hidden], [classes, hidden]];
 
-    private static int[][] CnnShapes(int channels, int side, int classes, int hidden)
-        => [[32, channels, 3, 3], [64, 32, 3, 3], [hidden, 64 * (side / 4) * (side / 4)], [classes, hidden]];
+    private static int[][] CnnShapes(int channels, int side, int classes, int hidden, int width)
+        => [[width, channels, 3, 3], [2 * width, width, 3, 3], [hidden, 2 * width * (side / 4) * (side / 4)], [classes, hidden]];
 
     /// <summary>The format of each weight layer: see the class summary.</summary>
     private static WeightFormat[] LayerFormats(int[][] shapes, WeightFormat format, bool erk)

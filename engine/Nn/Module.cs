@@ -178,6 +178,16 @@ public abstract class Module : IDisposable
     /// <summary>Number of trained values.</summary>
     public long ParameterCount() => Parameters().Sum(p => p.GradShape.Numel);
 
+    /// <summary>Number of values the model represents: each weight counted at its dense shape (a 10%-dense CSR
+    /// weight as all of its rows × columns, low-rank factors as their product), every other parameter as itself; a
+    /// shared weight once.</summary>
+    public long LogicalParameterCount()
+    {
+        var weights = Weights().Select(w => w.Weight).Distinct().ToList();
+        var inWeights = new HashSet<Tensor>(weights.SelectMany(w => w.Parameters), ReferenceEqualityComparer.Instance);
+        return weights.Sum(w => w.Shape.Numel) + Parameters().Where(p => !inWeights.Contains(p)).Sum(p => p.GradShape.Numel);
+    }
+
     /// <summary>Sets training mode on this module and its children.</summary>
     public Module Train(bool on = true)
     {

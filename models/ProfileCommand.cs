@@ -220,7 +220,8 @@ internal static class ProfileCommand
         return table;
     }
 
-    private static void CheckWritable(string dir)
+    /// <summary>Creates <paramref name="dir"/> and checks that a file can be written there (else a usage error).</summary>
+    internal static void CheckWritable(string dir)
     {
         try
         {

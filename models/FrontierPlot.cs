@@ -26,6 +26,16 @@ internal static class FrontierPlot
             line.LegendText = recipes[i] == dense ? "dense (fp32 Adam)" : recipes[i];
             line.LineWidth = recipes[i] == dense ? 3 : 1.5f;
             line.MarkerSize = 7;
+            if (recipes[i] == dense)
+            {
+                foreach (var (r, x) in series.Zip(xs))
+                {
+                    var label = plot.Add.Text(string.Create(CultureInfo.InvariantCulture, $"W{r.Width}"), x, r.Mean);
+                    label.LabelAlignment = higherIsBetter ? Alignment.UpperCenter : Alignment.LowerCenter;
+                    label.LabelFontSize = 11;
+                    label.LabelOffsetY = higherIsBetter ? 6 : -6;
+                }
+            }
             if (series.Any(r => r.Seeds > 1))
             {
                 var bars = plot.Add.ErrorBar(xs, ys, [.. series.Select(r => r.Std)]);
@@ -45,15 +55,30 @@ internal static class FrontierPlot
             var limit = plot.Add.VerticalLine(Math.Log10(b / MiB), 1.5f, Colors.Red, LinePattern.Dotted);
             limit.LegendText = string.Create(CultureInfo.InvariantCulture, $"budget {b / MiB:F2} MiB");
         }
-        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic
-        {
-            LabelFormatter = x => Math.Pow(10, x).ToString("0.##", CultureInfo.InvariantCulture),
-        };
+        plot.Axes.Bottom.TickGenerator = LogTicks(rows.Select(r => r.PeakBytes / MiB).Concat(budget is { } bb ? [bb / MiB] : []));
         plot.Title(title);
         plot.XLabel("peak training memory, whole run (MiB, log scale)");
         plot.YLabel(metric);
         plot.ShowLegend(higherIsBetter ? Alignment.LowerRight : Alignment.UpperRight);
         plot.SavePng(pathWithoutExtension + ".png", 1000, 620);
         plot.SaveSvg(pathWithoutExtension + ".svg", 1000, 620);
+    }
+
+    /// <summary>Ticks at 1, 2 and 5 times the powers of ten spanning <paramref name="mib"/> (positions in log10 MiB).</summary>
+    private static ScottPlot.TickGenerators.NumericManual LogTicks(IEnumerable<double> mib)
+    {
+        var logs = mib.Where(v => v > 0).Select(Math.Log10).ToList();
+        var ticks = new ScottPlot.TickGenerators.NumericManual();
+        if (logs.Count == 0)
+            return ticks;
+        for (var decade = (int)Math.Floor(logs.Min()) - 1; decade <= (int)Math.Ceiling(logs.Max()); decade++)
+        {
+            foreach (var m in new[] { 1, 2, 5 })
+            {
+                var value = m * Math.Pow(10, decade);
+                ticks.AddMajor(Math.Log10(value), value.ToString("0.###", CultureInfo.InvariantCulture));
+            }
+        }
+        return ticks;
     }
 }

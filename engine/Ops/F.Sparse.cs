@@ -32,8 +32,7 @@ public static partial class F
         if (x.Rank != 2 || x.Shape[1] != cols)
             throw new ShapeMismatchException($"{op}: input {x.Describe()} does not fit a [{rows}, {cols}] weight (expects [batch, {cols}])");
         var batch = x.Shape[0];
-        using var xT0 = x.Transpose(0, 1);
-        var xT = xT0.Contiguous();
+        var xT = Transposed(x, op);
         Tensor y;
         using (var yT = Tensor.Empty(new Shape(rows, batch), DType.F32, x.Device))
         {
@@ -45,12 +44,15 @@ public static partial class F
         var node = Autograd.Record(y, op, x, weight.Values);
         if (node is not null)
         {
-            var savedX = node.Save(xT);
+            // x itself is saved (the batch or the previous layer's output, alive anyway), not its transposed copy:
+            // backward transposes it again into Workspace, so a sparse layer keeps no second copy of its input.
+            var savedX = node.Save(x);
             KeepValues(node, weight);
             node.Backward = g =>
             {
                 using var gT0 = g.Transpose(0, 1);
                 using var gT = gT0.Contiguous();
+                using var savedXT = weight.Growth is not null || needDValues ? Transposed(savedX, op) : null;
                 Tensor? dx = null;
                 if (needDx)
                 {
@@ -62,18 +64,27 @@ public static partial class F
                 // The dense gradient's rows r0 .. r0 + n are dYᵀ[r0 .. r0 + n) · X: one GEMM per chunk.
                 weight.Growth?.Scores.Fill(weight.Growth.Value.Pattern, weight.Block, g.Device, (r0, n, chunk) => g.Backend.Gemm(
                     new GemmArgs(false, true, 1, n, cols, batch, 1, batch, 0, batch, 0, 0, cols, 0), DType.F32,
-                    gT.View.Data + (nint)((long)r0 * batch * sizeof(float)), savedX.View.Data, chunk.View.Data));
+                    gT.View.Data + (nint)((long)r0 * batch * sizeof(float)), savedXT!.View.Data, chunk.View.Data));
                 Tensor? dValues = null;
                 if (needDValues)
                 {
                     dValues = Tensor.Empty(weight.Values.Shape, DType.F32, g.Device);
-                    g.Backend.CsrSampledGradient(view, gT.View, savedX.View, dValues.View);
+                    g.Backend.CsrSampledGradient(view, gT.View, savedXT!.View, dValues.View);
                 }
                 return [dx, dValues];
             };
         }
         xT.Dispose();
         return WithBias(op, y, bias, [rows]);
+    }
+
+    /// <summary>A contiguous copy of the matrix xᵀ, in Workspace (the sparse kernels take the batch as the inner
+    /// dimension).</summary>
+    private static Tensor Transposed(Tensor x, string owner)
+    {
+        using var work = MemoryContext.Use(MemoryCategory.Workspace, owner);
+        using var t = x.Transpose(0, 1);
+        return t.Contiguous();
     }
 
     /// <summary>

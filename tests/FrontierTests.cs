@@ -9,7 +9,20 @@ namespace Frugal.Tests;
 /// headline's rule, and <c>frugal frontier</c> end to end (files, budget, probes, resumption, bad options).</summary>
 public class FrontierTests
 {
-    private static string TempDir() => Path.Combine(Path.GetTempPath(), $"frugal-frontier-{Environment.ProcessId}-{Guid.NewGuid():N}");
+    /// <summary>Runs <paramref name="body"/> with a fresh output folder, deleted afterwards.</summary>
+    private static void InTempDir(Action<string> body)
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"frugal-frontier-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        try
+        {
+            body(dir);
+        }
+        finally
+        {
+            if (Directory.Exists(dir))
+                Directory.Delete(dir, recursive: true);
+        }
+    }
 
     [Fact]
     public void ARecipeIsAFormatAndItsTrainingOptionsInAnyOrder()
@@ -82,11 +95,10 @@ public class FrontierTests
     [Fact]
     public void FrontierTrainsEachPointOnceMeasuresItsWholePeakAndResumes()
     {
-        var dir = TempDir();
-        string[] args = ["frontier", "--model", "mlp", "--data", "embedded", "--widths", "8,32", "--budget-of", "dense:16", "--steps", "3", "--batch", "32",
-            "--formats", "lowrank:0.25+q8/8bit/uib,csr:0.5/8bit/rigl,dense/uib", "--out", dir];
-        try
+        InTempDir(dir =>
         {
+            string[] args = ["frontier", "--model", "mlp", "--data", "embedded", "--widths", "8,32", "--budget-of", "dense:16", "--steps", "3", "--batch", "32",
+                "--formats", "lowrank:0.25+q8/8bit/uib,csr:0.5/8bit/rigl,dense/uib", "--out", dir];
             var (code, output, err) = CliTests.Run(args);
             Assert.True(code == 0, output + err);
             // The reference width joins the widths and is trained first; every point of the sweep is reported.
@@ -126,19 +138,13 @@ public class FrontierTests
             Assert.Equal(lines.Length, rewritten.Length);
             static string Key(string line) => JsonDocument.Parse(line).RootElement.GetProperty("Key").GetString()!;
             Assert.Equal(Key(last), Key(rewritten[^1]));
-        }
-        finally
-        {
-            if (Directory.Exists(dir))
-                Directory.Delete(dir, recursive: true);
-        }
+        });
     }
 
     [Fact]
     public void ARecipeOverTheBudgetIsProbedNotTrainedAndATooSmallBudgetHasNoReference()
     {
-        var dir = TempDir();
-        try
+        InTempDir(dir =>
         {
             var (code, output, err) = CliTests.Run("frontier", "--model", "mlp", "--data", "embedded", "--widths", "8", "--budget", "10KiB", "--steps", "2",
                 "--formats", "q8/8bit", "--out", dir);
@@ -146,19 +152,13 @@ public class FrontierTests
             Assert.Contains("budget: 10,240 bytes", output, StringComparison.Ordinal);
             Assert.Matches(@"\[2/2\] q8:\S+/8bit width 8: over budget \([\d,]+ bytes after 2 steps\), not trained", output);
             Assert.Contains("no dense model fits the 10,240-byte budget", output, StringComparison.Ordinal);
-        }
-        finally
-        {
-            if (Directory.Exists(dir))
-                Directory.Delete(dir, recursive: true);
-        }
+        });
     }
 
     [Fact]
     public void TheGptFrontierMeasuresValidationLossAndReportsARecipeItCannotTrain()
     {
-        var dir = TempDir();
-        try
+        InTempDir(dir =>
         {
             var (code, output, err) = CliTests.Run("frontier", "--model", "gpt", "--widths", "32", "--budget-of", "dense:32", "--steps", "2", "--layers", "1",
                 "--context", "16", "--batch", "2", "--formats", "lowrank:0.5/8bit,csr:0.5/rigl", "--out", dir);
@@ -169,12 +169,7 @@ public class FrontierTests
             Assert.False(json.RootElement.GetProperty("higherIsBetter").GetBoolean());
             Assert.Single(json.RootElement.GetProperty("invalid").EnumerateArray());
             Assert.All(json.RootElement.GetProperty("rows").EnumerateArray(), r => Assert.InRange(r.GetProperty("mean").GetDouble(), 1.0, 6.0));
-        }
-        finally
-        {
-            if (Directory.Exists(dir))
-                Directory.Delete(dir, recursive: true);
-        }
+        });
     }
 
     [Theory]

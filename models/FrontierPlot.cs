@@ -13,7 +13,7 @@ internal static class FrontierPlot
     public static void Draw(string pathWithoutExtension, string title, string metric, IReadOnlyList<FrontierRow> rows, IReadOnlyList<FrontierRow> frontier, long? budget, bool higherIsBetter)
     {
         var plot = new Plot();
-        var palette = new ScottPlot.Palettes.Category10();
+        var palette = new ScottPlot.Palettes.Category20();
         var dense = Recipe.Dense.ToString();
         var recipes = rows.Select(r => r.Recipe).Distinct().OrderBy(r => r == dense ? 0 : 1).ToList();
         for (var i = 0; i < recipes.Count; i++)
@@ -26,6 +26,7 @@ internal static class FrontierPlot
             line.LegendText = recipes[i] == dense ? "dense (fp32 Adam)" : recipes[i];
             line.LineWidth = recipes[i] == dense ? 3 : 1.5f;
             line.MarkerSize = 7;
+            line.MarkerShape = Shape(recipes[i]);
             if (recipes[i] == dense)
             {
                 foreach (var (r, x) in series.Zip(xs))
@@ -63,6 +64,16 @@ internal static class FrontierPlot
         plot.SavePng(pathWithoutExtension + ".png", 1000, 620);
         plot.SaveSvg(pathWithoutExtension + ".svg", 1000, 620);
     }
+
+    /// <summary>One marker per family of formats (dense, low-bit, sparse, low-rank), so that colours that look alike
+    /// still tell the families apart.</summary>
+    private static MarkerShape Shape(string recipe) => recipe.Split('/')[0].Split('+')[0].Split(':')[0] switch
+    {
+        "dense" => MarkerShape.FilledCircle,
+        "csr" or "bsr" => MarkerShape.FilledSquare,
+        "lowrank" => MarkerShape.FilledTriangleUp,
+        _ => MarkerShape.FilledDiamond,
+    };
 
     /// <summary>Ticks at 1, 2 and 5 times the powers of ten spanning <paramref name="mib"/> (positions in log10 MiB).</summary>
     private static ScottPlot.TickGenerators.NumericManual LogTicks(IEnumerable<double> mib)

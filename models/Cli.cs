@@ -79,6 +79,22 @@ public sealed class CliArgs
         return v;
     }
 
+    /// <summary>A comma-separated list of distinct integers ≥ 1 (e.g. model widths), in ascending order.</summary>
+    public int[] Widths(string name, string fallback)
+    {
+        var text = String(name, fallback);
+        var widths = new List<int>();
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries))
+        {
+            if (!int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out var w) || w < 1)
+                throw new UsageException($"--{name} must be comma-separated integers >= 1, got '{text}'");
+            if (widths.Contains(w))
+                throw new UsageException($"--{name} lists {w} twice");
+            widths.Add(w);
+        }
+        return [.. widths.Order()];
+    }
+
     /// <summary>One of <paramref name="choices"/>.</summary>
     public string Choice(string name, string fallback, IReadOnlyCollection<string> choices)
     {

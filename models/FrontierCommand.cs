@@ -52,7 +52,7 @@ internal static class FrontierCommand
         var modelName = args.Choice("model", "mlp", ["mlp", "cnn", "gpt"]);
         var seeds = args.Int("seeds", 1);
         var factor = args.Double("factor", 6);
-        var widths = ParseWidths(args.String("widths", modelName switch { "mlp" => "64,128,256,512,1024,2048", "cnn" => "8,16,32,64", _ => "32,64,128,256" }));
+        var widths = args.Widths("widths", modelName switch { "mlp" => "64,128,256,512,1024,2048", "cnn" => "8,16,32,64", _ => "32,64,128,256" }).ToList();
         var recipes = ParseRecipes(args.String("formats", DefaultRecipes));
         if (args.Optional("budget") is not null && args.Optional("budget-of") is not null)
             throw new UsageException("give --budget or --budget-of, not both");
@@ -210,22 +210,6 @@ internal static class FrontierCommand
     /// seed (none: the recipe's 2-step probe).</summary>
     private static string Key(FrontierTask task, Device device, Recipe recipe, int width, int? seed)
         => string.Create(CultureInfo.InvariantCulture, $"{task.Settings}|{device.Kind}|{recipe}|width={width}|{(seed is { } s ? $"seed={s}" : $"probe={ProbeSteps}")}");
-
-    private static List<int> ParseWidths(string text)
-    {
-        var widths = new List<int>();
-        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (!int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out var w) || w < 1)
-                throw new UsageException($"--widths: '{part}' is not a positive integer");
-            if (widths.Contains(w))
-                throw new UsageException($"--widths: {w} is given twice");
-            widths.Add(w);
-        }
-        if (widths.Count == 0)
-            throw new UsageException("--widths is empty");
-        return [.. widths.Order()];
-    }
 
     private static List<Recipe> ParseRecipes(string text)
     {

@@ -13,6 +13,7 @@ public static class FrugalCli
         {GptCommand.Usage}
         {ProfileCommand.Usage}
         {FrontierCommand.Usage}
+        {OverparamCommand.Usage}
           frugal devices      the CPU and what the CUDA driver reports (or why CUDA is unavailable)
         {KernelsCommand.Usage}
           frugal help
@@ -43,6 +44,7 @@ public static class FrugalCli
                 "train" => TrainCommand.Run(args.Skip(1).ToArray()),
                 "profile" => ProfileCommand.Run(args.Skip(1).ToArray()),
                 "frontier" => FrontierCommand.Run(args.Skip(1).ToArray()),
+                "overparam" => OverparamCommand.Run(args.Skip(1).ToArray()),
                 "sample" => GptCommand.Sample(args.Skip(1).ToArray()),
                 "devices" => Devices(args.Count),
                 "kernels" => KernelsCommand.Run(args.Skip(1).ToArray()),

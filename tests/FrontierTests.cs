@@ -178,7 +178,7 @@ public class FrontierTests
     [InlineData("--budget", "lots", "--seeds", "1", "--budget must be a positive byte count")]
     [InlineData("--budget-of", "csr:64", "--seeds", "1", "--budget-of must be dense:WIDTH")]
     [InlineData("--formats", "dense/turbo", "--seeds", "1", "--formats: 'dense/turbo': unknown option /turbo")]
-    [InlineData("--widths", "8,0", "--seeds", "1", "--widths: '0' is not a positive integer")]
+    [InlineData("--widths", "8,0", "--seeds", "1", "--widths must be comma-separated integers >= 1, got '8,0'")]
     [InlineData("--tokens", "1000", "--seeds", "1", "--tokens, --corpus, --layers and --context are for gpt")]
     public void BadFrontierOptionsAreUsageErrors(string o1, string v1, string o2, string v2, string expected)
     {

@@ -37,8 +37,6 @@ public sealed record Recipe(WeightFormat Format, int StateBits = 32, bool InBack
         }
         if (recipe.RigL && recipe.Format is not SparseWeightFormat { Values: null })
             throw new FormatException($"'{text}': /rigl needs a sparse format with F32 values (csr:D or bsr:D:B), not {recipe.Format}");
-        if (recipe.RigL && recipe.StateBits == 8)
-            throw new FormatException($"'{text}': 8-bit optimizer states cannot follow RigL's pattern changes yet; drop /8bit (32-bit states) to use /rigl");
         return recipe;
     }
 

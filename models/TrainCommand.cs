@@ -106,6 +106,8 @@ internal static class TrainCommand
         var inBackward = args.Flag("update-in-backward");
         if (inBackward && precision == DType.F16)
             throw new UsageException("--update-in-backward cannot be combined with --precision fp16: loss scaling must see every gradient before any update");
+        if (stateBits != 32 && sparsity == "snfs")
+            throw new UsageException("--sparsity snfs reads Adam's first moment, which --optimizer-bits 8 keeps as 8-bit codes: use 32-bit optimizer states with snfs");
         if (stateBits != 32 && optName == "sgd")
             throw new UsageException("--optimizer-bits 8 is for adam and adamw (SGD's momentum stays 32-bit)");
         var teacherFormat = args.Optional("teacher") is { } tf ? ParseFormat(tf) : null;

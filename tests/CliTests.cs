@@ -255,6 +255,7 @@ public class CliTests
         var bytes = Quantized(784 * 512) + Quantized(512 * 512) + Quantized(512 * 10) + 8L * (512 + 512 + 10);
         Assert.Matches($@"OptimizerState\s.*{bytes:N0}", output);
         AssertUsageError(["train", "--optimizer", "sgd", "--optimizer-bits", "8"], "--optimizer-bits 8 is for adam and adamw");
+        AssertUsageError(["train", "--format", "csr:0.1", "--sparsity", "snfs", "--optimizer-bits", "8"], "--sparsity snfs reads Adam's first moment");
     }
 
     [Fact]

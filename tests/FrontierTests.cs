@@ -44,7 +44,6 @@ public class FrontierTests
     [InlineData("q4/rigl", "/rigl needs a sparse format with F32 values")]
     [InlineData("csr:0.1+q4/rigl", "/rigl needs a sparse format with F32 values")]
     [InlineData("nosuch/8bit", "nosuch")]
-    [InlineData("csr:0.1/rigl/8bit", "8-bit optimizer states cannot follow RigL's pattern changes yet")]
     public void ABadRecipeIsRefusedNamingWhatIsWrong(string text, string expected)
     {
         var e = Assert.Throws<FormatException>(() => Recipe.Parse(text));

@@ -266,10 +266,24 @@ public abstract class Optimizer : IDisposable
     /// none (plain SGD): what sparse momentum (SNFS) reads.</summary>
     protected virtual string? MomentumState => null;
 
-    /// <summary>The momentum (first moment) state of <paramref name="parameter"/>, or null before the first step or
-    /// when this optimizer keeps none.</summary>
+    /// <summary>The momentum (first moment) state of <paramref name="parameter"/>, one F32 value per parameter value,
+    /// or null before the first step or when this optimizer keeps none.</summary>
+    /// <exception cref="NotSupportedException">The momentum of <paramref name="parameter"/> is (or will be)
+    /// blockwise-quantized (Adam's 8-bit states): it is codes and block scales, not a tensor of values, so sparse
+    /// momentum (SNFS), which reads it, refuses 8-bit states rather than read codes as momentum.</exception>
     public Tensor? MomentumOf(Tensor parameter)
-        => MomentumState is { } name && _state.TryGetValue((parameter, name), out var s) ? s : null;
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        if (MomentumState is not { } name)
+            return null;
+        if (QuantizesState(parameter))
+            throw new NotSupportedException($"{GetType().Name}: the momentum of {parameter.Describe()} is blockwise-quantized (8-bit optimizer states), codes and block scales rather than one value per weight; sparse momentum (SNFS) reads it, so use 32-bit optimizer states with SNFS");
+        return _state.TryGetValue((parameter, name), out var s) ? s : null;
+    }
+
+    /// <summary>True when the state of <paramref name="parameter"/> is (or, before its first step, will be) held in
+    /// blockwise-quantized tensors of their own layout rather than one value per parameter value.</summary>
+    protected virtual bool QuantizesState(Tensor parameter) => false;
 
     /// <summary>True when this optimizer keeps a momentum state.</summary>
     public bool HasMomentum => MomentumState is not null;
@@ -303,7 +317,9 @@ public abstract class Optimizer : IDisposable
 
     /// <summary>Optimizes <paramref name="replacement"/> in place of <paramref name="parameter"/>, each state tensor
     /// becoming <paramref name="transform"/>(old values, is a second moment) (row-major, as many values as the
-    /// replacement has): a low-rank layer whose rank changed maps its moments with the factors' change of basis.</summary>
+    /// replacement has): a low-rank layer whose rank changed maps its moments with the factors' change of basis.
+    /// Blockwise-quantized states (Adam's 8-bit moments) are dequantized, mapped the same way and quantized back in
+    /// the layout of the replacement's size (see <see cref="MoveQuantizedState"/>).</summary>
     /// <exception cref="ArgumentException">The parameter is not optimized here, the replacement already is, or the
     /// transform gives the wrong number of values.</exception>
     public void ReplaceParameter(Tensor parameter, Tensor replacement, Func<double[], bool, double[]> transform)
@@ -319,36 +335,92 @@ public abstract class Optimizer : IDisposable
             throw new NotSupportedException($"{name}: {parameter.Describe()} is a master-free quantized weight; its state cannot follow a change of pattern or rank");
         if (!ReferenceEquals(parameter, replacement) && _parameters.Contains(replacement))
             throw new ArgumentException($"{name}: the replacement {replacement.Describe()} is already optimized");
-        foreach (var key in _state.Keys.Where(k => ReferenceEquals(k.Item1, parameter)).ToList())
+        IReadOnlyCollection<string> quantized;
+        using (Autograd.NoGrad())
+            quantized = MoveQuantizedState(parameter, replacement, transform);
+        foreach (var key in _state.Keys.Where(k => ReferenceEquals(k.Item1, parameter) && !quantized.Contains(k.Item2)).ToList())
         {
             var state = _state[key];
             if (state.Shape != parameter.Shape)
-                throw new NotSupportedException($"{name}: the '{key.Item2}' state of {parameter.Describe()} is blockwise-quantized ({state.Describe()}) and cannot follow a change of pattern or rank; use 32-bit optimizer states with dynamic sparsity and rank schedules");
-            double[] values;
-            using (var old = state.To(DType.F64))
-                values = old.ToArray<double>();
-            var moved = transform(values, IsSecondMoment(key.Item2));
-            if (moved.Length != replacement.Numel)
-                throw new ArgumentException($"{name}: the state transform gave {moved.Length} values for {replacement.Describe()}");
-            using var host = Tensor.FromArray(moved, replacement.Shape, state.Device);
-            using var cast = host.To(state.DType);
+                throw new InvalidOperationException($"{name}: the '{key.Item2}' state of {parameter.Describe()} ({state.Describe()}) is not one value per parameter value, and {name} does not move it ({nameof(MoveQuantizedState)})");
+            var moved = Transformed(transform, StateValues(state), IsSecondMoment(key.Item2), replacement);
             using (Autograd.NoGrad())
             {
                 if (ReferenceEquals(parameter, replacement))
                 {
-                    F.CopyInto(state, cast);
+                    Fill(state, moved);
                     continue;
                 }
                 var dtype = state.DType;
-                _state.Remove(key);
-                _createdAt.Remove(key, out var born);
-                state.Dispose();
-                var fresh = State(replacement, key.Item2, replacement.Shape, dtype, out _);
-                _createdAt[(replacement, key.Item2)] = born;
-                F.CopyInto(fresh, cast);
+                var born = RemoveState(parameter, key.Item2);
+                Fill(AddState(replacement, key.Item2, replacement.Shape, dtype, born), moved);
             }
         }
         _parameters[at] = replacement;
+    }
+
+    /// <summary>Called by <see cref="ReplaceParameter(Tensor, Tensor, Func{double[], bool, double[]})"/> (checked
+    /// arguments, no gradient recorded) before it maps the states of one value per parameter value: moves the states
+    /// this optimizer keeps in a layout of their own (blockwise-quantized moments) from <paramref name="parameter"/>
+    /// to <paramref name="replacement"/> (the same tensor for a remap), each as its values mapped by
+    /// <paramref name="transform"/>, and returns the names of the replacement's states it wrote (which the base
+    /// leaves alone). The parameter's states it consumed must be gone (<see cref="RemoveState"/>) unless
+    /// rewritten in place. Default: no such states.</summary>
+    protected virtual IReadOnlyCollection<string> MoveQuantizedState(Tensor parameter, Tensor replacement, Func<double[], bool, double[]> transform) => [];
+
+    /// <summary><paramref name="transform"/>(<paramref name="values"/>, <paramref name="secondMoment"/>), checked
+    /// to hold one value per value of <paramref name="replacement"/>.</summary>
+    /// <exception cref="ArgumentException">It holds another number.</exception>
+    protected double[] Transformed(Func<double[], bool, double[]> transform, double[] values, bool secondMoment, Tensor replacement)
+    {
+        ArgumentNullException.ThrowIfNull(transform);
+        ArgumentNullException.ThrowIfNull(replacement);
+        var moved = transform(values, secondMoment);
+        if (moved.Length != replacement.Numel)
+            throw new ArgumentException($"{GetType().Name}: the state transform gave {moved.Length} values for {replacement.Describe()}");
+        return moved;
+    }
+
+    /// <summary>The values of a state tensor, row-major, in float64.</summary>
+    protected static double[] StateValues(Tensor state)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        using var old = state.To(DType.F64);
+        return old.ToArray<double>();
+    }
+
+    /// <summary>Writes <paramref name="values"/> (row-major, as many as it holds) into <paramref name="state"/>,
+    /// rounded to its dtype.</summary>
+    protected static void Fill(Tensor state, double[] values)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        using var host = Tensor.FromArray(values, state.Shape, state.Device);
+        using var cast = host.To(state.DType);
+        F.CopyInto(state, cast);
+    }
+
+    /// <summary>The state <paramref name="name"/> of <paramref name="p"/>, or null when it has none.</summary>
+    protected Tensor? ExistingState(Tensor p, string name) => _state.GetValueOrDefault((p, name));
+
+    /// <summary>Frees the state <paramref name="name"/> of <paramref name="p"/>; returns the step it was created in
+    /// (what <see cref="AddState"/> carries over to the state that replaces it).</summary>
+    /// <exception cref="KeyNotFoundException">There is no such state.</exception>
+    protected long RemoveState(Tensor p, string name)
+    {
+        if (!_state.Remove((p, name), out var s))
+            throw new KeyNotFoundException($"{GetType().Name}: {p.Describe()} has no '{name}' state");
+        _createdAt.Remove((p, name), out var born);
+        s.Dispose();
+        return born;
+    }
+
+    /// <summary>A new zero state <paramref name="name"/> of <paramref name="p"/>, counted as created at step
+    /// <paramref name="bornAt"/> (the state it takes over), so that it does not count as fresh in the next step.</summary>
+    protected Tensor AddState(Tensor p, string name, Shape shape, DType dtype, long bornAt)
+    {
+        var s = State(p, name, shape, dtype, out _);
+        _createdAt[(p, name)] = bornAt;
+        return s;
     }
 
     /// <summary>True for a state that holds squares of gradients (Adam's second moment): it maps with squared

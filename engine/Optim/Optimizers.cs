@@ -128,10 +128,17 @@ public class Adam : Optimizer
     }
 
     /// <inheritdoc/>
+    protected override bool QuantizesState(Tensor parameter)
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        return StateBits == 8 && parameter.GradShape.Numel >= MinQuantizedState;
+    }
+
+    /// <inheritdoc/>
     protected override void Update(Tensor parameter, Tensor values, Tensor grad, long offset)
     {
         var args = new AdamArgs(Lr, Beta1, Beta2, Eps, Decay is null || Decay(parameter) ? WeightDecay : 0, Decoupled, StepCount);
-        if (StateBits == 8 && parameter.GradShape.Numel >= MinQuantizedState)
+        if (QuantizesState(parameter))
         {
             UpdateQuantized(parameter, values, grad, offset, args);
             return;
@@ -181,11 +188,108 @@ public class Adam : Optimizer
                 values.Backend.AdamStep(values.View, grad.View, mn.View, vn.View, args);
             Quantize(m, mc, ms, 127);
         }
+        QuantizeSecondMoment(v, rc, rs);
+    }
+
+    private static readonly string[] QuantizedStates = ["exp_avg.codes", "exp_avg.absmax", "exp_avg_sq.root4_codes", "exp_avg_sq.root4_absmax"];
+    private static readonly string[] FullStates = ["exp_avg", "exp_avg_sq"];
+
+    /// <inheritdoc/>
+    /// <remarks>With 8-bit states, where the parameter or the replacement holds quantized moments: both moments are
+    /// read as the step reads them (dequantized a chunk of blocks at a time into F32 Workspace, the second moment
+    /// from its fourth root with the floor of half a step), mapped by <paramref name="transform"/>, and stored as the
+    /// replacement's first step would: quantized (round to nearest, scales re-estimated per block) in the layout of
+    /// its size, or F32 when it has fewer than <see cref="MinQuantizedState"/> values. Each moment moves within half
+    /// a quantization step of its new block; entries mapped from nothing get codes 0, as a fresh state.</remarks>
+    protected override IReadOnlyCollection<string> MoveQuantizedState(Tensor parameter, Tensor replacement, Func<double[], bool, double[]> transform)
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        ArgumentNullException.ThrowIfNull(replacement);
+        var (from, to) = (QuantizesState(parameter), QuantizesState(replacement));
+        if (!from && !to)
+            return [];
+        var names = from ? QuantizedStates : FullStates;
+        if (names.Any(name => ExistingState(parameter, name) is null))
+            return [];   // not stepped yet: the replacement's first step creates its state
+        using var work = Memory.MemoryContext.Use(Memory.MemoryCategory.Workspace, $"{parameter.Name ?? "param"}.adam8bit.move");
+        double[] Read(bool second)
+        {
+            if (!from)
+                return StateValues(ExistingState(parameter, FullStates[second ? 1 : 0])!);
+            var i = second ? 2 : 0;
+            return ReadQuantized(ExistingState(parameter, QuantizedStates[i])!, ExistingState(parameter, QuantizedStates[i + 1])!, parameter.GradShape.Numel, second);
+        }
+        var m = Transformed(transform, Read(second: false), false, replacement);
+        var v = Transformed(transform, Read(second: true), true, replacement);
+        var same = ReferenceEquals(parameter, replacement);   // then the layout is the same: rewrite in place
+        var born = same ? [] : names.Select(name => RemoveState(parameter, name)).ToArray();
+        if (!to)
+        {
+            // As StateSlice creates them: one value per value, in the values' dtype.
+            Fill(AddState(replacement, FullStates[0], replacement.GradShape, replacement.DType, born[0]), m);
+            Fill(AddState(replacement, FullStates[1], replacement.GradShape, replacement.DType, born[^1]), v);
+            return FullStates;
+        }
+        Tensor Target(int i)
+        {
+            if (same)
+                return ExistingState(parameter, QuantizedStates[i])!;
+            var (shape, dtype) = StateLayout(replacement.GradShape, QuantizedStates[i])!.Value;
+            return AddState(replacement, QuantizedStates[i], shape, dtype, from ? born[i] : born[i / 2]);
+        }
+        WriteQuantized(m, Target(0), Target(1), secondMoment: false);
+        WriteQuantized(v, Target(2), Target(3), secondMoment: true);
+        return QuantizedStates;
+    }
+
+    /// <summary>The first <paramref name="count"/> values of a quantized moment as the step reads them, in float64,
+    /// dequantized <see cref="QuantizedChunkValues"/> values at a time (as the step, so moving never needs more Workspace).</summary>
+    private static double[] ReadQuantized(Tensor codes, Tensor absmax, long count, bool secondMoment)
+    {
+        var values = new double[count];
+        for (var first = 0; first < codes.Shape[0]; first += QuantizedChunkValues / StateBlock)
+        {
+            var blocks = (int)Math.Min(QuantizedChunkValues / StateBlock, codes.Shape[0] - first);
+            using var c = codes.Narrow(0, first, blocks);
+            using var s = absmax.Narrow(0, first, blocks);
+            using var x = secondMoment ? SecondMoment(c, s) : Dequantize(c, s, 127, floor: 0);
+            var chunk = x.ToArray<float>();
+            var start = (long)first * StateBlock;
+            for (var i = 0; i < chunk.Length && start + i < count; i++)
+                values[start + i] = chunk[i];
+        }
+        return values;
+    }
+
+    /// <summary>Quantizes <paramref name="values"/> into a moment's codes and block scales as the step does
+    /// (<see cref="QuantizedChunkValues"/> values at a time through F32 Workspace; the padding of the last block is 0).</summary>
+    private static void WriteQuantized(double[] values, Tensor codes, Tensor absmax, bool secondMoment)
+    {
+        for (var first = 0; first < codes.Shape[0]; first += QuantizedChunkValues / StateBlock)
+        {
+            var blocks = (int)Math.Min(QuantizedChunkValues / StateBlock, codes.Shape[0] - first);
+            var start = (long)first * StateBlock;
+            var chunk = new float[blocks * StateBlock];
+            for (var i = 0; i < chunk.Length && start + i < values.Length; i++)
+                chunk[i] = (float)(secondMoment ? Math.Max(values[start + i], 0) : values[start + i]);
+            using var c = codes.Narrow(0, first, blocks);
+            using var s = absmax.Narrow(0, first, blocks);
+            using var x = Tensor.FromArray(chunk, new Shape(blocks, StateBlock), codes.Device);
+            if (secondMoment)
+                QuantizeSecondMoment(x, c, s);
+            else
+                Quantize(x, c, s, 127);
+        }
+    }
+
+    /// <summary>Codes of v^¼ (against each block's maximum) from the second moment <paramref name="v"/> [blocks, 2048].</summary>
+    private static void QuantizeSecondMoment(Tensor v, Tensor codes, Tensor absmax)
+    {
         Tensor root4;
         using (var root2 = v.Sqrt())
             root4 = root2.Sqrt();
         using (root4)
-            Quantize(root4, rc, rs, 255);
+            Quantize(root4, codes, absmax, 255);
     }
 
     /// <summary>v from its codes of v^¼ (a range of 2³² in 8 bits), read back at least half a step above zero, so a

@@ -115,7 +115,9 @@ public sealed class ImageFrontier(string model, FashionMnist data, int epochs, i
         var totalSteps = (long)stepsPerEpoch * epochs;
         Rng.ManualSeed((ulong)seed);
         using var opt = new Adam(model.Parameters(), lr, stateBits: recipe.StateBits);
-        var rigl = recipe.RigL ? new RigL(model, opt, updateEvery: 100, dropFraction: 0.3, endStep: Math.Max(1, totalSteps * 3 / 4)) : null;
+        // RigL's schedule of train --sparsity rigl (a pattern update every 100 steps, drop fraction 0.3, none in the last
+        // quarter), at least ten updates' room in a short run.
+        var rigl = recipe.RigL ? new RigL(model, opt, updateEvery: (int)Math.Clamp(totalSteps / 10, 2, 100), dropFraction: 0.3, endStep: Math.Max(1, totalSteps * 3 / 4)) : null;
         var trainer = new Trainer(model, opt, device)
         {
             Schedule = new CosineSchedule(totalSteps),

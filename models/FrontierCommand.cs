@@ -21,7 +21,7 @@ internal static class FrontierCommand
                        change what training holds: 8-bit Adam moments, updates in backward, gradient checkpointing,
                        bf16 autocast, RigL (csr/bsr with F32 values)
                        default dense/8bit,dense/8bit/uib,dense/8bit/uib/ckpt,dense/bf16,q8/8bit/uib,q4/8bit/uib,
-                       csr:0.1,csr:0.1/8bit,csr:0.1/rigl,csr:0.1+q4/8bit/uib,lowrank:0.25+q8/8bit/uib,
+                       csr:0.1,csr:0.1/8bit,csr:0.1/rigl,csr:0.1/8bit/rigl,csr:0.1+q4/8bit/uib,lowrank:0.25+q8/8bit/uib,
                        lowrank:0.125+q8/8bit/uib,lowrank:0.125+q8/8bit/uib/bf16
                        (dense, fp32 Adam, is always trained at every width: the reference)
           --widths     mlp: hidden units (784-W-W-10); cnn: channels W, 2W and 8W hidden units; gpt: model width
@@ -40,7 +40,7 @@ internal static class FrontierCommand
 
     private static readonly string[] Options = ["model", "budget", "budget-of", "formats", "widths", "epochs", "steps", "tokens", "seeds", "batch", "lr", "factor", "layers", "context", "data", "corpus", "out", "device"];
 
-    private const string DefaultRecipes = "dense/8bit,dense/8bit/uib,dense/8bit/uib/ckpt,dense/bf16,q8/8bit/uib,q4/8bit/uib,csr:0.1,csr:0.1/8bit,csr:0.1/rigl,csr:0.1+q4/8bit/uib,lowrank:0.25+q8/8bit/uib,lowrank:0.125+q8/8bit/uib,lowrank:0.125+q8/8bit/uib/bf16";
+    private const string DefaultRecipes = "dense/8bit,dense/8bit/uib,dense/8bit/uib/ckpt,dense/bf16,q8/8bit/uib,q4/8bit/uib,csr:0.1,csr:0.1/8bit,csr:0.1/rigl,csr:0.1/8bit/rigl,csr:0.1+q4/8bit/uib,lowrank:0.25+q8/8bit/uib,lowrank:0.125+q8/8bit/uib,lowrank:0.125+q8/8bit/uib/bf16";
 
     private const int ProbeSteps = 2;
 

@@ -4,6 +4,8 @@ namespace Frugal.Models;
 /// and the usage (exit code 2) or a message (exit code 1), never a stack trace.</summary>
 public static class FrugalCli
 {
+    private const string DevicesUsage = "  frugal devices      the CPU and what the CUDA driver reports (or why CUDA is unavailable)";
+
     /// <summary>Text of <c>frugal help</c>.</summary>
     public const string Usage = $"""
         Frugal: train compressed neural networks in their compressed form.
@@ -14,8 +16,9 @@ public static class FrugalCli
         {ProfileCommand.Usage}
         {FrontierCommand.Usage}
         {OverparamCommand.Usage}
-          frugal devices      the CPU and what the CUDA driver reports (or why CUDA is unavailable)
+        {DevicesUsage}
         {KernelsCommand.Usage}
+          frugal COMMAND -h   one command's options
           frugal help
         """;
 
@@ -28,6 +31,19 @@ public static class FrugalCli
         return 0;
     }
 
+    /// <summary>The usage of one command (<c>frugal COMMAND -h</c>), or null for an unknown command.</summary>
+    private static string? CommandUsage(string command) => command switch
+    {
+        "train" => $"{TrainCommand.Usage}\n{GptCommand.Usage}",
+        "sample" => GptCommand.Usage,
+        "profile" => ProfileCommand.Usage,
+        "frontier" => FrontierCommand.Usage,
+        "overparam" => OverparamCommand.Usage,
+        "kernels" => KernelsCommand.Usage,
+        "devices" => DevicesUsage,
+        _ => null,
+    };
+
     /// <summary>Runs one command; returns the process exit code.</summary>
     public static int Run(IReadOnlyList<string> args)
     {
@@ -38,6 +54,11 @@ public static class FrugalCli
             {
                 Console.WriteLine(Usage);
                 return args.Count == 0 ? 2 : 0;
+            }
+            if (args.Skip(1).Any(a => a is "--help" or "-h") && CommandUsage(args[0]) is { } usage)
+            {
+                Console.WriteLine(usage);
+                return 0;
             }
             return args[0] switch
             {

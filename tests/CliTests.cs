@@ -71,6 +71,23 @@ public class CliTests
         Assert.Contains("frugal train --model mlp|cnn", output, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("train", "--sparsity")]
+    [InlineData("profile", "--formats")]
+    [InlineData("frontier", "--budget-of")]
+    [InlineData("overparam", "--task")]
+    [InlineData("sample", "--temperature")]
+    [InlineData("kernels", "frugal kernels")]
+    [InlineData("devices", "frugal devices")]
+    public void ACommandsHelpShowsItsOptionsAndExitsZero(string command, string option)
+    {
+        // Before any option is checked: -h after a bad option still shows the help.
+        var (code, output, err) = Run(command, "--no-such-option", "-h");
+        Assert.True(code == 0, output + err);
+        Assert.Contains(option, output, StringComparison.Ordinal);
+        Assert.DoesNotContain("frugal help", output, StringComparison.Ordinal);   // that command's part, not the whole usage
+    }
+
     [Fact]
     public void MissingDataFolderIsNamed()
     {

@@ -135,4 +135,53 @@ public class CheckpointTests
             File.Delete(path);
         }
     }
+
+    [Theory]
+    [InlineData("drop", "optimizer/1.weight/exp_avg_sq", "the checkpoint's optimizer state of '1.weight' lacks 'exp_avg_sq'")]
+    [InlineData("drop-parameter", "optimizer/3.weight/", "the checkpoint says it saved 12 optimizer states but holds 10")]
+    [InlineData("meta", "optimizer.lr=-0.001", "optimizer.lr '-0.001' is not a learning rate")]
+    [InlineData("meta", "optimizer.lr=0", "optimizer.lr '0' is not a learning rate")]
+    [InlineData("meta", "optimizer.lr=NaN", "optimizer.lr 'NaN' is not a learning rate")]
+    [InlineData("meta", "optimizer.step=-3", "optimizer.step '-3' is not a step count")]
+    public void ACheckpointWithAValidHashButAWrongMeaningIsRefusedAndChangesNothing(string change, string what, string expected)
+    {
+        var device = Device.CreateCpu("ckpt-meaning");
+        var path = TempPath();
+        Init.ManualSeed(1);
+        using var mlp = Zoo.Mlp(hidden: 32, device: device);
+        using var opt = new Adam(mlp.Parameters(), 1e-3);
+        Steps(mlp, opt, 1, 2, device);
+        try
+        {
+            Checkpoints.Save(path, mlp, opt);
+            // Rewritten through the writer, so the integrity hash is valid and only the meaning is wrong.
+            var file = SafeTensors.Read(path, requireHash: true);
+            var kept = file.Entries.Where(e => change switch
+            {
+                "drop" => e.Name != what,
+                "drop-parameter" => !e.Name.StartsWith(what, StringComparison.Ordinal),
+                _ => true,
+            }).Select(e => (e.Name, file.ToTensor(e.Name))).ToList();
+            var meta = file.Metadata.Where(kv => kv.Key != SafeTensors.HashKey).ToDictionary(kv => kv.Key, kv => kv.Value);
+            if (change == "meta")
+                meta[what.Split('=')[0]] = what.Split('=')[1];
+            SafeTensors.Write(path, kept, meta);
+            foreach (var (_, t) in kept)
+                t.Dispose();
+
+            Init.ManualSeed(2);
+            using var fresh = Zoo.Mlp(hidden: 32, device: device);
+            using var freshOpt = new Adam(fresh.Parameters(), 1e-3);
+            Steps(fresh, freshOpt, 2, 1, device);
+            var before = Snapshot(fresh, freshOpt);
+            var e = Assert.Throws<ArgumentException>(() => Checkpoints.Load(path, fresh, freshOpt));
+            Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+            Assert.Contains(path, e.Message, StringComparison.Ordinal);
+            AssertSame(before, Snapshot(fresh, freshOpt));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
 }

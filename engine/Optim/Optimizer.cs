@@ -457,34 +457,58 @@ public abstract class Optimizer : IDisposable
         yield return new("optimizer.type", GetType().Name);
         yield return new("optimizer.step", StepCount.ToString(System.Globalization.CultureInfo.InvariantCulture));
         yield return new("optimizer.lr", Lr.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+        yield return new("optimizer.states", _state.Count.ToString(System.Globalization.CultureInfo.InvariantCulture));
     }
 
     /// <summary>Prefix of the optimizer's tensors in a checkpoint.</summary>
     internal const string StatePrefix = "optimizer/";
 
     /// <summary>Throws unless <see cref="LoadState"/> can load <paramref name="file"/>: the same optimizer type, a
-    /// step count and rate, and every stored state belonging to a parameter optimized here.</summary>
+    /// step count (≥ 0) and a rate (positive, finite), every stored state belonging to a parameter optimized here, a
+    /// parameter with any state holding all of them, and as many states as the checkpoint says it saved (checkpoints
+    /// written before that count was kept are not counted).</summary>
     /// <exception cref="ArgumentException">It cannot, naming what differs.</exception>
     internal void CheckState(IO.SafeTensorsFile file)
     {
         var name = GetType().Name;
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
         if (file.Metadata.GetValueOrDefault("optimizer.type") != name)
             throw new ArgumentException($"the checkpoint's optimizer is '{file.Metadata.GetValueOrDefault("optimizer.type") ?? "(none)"}', not {name}");
-        if (!long.TryParse(file.Metadata.GetValueOrDefault("optimizer.step"), System.Globalization.CultureInfo.InvariantCulture, out _)
-            || !double.TryParse(file.Metadata.GetValueOrDefault("optimizer.lr"), System.Globalization.CultureInfo.InvariantCulture, out _))
-            throw new ArgumentException("the checkpoint's optimizer.step or optimizer.lr is missing or not a number");
+        if (!long.TryParse(file.Metadata.GetValueOrDefault("optimizer.step"), System.Globalization.NumberStyles.None, invariant, out _))
+            throw new ArgumentException($"the checkpoint's optimizer.step '{file.Metadata.GetValueOrDefault("optimizer.step") ?? "(none)"}' is not a step count (a whole number >= 0)");
+        if (!double.TryParse(file.Metadata.GetValueOrDefault("optimizer.lr"), System.Globalization.NumberStyles.Float, invariant, out var lr) || !(lr > 0) || double.IsInfinity(lr))
+            throw new ArgumentException($"the checkpoint's optimizer.lr '{file.Metadata.GetValueOrDefault("optimizer.lr") ?? "(none)"}' is not a learning rate (a positive finite number)");
         var byName = _parameters.ToDictionary(p => p.Name ?? "param", StringComparer.Ordinal);
-        foreach (var e in file.Entries.Where(e => e.Name.StartsWith(StatePrefix, StringComparison.Ordinal)))
+        var held = new Dictionary<Tensor, (Shape Values, HashSet<string> States)>(ReferenceEqualityComparer.Instance);
+        var states = file.Entries.Where(e => e.Name.StartsWith(StatePrefix, StringComparison.Ordinal)).ToList();
+        foreach (var e in states)
         {
             var slash = e.Name.LastIndexOf('/');
             if (slash <= StatePrefix.Length || !byName.TryGetValue(e.Name[StatePrefix.Length..slash], out var p))
                 throw new ArgumentException($"the checkpoint's optimizer state '{e.Name}' belongs to no parameter optimized here");
             // The layout follows the parameter as stored (a sparse layer's size may differ from the fresh model's).
             var values = p.Packing is not null ? p.GradShape : file.Contains(p.Name ?? "param") ? file.Entry(p.Name ?? "param").Shape : p.Shape;
-            if (StateLayout(values, e.Name[(slash + 1)..]) is not { } layout || layout.Shape != e.Shape || layout.DType != e.DType)
+            var state = e.Name[(slash + 1)..];
+            if (StateLayout(values, state) is not { } layout || layout.Shape != e.Shape || layout.DType != e.DType)
                 throw new ArgumentException($"the checkpoint's optimizer state '{e.Name}' ({e.DType.Name()} {e.Shape}) is not a {name} state of a parameter of shape {values}");
+            if (!held.TryGetValue(p, out var h))
+                held[p] = h = (values, new HashSet<string>(StringComparer.Ordinal));
+            h.States.Add(state);
         }
+        foreach (var (p, (values, present)) in held)
+        {
+            var missing = StateNames.Where(n => StateLayout(values, n) is not null && !present.Contains(n)).ToList();
+            if (missing.Count > 0)
+                throw new ArgumentException($"the checkpoint's optimizer state of '{p.Name ?? "param"}' lacks {string.Join(", ", missing.Select(m => $"'{m}'"))}: a {name} parameter of shape {values} keeps {string.Join(", ", StateNames.Where(n => StateLayout(values, n) is not null))}");
+        }
+        if (file.Metadata.TryGetValue("optimizer.states", out var counted)
+            && (!int.TryParse(counted, System.Globalization.NumberStyles.None, invariant, out var count) || count != states.Count))
+            throw new ArgumentException($"the checkpoint says it saved {counted} optimizer states but holds {states.Count}");
     }
+
+    /// <summary>Every state name this optimizer may keep (which of them a parameter keeps: those
+    /// <see cref="StateLayout"/> gives a layout).</summary>
+    protected abstract IReadOnlyList<string> StateNames { get; }
 
     /// <summary>The shape and dtype of state <paramref name="state"/> for a parameter of <paramref name="values"/>
     /// values (F32 parameters), or null when this optimizer keeps no such state: how a checkpoint's state is checked.</summary>

@@ -36,6 +36,9 @@ public sealed class SGD : Optimizer
         => state == "momentum_buffer" && Momentum != 0 ? (values, DType.F32) : null;
 
     /// <inheritdoc/>
+    protected override IReadOnlyList<string> StateNames { get; } = ["momentum_buffer"];
+
+    /// <inheritdoc/>
     protected override void Update(Tensor parameter, Tensor values, Tensor grad, long offset)
     {
         var first = false;
@@ -111,6 +114,9 @@ public class Adam : Optimizer
 
     /// <inheritdoc/>
     protected override bool IsSecondMoment(string state) => state == "exp_avg_sq";
+
+    /// <inheritdoc/>
+    protected override IReadOnlyList<string> StateNames { get; } = ["exp_avg", "exp_avg_sq", .. QuantizedStates];
 
     /// <inheritdoc/>
     protected override (Shape Shape, DType DType)? StateLayout(Shape values, string state)

@@ -104,3 +104,25 @@ public sealed class CliArgs
         return v;
     }
 }
+
+/// <summary>Checks on the files a command will write, made before it trains.</summary>
+internal static class CliFiles
+{
+    /// <summary>Creates <paramref name="dir"/> (unless <paramref name="create"/> is false) and checks that a file
+    /// can be written there; else a usage error naming option <paramref name="option"/>.</summary>
+    public static void CheckWritable(string dir, bool create = true, string option = "out")
+    {
+        try
+        {
+            if (create)
+                Directory.CreateDirectory(dir);
+            var probe = Path.Combine(dir, $".frugal-write-test-{Environment.ProcessId}");
+            File.WriteAllText(probe, "");
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"--{option}: cannot write to '{dir}': {e.Message}");
+        }
+    }
+}

@@ -62,7 +62,7 @@ internal static class FrontierCommand
             widths = [.. widths.Append(rw).Order()];
         var task = CreateTask(modelName, args);
         var outDir = Path.GetFullPath(args.String("out", "frontier"));
-        ProfileCommand.CheckWritable(outDir);
+        CliFiles.CheckWritable(outDir);
         var baseDevice = TrainCommand.ParseDevice(args.String("device", "cpu"));
         AnsiConsole.MarkupLine($"[bold]frontier[/]: {modelName} on {Markup.Escape(task.Source)}, {Markup.Escape(task.Settings)}, {seeds} seed(s), device {baseDevice}");
         AnsiConsole.MarkupLine($"[bold]recipes[/]: {Markup.Escape(string.Join(", ", recipes))}; widths {string.Join(", ", widths)}");

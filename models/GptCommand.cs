@@ -61,6 +61,8 @@ internal static class GptCommand
         var embeddingFormat = TrainCommand.ParseFormat(args.String("embedding-format", "dense"));
         var stopAfter = args.Int("stop-after", 0, min: 0);
         var resumePath = args.Optional("resume");
+        if (args.Optional("save") is { } savePath)
+            RunCheckpoint.CheckSavable(savePath);
         var device = TrainCommand.ParseDevice(args.String("device", "cpu"));
         var corpus = LoadCorpus(args.Optional("corpus"));
         if (corpus.Validation.Length < context + 1 || corpus.Train.Length < context + 1)

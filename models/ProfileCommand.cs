@@ -51,7 +51,7 @@ internal static class ProfileCommand
             throw new UsageException("--formats is empty");
         var parsed = formats.Select(TrainCommand.ParseFormat).ToArray();
         var outDir = Path.GetFullPath(args.String("out", "profile"));
-        CheckWritable(outDir);
+        CliFiles.CheckWritable(outDir);
         var checkpoints = args.Flag("checkpoint") ? new[] { false, true } : [false];
         var dataArg = args.Optional("data");
         var workload = modelName == "gpt" ? Workload.Text(GptCommand.LoadCorpus(dataArg), batch) : Workload.Images(modelName, dataArg, batch);
@@ -218,22 +218,6 @@ internal static class ProfileCommand
             table.AddRow([.. cells]);
         }
         return table;
-    }
-
-    /// <summary>Creates <paramref name="dir"/> and checks that a file can be written there (else a usage error).</summary>
-    internal static void CheckWritable(string dir)
-    {
-        try
-        {
-            Directory.CreateDirectory(dir);
-            var probe = Path.Combine(dir, $".frugal-write-test-{Environment.ProcessId}");
-            File.WriteAllText(probe, "");
-            File.Delete(probe);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new UsageException($"--out: cannot write to '{dir}': {e.Message}");
-        }
     }
 
     private static string FileName(string label) => new([.. label.Select(ch => char.IsLetterOrDigit(ch) || ch == '.' ? ch : '-')]);

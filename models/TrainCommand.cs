@@ -124,6 +124,8 @@ internal static class TrainCommand
         if (clip > 0 && precision == DType.F16)
             throw new UsageException("--clip-grad-norm cannot be combined with --precision fp16 (it would clip loss-scaled gradients)");
         var savePath = args.Optional("save");
+        if (savePath is not null)
+            RunCheckpoint.CheckSavable(savePath);
         var resumePath = args.Optional("resume");
         var stopAfter = args.Int("stop-after", 0, min: 0);
         // What a resumed run must share with the run it continues (anything that changes the steps it takes).

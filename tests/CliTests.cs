@@ -88,6 +88,20 @@ public class CliTests
         Assert.DoesNotContain("frugal help", output, StringComparison.Ordinal);   // that command's part, not the whole usage
     }
 
+    [Theory]
+    [InlineData("mlp")]
+    [InlineData("gpt")]
+    public void AnUnwritableSaveIsRefusedBeforeTraining(string model)
+    {
+        var path = Path.Combine(Path.GetTempPath(), "frugal-no-such-folder-" + Guid.NewGuid().ToString("N"), "run.safetensors");
+        string[] data = model == "gpt" ? [] : ["--data", "embedded"];
+        var (code, output, err) = Run(["train", "--model", model, .. data, "--steps", "1", "--save", path]);
+        Assert.Equal(2, code);
+        Assert.Contains($"--save {path}: the folder", err, StringComparison.Ordinal);
+        Assert.DoesNotContain("epoch", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("step", output, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void MissingDataFolderIsNamed()
     {

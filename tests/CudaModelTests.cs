@@ -106,11 +106,8 @@ public class CudaModelTests
 
     private static string RepositoryRoot()
     {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "README.md")) && Directory.Exists(Path.Combine(dir.FullName, "kernels")))
-                return dir.FullName;
-        }
+        if (TestUtil.RepositoryRoot() is { } root)
+            return root;
         Assert.Skip("neither Debian's fortunes nor the repository's README.md (a text corpus) is here");
         return "";
     }

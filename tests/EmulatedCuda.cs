@@ -36,13 +36,5 @@ internal static class EmulatedCuda
     }
 
     /// <summary>The checkout's root (the folder of Engine.sln), or the test binaries' folder outside a checkout.</summary>
-    public static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Engine.sln")))
-                return dir.FullName;
-        }
-        return AppContext.BaseDirectory;
-    }
+    public static string RepositoryRoot() => TestUtil.RepositoryRoot() ?? AppContext.BaseDirectory;
 }

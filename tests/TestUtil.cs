@@ -236,4 +236,16 @@ internal static class TestUtil
             return Tensor.FromArray(dense.ToArray<float>(), dense.Shape, dense.Device);
         }
     }
+
+    /// <summary>The checkout's root (the folder of Engine.sln) above the test binaries, or null where the tests run
+    /// without the checkout (the GPU bundle).</summary>
+    public static string? RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Engine.sln")))
+                return dir.FullName;
+        }
+        return null;
+    }
 }

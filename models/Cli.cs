@@ -30,24 +30,53 @@ public sealed class CliArgs
                     throw new UsageException($"option --{name} given twice");
                 continue;
             }
-            string value;
+            string? inline = null;
             var eq = name.IndexOf('=', StringComparison.Ordinal);
             if (eq >= 0)
             {
-                value = name[(eq + 1)..];
+                inline = name[(eq + 1)..];
                 name = name[..eq];
             }
-            else
-            {
-                if (i + 1 >= args.Count)
-                    throw new UsageException($"option --{name} needs a value");
-                value = args[++i];
-            }
             if (!known.Contains(name))
-                throw new UsageException($"unknown option --{name}");
+                throw new UsageException($"unknown option --{name}" + (Closest(name, [.. known, .. flags ?? []]) is { } near ? $"; did you mean --{near}?" : ""));
+            if (inline is null && i + 1 >= args.Count)
+                throw new UsageException($"option --{name} needs a value");
+            var value = inline ?? args[++i];
             if (!_values.TryAdd(name, value))
                 throw new UsageException($"option --{name} given twice");
         }
+    }
+
+    /// <summary>The option nearest to a mistyped <paramref name="name"/>: the one fewest edits away (insertions,
+    /// deletions, substitutions, swaps of neighbours), if that is at most a third of its length; or the one it
+    /// begins.</summary>
+    internal static string? Closest(string name, IEnumerable<string> options)
+    {
+        var (best, distance) = options.Select(o => (o, Distance(name, o))).OrderBy(p => p.Item2).ThenBy(p => p.o, StringComparer.Ordinal).FirstOrDefault();
+        if (best is not null && distance <= Math.Max(1, best.Length / 3))
+            return best;
+        return options.Where(o => name.Length >= 3 && o.StartsWith(name, StringComparison.Ordinal)).Order(StringComparer.Ordinal).FirstOrDefault();
+    }
+
+    /// <summary>Optimal string alignment distance between <paramref name="a"/> and <paramref name="b"/>.</summary>
+    private static int Distance(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (var i = 0; i <= a.Length; i++)
+            d[i, 0] = i;
+        for (var j = 0; j <= b.Length; j++)
+            d[0, j] = j;
+        for (var i = 1; i <= a.Length; i++)
+        {
+            for (var j = 1; j <= b.Length; j++)
+            {
+                var cost = a[i - 1] == b[j - 1] ? 0 : 1;
+                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + cost);
+                if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                    d[i, j] = Math.Min(d[i, j], d[i - 2, j - 2] + 1);
+            }
+        }
+        return d[a.Length, b.Length];
     }
 
     /// <summary>True when the flag <paramref name="name"/> was given.</summary>

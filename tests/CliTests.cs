@@ -54,6 +54,12 @@ public class CliTests
     public void ArgumentErrorsPrintTheMessageAndUsage_NotAStackTrace()
     {
         AssertUsageError(["train", "--bogus", "1"], "unknown option --bogus");
+        Assert.DoesNotContain("did you mean", Run("train", "--bogus", "1").Err, StringComparison.Ordinal);
+        AssertUsageError(["train", "--optimzer-bits", "8"], "unknown option --optimzer-bits; did you mean --optimizer-bits?");
+        AssertUsageError(["train", "--epoch", "2"], "unknown option --epoch; did you mean --epochs?");
+        AssertUsageError(["train", "--update-in-backwards"], "unknown option --update-in-backwards; did you mean --update-in-backward?");
+        AssertUsageError(["profile", "--optimizer", "8"], "unknown option --optimizer; did you mean --optimizer-bits?");
+        AssertUsageError(["frontier", "--budgetof", "dense:8"], "unknown option --budgetof; did you mean --budget-of?");
         AssertUsageError(["train", "--epochs", "zero"], "--epochs must be an integer >= 1, got 'zero'");
         AssertUsageError(["train", "--lr", "-1"], "--lr must be a positive number, got '-1'");
         AssertUsageError(["train", "--model", "resnet"], "--model must be one of mlp|mlp-shared|cnn|gpt, got 'resnet'");

@@ -19,6 +19,9 @@ public static class FrugalCli
         {DevicesUsage}
         {KernelsCommand.Usage}
           frugal COMMAND -h   one command's options
+
+        exit codes: 0 done; 1 a file, data set or device that cannot be used (the message names it); 2 a mistake in
+        the command line (the message, then this text)
           frugal help
         """;
 

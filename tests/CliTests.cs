@@ -75,6 +75,7 @@ public class CliTests
         var (code, output, _) = Run("help");
         Assert.Equal(0, code);
         Assert.Contains("frugal train --model mlp|cnn", output, StringComparison.Ordinal);
+        Assert.Contains("exit codes: 0 done; 1 a file, data set or device that cannot be used", output, StringComparison.Ordinal);
     }
 
     [Theory]

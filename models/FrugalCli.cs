@@ -20,8 +20,8 @@ public static class FrugalCli
         {KernelsCommand.Usage}
           frugal COMMAND -h   one command's options
 
-        exit codes: 0 done; 1 a file, data set or device that cannot be used (the message names it); 2 a mistake in
-        the command line (the message, then this text)
+        exit codes: 0 done; 1 a file, data set or device that cannot be used, or the device is out of memory (the
+        message names it, with the bytes per category); 2 a mistake in the command line (the message, then this text)
           frugal help
         """;
 
@@ -81,7 +81,7 @@ public static class FrugalCli
             Console.Error.WriteLine(Usage);
             return 2;
         }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException or DeviceUnavailableException)
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException or DeviceUnavailableException or OutOfMemoryException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;

@@ -1,4 +1,6 @@
 using Frugal.Memory;
+using Frugal.Nn;
+using Frugal.Optim;
 
 namespace Frugal.Tests;
 
@@ -582,5 +584,36 @@ public class MemoryTests
         Assert.Equal(4L * batch * 784 + 4L * batch, stats.Peak(MemoryCategory.Other));
         Assert.Equal(0, stats.Peak(MemoryCategory.Workspace));
         Assert.Equal(0, stats.Current(MemoryCategory.Activation) + stats.Current(MemoryCategory.Gradient));
+    }
+
+    [Fact]
+    public void AnAllocationBeyondTheLimitFailsWithTheBytesPerCategory()
+    {
+        var device = Device.CreateCpu("limited");
+        device.Allocator.LimitBytes = 3_000_000;
+        Init.ManualSeed(1);
+        using var model = Models.Zoo.Mlp(device: device);   // 2.7 MB of weights: the Adam moments cannot fit
+        using var opt = new Adam(model.Parameters(), 1e-3);
+        var e = Assert.Throws<OutOfMemoryException>(() =>
+        {
+            using var scope = TensorScope.Begin();
+            var x = Tensor.Uniform(new Shape(16, 1, 28, 28), -1, 1, 1, device: device);
+            var y = Tensor.FromArray(new int[16], new Shape(16), device);
+            opt.BackwardAndStep(F.CrossEntropy(model.Forward(x), y));
+        });
+        Assert.Contains("limited: out of memory allocating", e.Message, StringComparison.Ordinal);
+        Assert.Contains("(limit 3,000,000 bytes", e.Message, StringComparison.Ordinal);
+        Assert.Matches(@"Parameter\s+2\.\d+ MiB", e.Message);
+        Assert.Contains("total", e.Message, StringComparison.Ordinal);
+        // Within a larger limit the same model trains.
+        opt.ZeroGrad();
+        device.Allocator.LimitBytes = 64_000_000;
+        using (var scope = TensorScope.Begin())
+        {
+            var x = Tensor.Uniform(new Shape(16, 1, 28, 28), -1, 1, 1, device: device);
+            var y = Tensor.FromArray(new int[16], new Shape(16), device);
+            opt.BackwardAndStep(F.CrossEntropy(model.Forward(x), y));
+        }
+        Assert.Equal(1, opt.StepCount);
     }
 }

@@ -18,6 +18,12 @@ public abstract class Allocator
     /// <summary>Largest number of free bytes the cache keeps before returning blocks to the system.</summary>
     public long CacheLimitBytes { get; set; } = 2L << 30;
 
+    /// <summary>The most bytes this allocator may reserve (live and cached blocks), or null for no limit but the
+    /// device's: an allocation beyond it fails as the device would when full, with an
+    /// <see cref="OutOfMemoryException"/> whose message holds the bytes per category (PyTorch's per-process memory
+    /// fraction). For trying whether training fits a smaller device, on this one.</summary>
+    public long? LimitBytes { get; set; }
+
     /// <summary>Called for every allocation and free while profiling (event, buffer).</summary>
     public event Action<MemoryEvent>? Observed;
 
@@ -37,7 +43,7 @@ public abstract class Allocator
         }
         if (address == 0)
         {
-            address = RawAllocateWithRetry(reserved);
+            address = RawAllocateWithRetry(reserved, category, owner);
             lock (_lock)
                 _reservedBytes += reserved;
         }
@@ -54,24 +60,32 @@ public abstract class Allocator
         return buffer;
     }
 
-    private nint RawAllocateWithRetry(long bytes)
+    private nint RawAllocateWithRetry(long bytes, MemoryCategory category, string owner)
     {
         try
         {
-            return RawAllocate(bytes);
+            return RawAllocateWithinLimit(bytes);
         }
         catch (OutOfMemoryException)
         {
             EmptyCache();
             try
             {
-                return RawAllocate(bytes);
+                return RawAllocateWithinLimit(bytes);
             }
             catch (OutOfMemoryException e)
             {
-                throw new OutOfMemoryException($"{Name}: out of memory allocating {bytes} bytes.\n{Stats()}", e);
+                var limit = LimitBytes is { } l ? $" (limit {l:N0} bytes, {_reservedBytes:N0} reserved)" : "";
+                throw new OutOfMemoryException($"{Name}: out of memory allocating {bytes:N0} bytes of {category} for '{owner}'{limit}.\n{Stats()}", e);
             }
         }
+    }
+
+    private nint RawAllocateWithinLimit(long bytes)
+    {
+        if (LimitBytes is { } limit && Interlocked.Read(ref _reservedBytes) + bytes > limit)
+            throw new OutOfMemoryException();
+        return RawAllocate(bytes);
     }
 
     internal void Free(DeviceBuffer buffer)

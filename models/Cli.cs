@@ -137,6 +137,16 @@ public sealed class CliArgs
 /// <summary>Checks on the files a command will write, made before it trains.</summary>
 internal static class CliFiles
 {
+    /// <summary>Checks before training that the file <paramref name="path"/> (option <paramref name="option"/>) can
+    /// be written: its folder exists and takes a file, so a run is not lost to a bad path at its end.</summary>
+    public static void CheckFile(string path, string option)
+    {
+        var folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        if (!Directory.Exists(folder))
+            throw new UsageException($"--{option} {path}: the folder '{folder}' does not exist");
+        CheckWritable(folder, create: false, option: option);
+    }
+
     /// <summary>Creates <paramref name="dir"/> (unless <paramref name="create"/> is false) and checks that a file
     /// can be written there; else a usage error naming option <paramref name="option"/>.</summary>
     public static void CheckWritable(string dir, bool create = true, string option = "out")

@@ -62,7 +62,7 @@ internal static class GptCommand
         var stopAfter = args.Int("stop-after", 0, min: 0);
         var resumePath = args.Optional("resume");
         if (args.Optional("save") is { } savePath)
-            RunCheckpoint.CheckSavable(savePath);
+            CliFiles.CheckFile(savePath, "save");
         var device = TrainCommand.ParseDevice(args.String("device", "cpu"));
         var corpus = LoadCorpus(args.Optional("corpus"));
         if (corpus.Validation.Length < context + 1 || corpus.Train.Length < context + 1)

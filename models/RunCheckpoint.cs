@@ -54,16 +54,6 @@ internal static class RunCheckpoint
         }
     }
 
-    /// <summary>Checks before training that a checkpoint can be written at <paramref name="path"/> (its folder exists
-    /// and takes a file), so a run is not lost to a bad <c>--save</c> at its end.</summary>
-    public static void CheckSavable(string path)
-    {
-        var folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        if (!Directory.Exists(folder))
-            throw new UsageException($"--save {path}: the folder '{folder}' does not exist");
-        CliFiles.CheckWritable(folder, create: false, option: "save");
-    }
-
     /// <summary>Saves the run after <paramref name="step"/> steps with its <paramref name="options"/> and
     /// <paramref name="extra"/> metadata.</summary>
     public static void Save(string path, Module model, Optimizer optimizer, string options, long step, IReadOnlyDictionary<string, string>? extra = null)

@@ -18,6 +18,7 @@ internal static class TrainCommand
                      [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F|q8|q4|q2|q1[:...]] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
                      [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A] [--precision fp32|bf16|fp16] [--optimizer-bits 32|8]
                      [--update-in-backward] [--clip-grad-norm X] [--save FILE] [--resume FILE] [--stop-after N]
+                     [--metrics FILE]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -63,9 +64,11 @@ internal static class TrainCommand
           --resume     continue the run saved in FILE exactly (given the same options; not with --teacher,
                        --sparsity set or --precision fp16)
           --stop-after stop after N optimizer steps in all (then --save): an interrupted run
+          --metrics    write one JSON line per step (loss) and per epoch (losses, test accuracy, time) to FILE,
+                       and FILE's name with .png: the loss per step with the test accuracy per epoch
         """;
 
-    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha", "precision", "optimizer-bits", "save", "resume", "stop-after", "clip-grad-norm"];
+    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha", "precision", "optimizer-bits", "save", "resume", "stop-after", "clip-grad-norm", "metrics"];
 
     public static int Run(IReadOnlyList<string> argv)
     {
@@ -125,7 +128,10 @@ internal static class TrainCommand
             throw new UsageException("--clip-grad-norm cannot be combined with --precision fp16 (it would clip loss-scaled gradients)");
         var savePath = args.Optional("save");
         if (savePath is not null)
-            RunCheckpoint.CheckSavable(savePath);
+            CliFiles.CheckFile(savePath, "save");
+        var metricsPath = args.Optional("metrics");
+        if (metricsPath is not null)
+            CliFiles.CheckFile(metricsPath, "metrics");
         var resumePath = args.Optional("resume");
         var stopAfter = args.Int("stop-after", 0, min: 0);
         // What a resumed run must share with the run it continues (anything that changes the steps it takes).
@@ -185,7 +191,13 @@ internal static class TrainCommand
             dynamic?.Resume(RunCheckpoint.Long(meta, "sparsity.step", resumePath), (int)RunCheckpoint.Long(meta, "sparsity.updates", resumePath));
             AnsiConsole.MarkupLine($"[bold]resumed[/] {Markup.Escape(resumePath)} after step {resumedStep}");
         }
-        var studentTrainer = Fit(model, opt, dynamic, teacher is null ? null : teacher.Loss, epochs, "", resumedStep, stopAfter);
+        using var metrics = metricsPath is null ? null : new MetricsLog(metricsPath);
+        var studentTrainer = Fit(model, opt, dynamic, teacher is null ? null : teacher.Loss, epochs, "", resumedStep, stopAfter, metrics);
+        if (metrics is not null)
+        {
+            metrics.Plot($"{modelName} {format} on {data.Source}");
+            AnsiConsole.MarkupLine($"[bold]metrics[/]: {Markup.Escape(metrics.Path)} and {Markup.Escape(metrics.PlotPath)}");
+        }
         if (studentTrainer.Stopped)
             AnsiConsole.MarkupLine($"stopped after step {studentTrainer.GlobalStep} (--stop-after)");
         if (savePath is not null)
@@ -202,7 +214,7 @@ internal static class TrainCommand
         AnsiConsole.Write(MemoryTable(device.Allocator.Stats()));
         return 0;
 
-        Trainer Fit(Sequential m, Optimizer o, Training.Sparsity.DynamicSparsity? dyn, Func<Tensor, Tensor, Tensor, Tensor>? loss, int runEpochs, string who, long startStep = 0, long stopAt = 0)
+        Trainer Fit(Sequential m, Optimizer o, Training.Sparsity.DynamicSparsity? dyn, Func<Tensor, Tensor, Tensor, Tensor>? loss, int runEpochs, string who, long startStep = 0, long stopAt = 0, MetricsLog? log = null)
         {
             var trainer = new Trainer(m, o, device)
             {
@@ -215,12 +227,14 @@ internal static class TrainCommand
                 UpdateInBackward = inBackward,
                 AfterStep = dyn is null ? null : () => dyn.Step(),
                 Loss = loss,
+                OnLoss = log is null ? null : log.Step,
             };
             for (var epoch = (int)(startStep / stepsPerEpoch) + 1; epoch <= runEpochs && !trainer.Stopped; epoch++)
             {
                 var r = RunEpoch(trainer, data, epoch, runEpochs, batch, seed, maxSteps);
                 if (double.IsNaN(r.TestAccuracy))
                     break;
+                log?.Epoch(r, trainer.GlobalStep);
                 AnsiConsole.MarkupLine(CultureInfo.InvariantCulture,
                     "{6}epoch {0}/{1}: train loss {2:F4}, test accuracy [bold]{3:F4}[/], {4:F1} s, {5:F0} examples/s",
                     r.Epoch, runEpochs, r.TrainLoss, r.TestAccuracy, r.Seconds, r.ExamplesPerSecond, who);

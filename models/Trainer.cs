@@ -15,6 +15,9 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
     /// <summary>Called after every step with (step in epoch, steps in epoch, running loss, examples/s).</summary>
     public Action<int, int, double, double>? OnStep { get; set; }
 
+    /// <summary>Called after each optimizer step with the global step count (1-based) and that step's loss.</summary>
+    public Action<long, double>? OnLoss { get; init; }
+
     /// <summary>Learning-rate schedule applied before every step, counted over all epochs (null: constant).</summary>
     public LrSchedule? Schedule { get; init; }
 
@@ -100,7 +103,9 @@ public sealed class Trainer(Module model, Optimizer optimizer, Device device)
                     }
                     _globalStep++;
                     optimizer.ZeroGrad();
-                    lossSum += loss.Item();
+                    var value = loss.Item();
+                    lossSum += value;
+                    OnLoss?.Invoke(_globalStep, value);
                 }
             }
             AfterStep?.Invoke();

@@ -110,6 +110,33 @@ public class CliTests
     }
 
     [Fact]
+    public void TrainWritesAMetricsLineForEveryStepAndEpochAndItsPlot()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"frugal-metrics-{Guid.NewGuid():N}.jsonl");
+        try
+        {
+            var (code, output, err) = Run("train", "--data", "embedded", "--steps", "7", "--epochs", "2", "--metrics", path);
+            Assert.True(code == 0, output + err);
+            var lines = File.ReadAllLines(path).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
+            Assert.Equal(14 + 2, lines.Count);
+            var steps = lines.Where(l => l.TryGetProperty("loss", out _)).ToList();
+            Assert.Equal(Enumerable.Range(1, 14), steps.Select(l => l.GetProperty("step").GetInt32()));
+            Assert.All(steps, l => Assert.InRange(l.GetProperty("loss").GetDouble(), 0.01, 5.0));
+            var epochs = lines.Where(l => l.TryGetProperty("epoch", out _)).ToList();
+            Assert.Equal([7, 14], epochs.Select(l => l.GetProperty("step").GetInt32()));
+            // The epoch line's training loss is the mean of its steps' losses, and its accuracy the one printed.
+            Assert.Equal(steps.Take(7).Average(l => l.GetProperty("loss").GetDouble()), epochs[0].GetProperty("trainLoss").GetDouble(), 1e-9);
+            Assert.Contains(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"test accuracy {epochs[1].GetProperty("testAccuracy").GetDouble():F4}"), output, StringComparison.Ordinal);
+            Assert.True(new FileInfo(Path.ChangeExtension(path, ".png")).Length > 10_000);
+        }
+        finally
+        {
+            File.Delete(path);
+            File.Delete(Path.ChangeExtension(path, ".png"));
+        }
+    }
+
+    [Fact]
     public void MissingDataFolderIsNamed()
     {
         var dir = Path.Combine(Path.GetTempPath(), "frugal-no-such-folder-" + Guid.NewGuid().ToString("N"));

@@ -58,19 +58,8 @@ public static partial class F
         Check.Float("CrossEntropy", logits);
         Check.Index("CrossEntropy", targets);
         Check.SameDevice("CrossEntropy", logits, targets);
-        if (logits.Rank != 2 || targets.Rank != 1 || targets.Shape[0] != logits.Shape[0])
-            throw new ShapeMismatchException($"CrossEntropy: expects logits [N, C] and targets [N], got {logits.Describe()} and {targets.Describe()}");
-        int rows = logits.Shape[0], classes = logits.Shape[1];
-        var t = targets.ToArray<int>();
-        var counted = 0;
-        foreach (var v in t)
-        {
-            if (v == ignoreIndex)
-                continue;
-            if (v < 0 || v >= classes)
-                throw new ArgumentOutOfRangeException(nameof(targets), $"CrossEntropy: target {v} is outside [0, {classes}) for logits {logits.Describe()}");
-            counted++;
-        }
+        var rows = logits.Shape[0];
+        var counted = ClassTargets("CrossEntropy", logits, targets, ignoreIndex).Count(v => v != ignoreIndex);
         using var lc = Rows(logits, "CrossEntropy");
         using var tc = targets.Contiguous();
         using var perRow = NewLike(new Shape(rows), logits);
@@ -96,6 +85,81 @@ public static partial class F
             };
         }
         return loss;
+    }
+
+    /// <summary>The class targets [N] of scores [N, C] (rank, length, range checked; <paramref name="ignoreIndex"/>
+    /// allowed), read to the host.</summary>
+    private static int[] ClassTargets(string op, Tensor scores, Tensor targets, int ignoreIndex)
+    {
+        if (scores.Rank != 2 || targets.Rank != 1 || targets.Shape[0] != scores.Shape[0])
+            throw new ShapeMismatchException($"{op}: expects scores [N, C] and targets [N], got {scores.Describe()} and {targets.Describe()}");
+        var classes = scores.Shape[1];
+        var t = targets.ToArray<int>();
+        foreach (var v in t)
+        {
+            if (v != ignoreIndex && (v < 0 || v >= classes))
+                throw new ArgumentOutOfRangeException(nameof(targets), $"{op}: target {v} is outside [0, {classes}) for {scores.Describe()}");
+        }
+        return t;
+    }
+
+    /// <summary>Negative log-likelihood of log-probabilities [N, C] (e.g. <see cref="LogSoftmax"/>'s) at I32 class
+    /// targets [N], averaged over the rows whose target is not <paramref name="ignoreIndex"/> (PyTorch's NLLLoss,
+    /// reduction mean): <c>-Σᵢ logp[i, tᵢ] / n</c>.</summary>
+    /// <exception cref="ShapeMismatchException">The shapes do not fit.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A target is outside [0, C) and not ignored.</exception>
+    public static Tensor NllLoss(Tensor logProbs, Tensor targets, int ignoreIndex = -100)
+    {
+        Check.Float("NllLoss", logProbs);
+        Check.Index("NllLoss", targets);
+        Check.SameDevice("NllLoss", logProbs, targets);
+        var t = ClassTargets("NllLoss", logProbs, targets, ignoreIndex);
+        var classes = logProbs.Shape[1];
+        var scale = -1.0 / Math.Max(t.Count(v => v != ignoreIndex), 1);
+        // The picking weights: -1/n at (i, tᵢ), 0 elsewhere; a constant, so the product's gradient is the weight.
+        var picks = new double[t.Length * classes];
+        for (var i = 0; i < t.Length; i++)
+        {
+            if (t[i] != ignoreIndex)
+                picks[i * classes + t[i]] = scale;
+        }
+        using var host = Tensor.FromArray(picks, logProbs.Shape, logProbs.Device);
+        using var weights = host.To(logProbs.DType);
+        using var picked = logProbs * weights;
+        return Sum(picked);
+    }
+
+    /// <summary>Mean squared error of <paramref name="input"/> against <paramref name="target"/> of the same shape
+    /// (PyTorch's MSELoss, reduction mean).</summary>
+    /// <exception cref="ShapeMismatchException">The shapes differ.</exception>
+    public static Tensor MseLoss(Tensor input, Tensor target)
+    {
+        Check.Compatible("MseLoss", input, target);
+        if (input.Shape != target.Shape)
+            throw new ShapeMismatchException($"MseLoss: input {input.Describe()} and target {target.Describe()} differ in shape");
+        using var d = input - target;
+        using var sq = d * d;
+        return Mean(sq);
+    }
+
+    /// <summary>Binary cross-entropy of logits against targets in [0, 1] of the same shape, averaged (PyTorch's
+    /// BCEWithLogitsLoss): <c>max(x, 0) − x·z + log(1 + e^−|x|)</c>, stable for logits of any size.</summary>
+    /// <exception cref="ShapeMismatchException">The shapes differ.</exception>
+    public static Tensor BinaryCrossEntropyWithLogits(Tensor logits, Tensor targets)
+    {
+        Check.Compatible("BinaryCrossEntropyWithLogits", logits, targets);
+        if (logits.Shape != targets.Shape)
+            throw new ShapeMismatchException($"BinaryCrossEntropyWithLogits: logits {logits.Describe()} and targets {targets.Describe()} differ in shape");
+        using var positive = logits.Relu();
+        using var xz = logits * targets;
+        using var abs = logits.Abs();
+        using var negAbs = abs.Neg();
+        using var e = negAbs.Exp();
+        using var onePlus = e + 1.0;
+        using var soft = onePlus.Log();
+        using var a = positive - xz;
+        using var perElement = a + soft;
+        return Mean(perElement);
     }
 
     /// <summary>Layer normalisation over the last dimension with optional affine gamma and beta [C].</summary>

@@ -129,14 +129,20 @@ public static partial class F
         return Sum(picked);
     }
 
+    /// <summary>Checks that a loss's two operands are alike (dtype, device) and of one shape.</summary>
+    private static void SameShape(string op, (string Name, Tensor Tensor) a, (string Name, Tensor Tensor) b)
+    {
+        Check.Compatible(op, a.Tensor, b.Tensor);
+        if (a.Tensor.Shape != b.Tensor.Shape)
+            throw new ShapeMismatchException($"{op}: {a.Name} {a.Tensor.Describe()} and {b.Name} {b.Tensor.Describe()} differ in shape");
+    }
+
     /// <summary>Mean squared error of <paramref name="input"/> against <paramref name="target"/> of the same shape
     /// (PyTorch's MSELoss, reduction mean).</summary>
     /// <exception cref="ShapeMismatchException">The shapes differ.</exception>
     public static Tensor MseLoss(Tensor input, Tensor target)
     {
-        Check.Compatible("MseLoss", input, target);
-        if (input.Shape != target.Shape)
-            throw new ShapeMismatchException($"MseLoss: input {input.Describe()} and target {target.Describe()} differ in shape");
+        SameShape("MseLoss", ("input", input), ("target", target));
         using var d = input - target;
         using var sq = d * d;
         return Mean(sq);
@@ -147,9 +153,7 @@ public static partial class F
     /// <exception cref="ShapeMismatchException">The shapes differ.</exception>
     public static Tensor BinaryCrossEntropyWithLogits(Tensor logits, Tensor targets)
     {
-        Check.Compatible("BinaryCrossEntropyWithLogits", logits, targets);
-        if (logits.Shape != targets.Shape)
-            throw new ShapeMismatchException($"BinaryCrossEntropyWithLogits: logits {logits.Describe()} and targets {targets.Describe()} differ in shape");
+        SameShape("BinaryCrossEntropyWithLogits", ("logits", logits), ("targets", targets));
         using var positive = logits.Relu();
         using var xz = logits * targets;
         using var abs = logits.Abs();

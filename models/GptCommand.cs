@@ -15,7 +15,7 @@ internal static class GptCommand
 {
     public const string Usage = """
         frugal train --model gpt [--layers 4] [--width 256] [--heads 4] [--context 128] [--batch 32] [--steps N]
-                     [--lr X] [--format F] [--share-blocks] [--memory-efficient] [--corpus FILE] [--eval-every N]
+                     [--lr X] [--format F] [--share-blocks] [--memory-efficient] [--checkpoint] [--corpus FILE] [--eval-every N]
                      [--attention-format F] [--mlp-format F] [--embedding-format F]
                      [--optimizer-bits 32|8] [--clip-grad-norm X] [--seed S] [--device D] [--save FILE]
                      [--resume FILE] [--stop-after N]
@@ -29,10 +29,11 @@ internal static class GptCommand
           --eval-every validation loss every N steps (and at the end), over 8 batches   default 200
           --clip-grad-norm  global gradient norm limit                       default 1
           --memory-efficient  recompute attention scores in backward instead of keeping them
+          --checkpoint every block a gradient-checkpoint segment (recomputed in backward)
           --share-blocks  one block's weights for every layer (ALBERT)
           --save       write model and optimizer to FILE (safetensors) at the end, for frugal sample
           --resume     continue the run saved in FILE exactly (same options); --stop-after N stops after step N
-        frugal sample --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--seed S] [--device D]
+        frugal sample --load FILE [--prompt TEXT] [--tokens N] [--temperature T] [--seed S] [--device D]
           writes N bytes (default 200) continuing TEXT, sampled at temperature T (default 0.8) from a saved GPT
         """;
 
@@ -43,7 +44,7 @@ internal static class GptCommand
 
     public static int Train(IReadOnlyList<string> argv)
     {
-        var args = new CliArgs(argv, Options, flags: ["share-blocks", "memory-efficient"]);
+        var args = new CliArgs(argv, Options, flags: ["share-blocks", "memory-efficient", "checkpoint"]);
         var layers = args.Int("layers", 4);
         var width = args.Int("width", 256);
         var heads = args.Int("heads", 4);
@@ -68,7 +69,7 @@ internal static class GptCommand
         if (corpus.Validation.Length < context + 1 || corpus.Train.Length < context + 1)
             throw new UsageException($"--context {context}: the corpus {corpus.Source} is too short ({corpus.Train.Length} training and {corpus.Validation.Length} validation bytes)");
         var config = new GptConfig(TextCorpus.Vocab, context, layers, width, heads, attentionFormat, mlpFormat, args.Flag("share-blocks"), args.Flag("memory-efficient"),
-            EmbeddingFormat: embeddingFormat);
+            args.Flag("checkpoint"), embeddingFormat);
         var options = string.Create(CultureInfo.InvariantCulture,
             $"gpt;{config};batch={batch};steps={steps};lr={lr:R};bits={stateBits};clip={clip:R};seed={seed};corpus={corpus.Source}");
         Init.ManualSeed((ulong)seed);
@@ -222,21 +223,21 @@ internal static class GptCommand
 
     public static int Sample(IReadOnlyList<string> argv)
     {
-        var args = new CliArgs(argv, ["checkpoint", "prompt", "tokens", "temperature", "seed", "device"]);
-        var path = args.Optional("checkpoint") ?? throw new UsageException("sample needs --checkpoint FILE (written by frugal train --model gpt --save FILE)");
+        var args = new CliArgs(argv, ["load", "prompt", "tokens", "temperature", "seed", "device"]);
+        var path = args.Optional("load") ?? throw new UsageException("sample needs --load FILE (written by frugal train --model gpt --save FILE)");
         var tokens = args.Int("tokens", 200);
         var temperature = args.Double("temperature", 0.8);
         var seed = args.Int("seed", 1, min: 0);
         var device = TrainCommand.ParseDevice(args.String("device", "cpu"));
-        var file = RunCheckpoint.Read(path, "checkpoint");
+        var file = RunCheckpoint.Read(path, "load");
         var parts = file.Metadata.GetValueOrDefault(ConfigKey)?.Split(';');
         if (parts is not { Length: 10 })
-            throw new UsageException($"--checkpoint {path}: no {ConfigKey}; it was not written by frugal train --model gpt --save");
+            throw new UsageException($"--load {path}: no {ConfigKey}; it was not written by frugal train --model gpt --save");
         var config = new GptConfig(int.Parse(parts[0], CultureInfo.InvariantCulture), int.Parse(parts[1], CultureInfo.InvariantCulture),
             int.Parse(parts[2], CultureInfo.InvariantCulture), int.Parse(parts[3], CultureInfo.InvariantCulture), int.Parse(parts[4], CultureInfo.InvariantCulture),
             TrainCommand.ParseFormat(parts[5]), TrainCommand.ParseFormat(parts[6]), bool.Parse(parts[8]), bool.Parse(parts[9]), EmbeddingFormat: TrainCommand.ParseFormat(parts[7]));
         using var model = new Gpt(config, device);
-        RunCheckpoint.Load(path, model, null, "checkpoint");
+        RunCheckpoint.Load(path, model, null, "load");
         model.Eval();
         var text = new List<byte>(Encoding.UTF8.GetBytes(args.String("prompt", "\n")));
         using var noGrad = Autograd.NoGrad();

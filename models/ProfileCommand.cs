@@ -62,7 +62,12 @@ internal static class ProfileCommand
         foreach (var format in parsed)
         {
             foreach (var checkpoint in checkpoints)
-                runs.Add(Profile(workload, format, checkpoint, baseDevice, steps, precision, optimizer));
+            {
+                var run = Profile(workload, format, checkpoint, baseDevice, steps, precision, optimizer);
+                runs.Add(run);
+                AnsiConsole.MarkupLine(CultureInfo.InvariantCulture, "[[{0}/{1}]] {2}: {3:N0} bytes at once, {4:F1} ms/step",
+                    runs.Count, parsed.Length * checkpoints.Length, Markup.Escape(run.Label), run.Report.PeakTotal, run.MsPerStep);
+            }
         }
         var reference = runs.FirstOrDefault(r => r.Format == WeightFormat.Dense && !r.Checkpoint) ?? runs[0];
         AnsiConsole.Write(Table(runs, reference));

@@ -18,7 +18,7 @@ internal static class TrainCommand
                      [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F|q8|q4|q2|q1[:...]] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
                      [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A] [--precision fp32|bf16|fp16] [--optimizer-bits 32|8]
                      [--update-in-backward] [--clip-grad-norm X] [--save FILE] [--resume FILE] [--stop-after N]
-                     [--metrics FILE]
+                     [--metrics FILE] [--checkpoint]
           --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
           --epochs     passes over the training set                          default 1
           --batch      examples per step                                     default 128
@@ -64,6 +64,8 @@ internal static class TrainCommand
           --resume     continue the run saved in FILE exactly (given the same options; not with --teacher,
                        --sparsity set or --precision fp16)
           --stop-after stop after N optimizer steps in all (then --save): an interrupted run
+          --checkpoint every block a gradient-checkpoint segment: its activations recomputed in backward
+                       instead of kept (the same results, less Activation memory, more time)
           --metrics    write one JSON line per step (loss) and per epoch (losses, test accuracy, time) to FILE,
                        and FILE's name with .png: the loss per step with the test accuracy per epoch
         """;
@@ -77,7 +79,7 @@ internal static class TrainCommand
             if (argv[i] == "--model" && argv[i + 1] == "gpt")
                 return GptCommand.Train(argv);
         }
-        var args = new CliArgs(argv, Options, flags: ["update-in-backward"]);
+        var args = new CliArgs(argv, Options, flags: ["update-in-backward", "checkpoint"]);
         var modelName = args.Choice("model", "mlp", [.. Zoo.Names, "gpt"]);
         var epochs = args.Int("epochs", 1);
         var batch = args.Int("batch", 128);
@@ -100,6 +102,9 @@ internal static class TrainCommand
         var sparsity = args.Choice("sparsity", "static", ["static", "snip", "set", "rigl", "snfs"]);
         if (sparsity != "static" && format is not SparseWeightFormat { Values: null })
             throw new UsageException($"--sparsity {sparsity} needs sparse weights with F32 values: give --format csr:D or bsr:D:B");
+        var checkpoint = args.Flag("checkpoint");
+        if (checkpoint && sparsity == "snip")
+            throw new UsageException("--checkpoint is not built for --sparsity snip (SNIP prunes the dense model's layers, not checkpoint segments)");
         var distribution = args.Choice("distribution", "uniform", ["uniform", "erk"]);
         if (distribution != "uniform" && format is not SparseWeightFormat)
             throw new UsageException($"--distribution {distribution} needs sparse weights: give --format csr:D or bsr:D:B");
@@ -156,7 +161,7 @@ internal static class TrainCommand
         if (teacherFormat is not null)
         {
             Init.ManualSeed((ulong)seed + 1000);
-            teacherModel = Build(() => Zoo.Create(modelName, device, teacherFormat));
+            teacherModel = Build(() => Zoo.Create(modelName, device, teacherFormat, checkpoint: checkpoint));
             using var teacherOpt = CreateOptimizer(optName, teacherModel, lr, stateBits);
             AnsiConsole.MarkupLine($"[bold]teacher[/]: {modelName}, {teacherModel.ParameterCount():N0} parameters ({teacherFormat}), trained first");
             Fit(teacherModel, teacherOpt, null, null, teacherEpochs, "teacher ");
@@ -168,7 +173,7 @@ internal static class TrainCommand
 
         var model = Build(() => sparsity == "snip"
             ? SnipModel(modelName, device, format, erk, data, batch, seed)
-            : Zoo.Create(modelName, device, format, erk));
+            : Zoo.Create(modelName, device, format, erk, checkpoint));
         using var owned = model;
         using var opt = CreateOptimizer(optName, model, lr, stateBits);
         AnsiConsole.MarkupLine($"[bold]model[/]: {modelName}, {model.ParameterCount():N0} parameters ({format}), {optName} lr {lr.ToString(CultureInfo.InvariantCulture)} ({scheduleName}), batch {batch}, device {device}{(precision is { } pr ? $", mixed precision {pr.Name()}" : "")}{(stateBits == 8 ? ", 8-bit optimizer states" : "")}");

@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
 using Frugal.Models;
 using Spectre.Console;
 
@@ -134,6 +136,20 @@ public class CliTests
             File.Delete(path);
             File.Delete(Path.ChangeExtension(path, ".png"));
         }
+    }
+
+    [Fact]
+    public void TrainCheckpointKeepsFewerActivationsForTheSameResults()
+    {
+        string[] args = ["train", "--model", "cnn", "--data", "embedded", "--steps", "2"];
+        var (plainCode, plain, plainErr) = Run(args);
+        var (code, checkpointed, err) = Run([.. args, "--checkpoint"]);
+        Assert.True(plainCode == 0 && code == 0, plainErr + err);
+        static string Accuracy(string output) => Regex.Match(output, @"test accuracy (\d\.\d{4})").Groups[1].Value;
+        static long ActivationPeak(string output) => long.Parse(Regex.Match(output, @"Activation\s*│[^│]*│\s*([\d,]+)").Groups[1].Value.Replace(",", "", StringComparison.Ordinal), CultureInfo.InvariantCulture);
+        Assert.Equal(Accuracy(plain), Accuracy(checkpointed));
+        Assert.True(ActivationPeak(checkpointed) < 0.9 * ActivationPeak(plain), $"{ActivationPeak(checkpointed)} against {ActivationPeak(plain)}");
+        AssertUsageError(["train", "--format", "csr:0.1", "--sparsity", "snip", "--checkpoint"], "--checkpoint is not built for --sparsity snip");
     }
 
     [Fact]
@@ -274,6 +290,8 @@ public class CliTests
             // output for an instant), Other (the batch).
             Assert.Matches(@"dense\s*│\s*669,706\s*│\s*2,678,824\s*│\s*2,940,968\s*│\s*5,357,648\s*│\s*786,432\s*│", output);
             Assert.Matches(@"csr:0.1\s*│\s*67,592\s*│\s*270,368\s*│", output);
+            Assert.Matches(@"\[1/2\] dense: 11,384,484 bytes at once, [\d.]+ ms/step", output);   // progress, run by run
+            Assert.Matches(@"\[2/2\] csr:0.1: [\d,]+ bytes at once", output);
             using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "profile.json")));
             var runs = json.RootElement.GetProperty("runs");
             Assert.Equal("frugal-profile/1", json.RootElement.GetProperty("schema").GetString());
@@ -403,10 +421,10 @@ public class CliTests
             (code, output, err) = Run([.. tiny[..^4], "--steps", "3", "--embedding-format", "lowrank:4", "--attention-format", "q8", "--corpus", corpus]);
             Assert.True(code == 0, err);
             Assert.Contains("step 3/3", output, StringComparison.Ordinal);
-            (code, output, err) = Run("sample", "--checkpoint", checkpoint, "--prompt", "the cat", "--tokens", "12");
+            (code, output, err) = Run("sample", "--load", checkpoint, "--prompt", "the cat", "--tokens", "12");
             Assert.True(code == 0, err);
             Assert.StartsWith("the cat", output.TrimStart(), StringComparison.Ordinal);
-            AssertUsageError(["sample"], "sample needs --checkpoint FILE");
+            AssertUsageError(["sample"], "sample needs --load FILE");
             (code, output, err) = Run("profile", "--model", "gpt", "--formats", "dense,q4", "--steps", "1", "--data", corpus, "--out", Path.Combine(dir, "profile"));
             Assert.True(code == 0, err);
             Assert.Matches(@"q4:auto:masterfree\s+│\s+3,257,856", output);

@@ -229,7 +229,7 @@ internal static class GptCommand
         var temperature = args.Double("temperature", 0.8);
         var seed = args.Int("seed", 1, min: 0);
         var device = TrainCommand.ParseDevice(args.String("device", "cpu"));
-        var file = RunCheckpoint.Read(path, "load");
+        using var file = RunCheckpoint.Read(path, "load");
         var parts = file.Metadata.GetValueOrDefault(ConfigKey)?.Split(';');
         if (parts is not { Length: 10 })
             throw new UsageException($"--load {path}: no {ConfigKey}; it was not written by frugal train --model gpt --save");

@@ -29,7 +29,7 @@ internal static class RunCheckpoint
     /// <paramref name="options"/>.</summary>
     public static long Step(string path, string options)
     {
-        var stored = Read(path, "resume");
+        using var stored = Read(path, "resume");
         if (stored.Metadata.GetValueOrDefault(OptionsKey) != options)
             throw new UsageException($"--resume {path}: the run was saved with options [{stored.Metadata.GetValueOrDefault(OptionsKey) ?? "(none)"}]; this one has [{options}]: give the same options to continue it");
         return Long(stored.Metadata, StepKey, path);

@@ -155,7 +155,7 @@ public class CheckpointTests
         {
             Checkpoints.Save(path, mlp, opt);
             // Rewritten through the writer, so the integrity hash is valid and only the meaning is wrong.
-            var file = SafeTensors.Read(path, requireHash: true);
+            using var file = SafeTensors.Read(path, requireHash: true);
             var kept = file.Entries.Where(e => change switch
             {
                 "drop" => e.Name != what,

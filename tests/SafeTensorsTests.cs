@@ -34,7 +34,7 @@ public class SafeTensorsTests
         try
         {
             SafeTensors.Write(path, tensors, new Dictionary<string, string> { ["step"] = "12", ["format"] = "q4" });
-            var file = SafeTensors.Read(path);
+            using var file = SafeTensors.Read(path);
             Assert.True(file.Hashed);
             Assert.Equal("12", file.Meta("step"));
             foreach (var (name, t) in tensors)
@@ -193,5 +193,73 @@ public class SafeTensorsTests
         }
         Assert.Equal(1500, refused + intact);
         Assert.True(refused > 1400, $"only {refused} of 1500 damaged files were refused");
+    }
+
+    [Fact]
+    public void AFileStreamsThroughOneBufferAndIsReadInPlace_TheSameBytesWhateverTheChunk()
+    {
+        var (small, large) = (TempPath("chunks-small"), TempPath("chunks-large"));
+        using var scope = TensorScope.Begin();
+        List<(string, Tensor)> tensors = [("a", Tensor.Uniform(new Shape(625), -1, 1, 1)), ("b", Tensor.FromArray(new[] { 7, 8 }, 2)), ("c", Tensor.Uniform(new Shape(50, 50), -1, 1, 2).To(DType.F64))];
+        try
+        {
+            // 1,000-byte chunks split every tensor but the smallest across several copies and hash updates.
+            SafeTensors.Write(small, tensors, new Dictionary<string, string> { ["k"] = "v" }, chunkBytes: 1000);
+            SafeTensors.Write(large, tensors, new Dictionary<string, string> { ["k"] = "v" });
+            Assert.Equal(File.ReadAllBytes(large), File.ReadAllBytes(small));
+            using (var file = SafeTensors.Read(small, requireHash: true, chunkBytes: 777))
+            {
+                foreach (var (name, t) in tensors)
+                {
+                    using var back = file.ToTensor(name);
+                    using var a = t.To(DType.F64);
+                    using var b = back.To(DType.F64);
+                    Assert.Equal(a.ToArray<double>(), b.ToArray<double>());
+                }
+                Assert.Equal(2 * sizeof(int), file.Bytes("b").Length);
+            }
+            // A damaged byte in the middle of a chunk is still found.
+            var bytes = File.ReadAllBytes(small);
+            bytes[^3000] ^= 1;
+            File.WriteAllBytes(small, bytes);
+            Assert.Contains("do not match", Assert.Throws<SafeTensorsException>(() => SafeTensors.Read(small, requireHash: true, chunkBytes: 777)).Message, StringComparison.Ordinal);
+            var mapped = SafeTensors.Read(large);
+            mapped.Dispose();
+            Assert.Throws<ObjectDisposedException>(() => mapped.Bytes("b").Length);
+        }
+        finally
+        {
+            File.Delete(small);
+            File.Delete(large);
+        }
+    }
+
+    [Fact]
+    public void ACheckpointOverTwoGibibytesRoundTrips()
+    {
+        if (Environment.GetEnvironmentVariable("FRUGAL_LARGE_TESTS") != "1")
+            Assert.Skip("run on demand: FRUGAL_LARGE_TESTS=1 writes and reads a 2.4 GB file (about 15 s, 8 GB of memory, 2.4 GB of disk)");
+        var path = TempPath("large");
+        const int values = 600_000_000;   // 2.4 GB of F32: more than an int can index in bytes
+        using var big = Tensor.Uniform(new Shape(values), -1, 1, 3);
+        using var tail = Tensor.FromArray(new[] { 1.5f, -2.5f }, 2);
+        try
+        {
+            SafeTensors.Write(path, [("big", big), ("tail", tail)], new Dictionary<string, string> { ["what"] = "large" });
+            Assert.True(new FileInfo(path).Length > (long)int.MaxValue);
+            using var file = SafeTensors.Read(path, requireHash: true);
+            Assert.Equal(new Shape(values), file.Entry("big").Shape);
+            Assert.Equal([1.5f, -2.5f], file.Bytes("tail").ToArray().Chunk(4).Select(b => BitConverter.ToSingle(b)));
+            Assert.Contains("more than one span", Assert.Throws<SafeTensorsException>(() => file.Bytes("big").Length).Message, StringComparison.Ordinal);
+            using var back = file.ToTensor("big");
+            using var diff = back - big;
+            using var abs = diff.Abs();
+            using var max = F.Max(abs, [0]);
+            Assert.Equal(0, max.Item());
+        }
+        finally
+        {
+            File.Delete(path);
+        }
     }
 }

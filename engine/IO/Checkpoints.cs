@@ -45,7 +45,7 @@ public static class Checkpoints
     public static IReadOnlyDictionary<string, string> Load(string path, Module model, Optimizer? optimizer = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var file = SafeTensors.Read(path, requireHash: true);
+        using var file = SafeTensors.Read(path, requireHash: true);
         try
         {
             var known = model.NamedTensors().Select(t => t.Name).ToHashSet(StringComparer.Ordinal);

@@ -16,7 +16,7 @@ public sealed record SafeTensorsEntry(string Name, DType DType, Shape Shape, lon
 /// tensor name to {dtype, shape, data_offsets} (plus "__metadata__", a string-to-string map), padded with spaces to
 /// a multiple of 8 bytes, then the tensors' row-major little-endian bytes, in order, with no gaps. Files written here
 /// are readable by any safetensors reader; they also carry "frugal.sha256" in the metadata, a SHA-256 over the
-/// entries, the other metadata and the data, which <see cref="Read"/> checks, so a damaged file is refused rather
+/// entries, the other metadata and the data, which <see cref="Read(string, bool)"/> checks, so a damaged file is refused rather
 /// than loaded with wrong values.
 /// </summary>
 public static class SafeTensors
@@ -37,6 +37,15 @@ public static class SafeTensors
     /// error leaves the previous file (if any) untouched and no partial file behind.</summary>
     /// <exception cref="ArgumentException">A name is empty, repeated or reserved, or a metadata key is reserved.</exception>
     public static void Write(string path, IReadOnlyList<(string Name, Tensor Tensor)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+        => Write(path, tensors, metadata, ChunkBytes);
+
+    /// <summary>Bytes copied from a device (written) or hashed (read) at a time: a file of any size passes through
+    /// one buffer of this size.</summary>
+    internal const int ChunkBytes = 16 << 20;
+
+    /// <summary><see cref="Write(string, IReadOnlyList{ValueTuple{string, Tensor}}, IReadOnlyDictionary{string, string}?)"/>
+    /// through a buffer of <paramref name="chunkBytes"/>.</summary>
+    internal static void Write(string path, IReadOnlyList<(string Name, Tensor Tensor)> tensors, IReadOnlyDictionary<string, string>? metadata, int chunkBytes)
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(tensors);
@@ -56,18 +65,13 @@ public static class SafeTensors
             entries.Add(new SafeTensorsEntry(name, t.DType, t.Shape, offset, offset + bytes));
             offset += bytes;
         }
-        var data = new byte[offset];
-        for (var i = 0; i < tensors.Count; i++)
-        {
-            var t = tensors[i].Tensor;
-            using var c = t.Contiguous();
-            t.Backend.Download(c.View.Data, data.AsSpan((int)entries[i].Begin, (int)(entries[i].End - entries[i].Begin)));
-        }
         var meta = new SortedDictionary<string, string>(StringComparer.Ordinal);
         foreach (var (k, v) in metadata ?? new Dictionary<string, string>())
             meta[k] = v;
-        meta[HashKey] = Hash(entries, meta, data);
-        var header = Header(entries, meta);
+        // The hash covers the data, which is streamed once: the header goes first with a placeholder of the hash's
+        // length and is written again, the same size, once the hash is known.
+        meta[HashKey] = new string('0', 64);
+        var placeholder = Header(entries, meta);
         var full = Path.GetFullPath(path);
         var temp = Path.Combine(Path.GetDirectoryName(full) ?? ".", $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
@@ -75,10 +79,29 @@ public static class SafeTensors
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
             {
                 Span<byte> length = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
+                BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)placeholder.Length);
                 stream.Write(length);
+                stream.Write(placeholder);
+                using var sha = StartHash(entries, meta);
+                var buffer = new byte[(int)Math.Min(chunkBytes, Math.Max(offset, 1))];
+                foreach (var (_, t) in tensors)
+                {
+                    using var c = t.Contiguous();
+                    var total = c.Numel * c.DType.SizeOf();
+                    for (long done = 0; done < total; done += buffer.Length)
+                    {
+                        var span = buffer.AsSpan(0, (int)Math.Min(buffer.Length, total - done));
+                        t.Backend.Download(c.View.Data + (nint)done, span);
+                        sha.AppendData(span);
+                        stream.Write(span);
+                    }
+                }
+                meta[HashKey] = Convert.ToHexStringLower(sha.GetHashAndReset());
+                var header = Header(entries, meta);
+                if (header.Length != placeholder.Length)
+                    throw new InvalidOperationException($"safetensors {path}: the header changed size when its hash was filled in");
+                stream.Position = 8;
                 stream.Write(header);
-                stream.Write(data);
                 stream.Flush(flushToDisk: true);
             }
             File.Move(temp, full, overwrite: true);
@@ -123,18 +146,18 @@ public static class SafeTensors
         return buffer.ToArray();
     }
 
-    /// <summary>SHA-256 over the entries (name, dtype, shape, offsets), the metadata except the hash, and the data.</summary>
-    private static string Hash(IEnumerable<SafeTensorsEntry> entries, IEnumerable<KeyValuePair<string, string>> metadata, ReadOnlySpan<byte> data)
+    /// <summary>A SHA-256 started over the entries (name, dtype, shape, offsets) and the metadata except the hash;
+    /// the data is appended to it.</summary>
+    private static IncrementalHash StartHash(IEnumerable<SafeTensorsEntry> entries, IEnumerable<KeyValuePair<string, string>> metadata)
     {
-        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var text = new StringBuilder();
         foreach (var e in entries.OrderBy(e => e.Name, StringComparer.Ordinal))
             text.Append(e.Name).Append('\0').Append(NameOf(e.DType)).Append('\0').Append(e.Shape).Append('\0').Append(e.Begin).Append('\0').Append(e.End).Append('\n');
         foreach (var (k, v) in metadata.Where(kv => kv.Key != HashKey).OrderBy(kv => kv.Key, StringComparer.Ordinal))
             text.Append(k).Append('\0').Append(v).Append('\n');
         sha.AppendData(Encoding.UTF8.GetBytes(text.ToString()));
-        sha.AppendData(data);
-        return Convert.ToHexStringLower(sha.GetHashAndReset());
+        return sha;
     }
 
     private static string NameOf(DType dtype) => Names.First(n => n.DType == dtype).Name;
@@ -147,21 +170,39 @@ public static class SafeTensors
     /// <exception cref="SafeTensorsException">Anything is wrong, naming the file and the entry.</exception>
     /// <exception cref="IOException">The file cannot be opened.</exception>
     public static SafeTensorsFile Read(string path, bool requireHash = false)
+        => Read(path, requireHash, ChunkBytes);
+
+    /// <summary><see cref="Read(string, bool)"/>, hashing <paramref name="chunkBytes"/> at a time.</summary>
+    internal static SafeTensorsFile Read(string path, bool requireHash, int chunkBytes)
     {
         ArgumentNullException.ThrowIfNull(path);
-        return Parse(path, File.ReadAllBytes(path), requireHash);
+        var source = ByteSource.Map(path);
+        try
+        {
+            return Parse(path, source, requireHash, chunkBytes);
+        }
+        catch
+        {
+            source.Dispose();
+            throw;
+        }
     }
 
-    /// <summary>Validates the bytes of a safetensors file (see <see cref="Read"/>); <paramref name="source"/> names it
+    /// <summary>Validates the bytes of a safetensors file (see <see cref="Read(string, bool)"/>); <paramref name="source"/> names it
     /// in messages.</summary>
     /// <exception cref="SafeTensorsException">Anything is wrong.</exception>
     public static SafeTensorsFile Parse(string source, byte[] bytes, bool requireHash = false)
     {
         ArgumentNullException.ThrowIfNull(bytes);
+        return Parse(source, ByteSource.Of(bytes), requireHash, ChunkBytes);
+    }
+
+    private static SafeTensorsFile Parse(string source, ByteSource bytes, bool requireHash, int chunkBytes)
+    {
         SafeTensorsException Bad(string what) => new($"safetensors {source}: {what}");
         if (bytes.Length < 8)
             throw Bad($"{bytes.Length} bytes is shorter than the 8-byte header length");
-        var headerLength = BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+        var headerLength = BinaryPrimitives.ReadUInt64LittleEndian(bytes.Slice(0, 8));
         if (headerLength > MaxHeaderBytes || headerLength > (ulong)bytes.Length - 8)
             throw Bad($"the header length {headerLength} exceeds the file ({bytes.Length} bytes) or the limit of {MaxHeaderBytes}");
         var dataStart = 8 + (long)headerLength;
@@ -169,8 +210,9 @@ public static class SafeTensors
         JsonDocument doc;
         try
         {
-            StrictUtf8.GetCharCount(bytes, 8, (int)headerLength);
-            doc = JsonDocument.Parse(bytes.AsMemory(8, (int)headerLength), new JsonDocumentOptions { MaxDepth = 8 });
+            var header = bytes.Slice(8, (int)headerLength).ToArray();
+            StrictUtf8.GetCharCount(header);
+            doc = JsonDocument.Parse(header, new JsonDocumentOptions { MaxDepth = 8 });
         }
         catch (Exception e) when (e is JsonException or DecoderFallbackException)
         {
@@ -210,12 +252,17 @@ public static class SafeTensors
             }
             if (expected != dataLength)
                 throw Bad($"the tensors cover {expected} bytes of data but the file holds {dataLength} after the header");
-            var data = bytes.AsMemory((int)dataStart);
             if (requireHash && !metadata.ContainsKey(HashKey))
                 throw Bad($"no {HashKey} in the metadata: not written by Frugal, or its header is damaged");
-            if (metadata.TryGetValue(HashKey, out var hash) && Hash(entries, metadata, data.Span) != hash)
-                throw Bad($"the contents do not match their {HashKey} hash: the file is damaged");
-            return new SafeTensorsFile(source, entries, metadata, data, hash is not null);
+            if (metadata.TryGetValue(HashKey, out var hash))
+            {
+                using var sha = StartHash(entries, metadata);
+                for (long done = 0; done < dataLength; done += chunkBytes)
+                    sha.AppendData(bytes.Slice(dataStart + done, (int)Math.Min(chunkBytes, dataLength - done)));
+                if (Convert.ToHexStringLower(sha.GetHashAndReset()) != hash)
+                    throw Bad($"the contents do not match their {HashKey} hash: the file is damaged");
+            }
+            return new SafeTensorsFile(source, entries, metadata, bytes, dataStart, hash is not null);
         }
     }
 
@@ -250,15 +297,17 @@ public static class SafeTensors
     }
 }
 
-/// <summary>A validated safetensors file in memory: its entries, metadata and data.</summary>
-public sealed class SafeTensorsFile
+/// <summary>A validated safetensors file: its entries, metadata and data, memory-mapped when read from a file (so a
+/// checkpoint of any size is read in place, a tensor at a time); disposing it unmaps the file.</summary>
+public sealed class SafeTensorsFile : IDisposable
 {
-    private readonly ReadOnlyMemory<byte> _data;
+    private readonly ByteSource _bytes;
+    private readonly long _dataStart;
     private readonly Dictionary<string, SafeTensorsEntry> _entries;
 
-    internal SafeTensorsFile(string source, IReadOnlyList<SafeTensorsEntry> entries, IReadOnlyDictionary<string, string> metadata, ReadOnlyMemory<byte> data, bool hashed)
+    internal SafeTensorsFile(string source, IReadOnlyList<SafeTensorsEntry> entries, IReadOnlyDictionary<string, string> metadata, ByteSource bytes, long dataStart, bool hashed)
     {
-        (Source, Entries, Metadata, _data, Hashed) = (source, entries, metadata, data, hashed);
+        (Source, Entries, Metadata, _bytes, _dataStart, Hashed) = (source, entries, metadata, bytes, dataStart, hashed);
         _entries = entries.ToDictionary(e => e.Name, StringComparer.Ordinal);
     }
 
@@ -283,19 +332,25 @@ public sealed class SafeTensorsFile
         ? e
         : throw new SafeTensorsException($"safetensors {Source}: no tensor '{name}'");
 
-    /// <summary>The raw bytes of tensor <paramref name="name"/>.</summary>
+    /// <summary>The raw bytes of tensor <paramref name="name"/> (a span: at most 2 GiB; <see cref="ToTensor"/> takes
+    /// any size).</summary>
+    /// <exception cref="SafeTensorsException">There is no such tensor, or it holds more than a span can.</exception>
     public ReadOnlySpan<byte> Bytes(string name)
     {
         var e = Entry(name);
-        return _data.Span[(int)e.Begin..(int)e.End];
+        if (e.End - e.Begin > int.MaxValue)
+            throw new SafeTensorsException($"safetensors {Source}: tensor '{name}' holds {e.End - e.Begin} bytes, more than one span; use ToTensor");
+        return _bytes.Slice(_dataStart + e.Begin, (int)(e.End - e.Begin));
     }
 
-    /// <summary>Tensor <paramref name="name"/> as a new tensor on <paramref name="device"/>.</summary>
+    /// <summary>Tensor <paramref name="name"/> as a new tensor on <paramref name="device"/>, copied from the file
+    /// <see cref="SafeTensors.ChunkBytes"/> at a time.</summary>
     public Tensor ToTensor(string name, Device? device = null, Memory.MemoryCategory? category = null)
     {
         var e = Entry(name);
         var t = Tensor.Empty(e.Shape, e.DType, device, category);
-        t.Backend.Upload(Bytes(name), t.Buffer.Address);
+        for (long done = 0; done < e.End - e.Begin; done += SafeTensors.ChunkBytes)
+            t.Backend.Upload(_bytes.Slice(_dataStart + e.Begin + done, (int)Math.Min(SafeTensors.ChunkBytes, e.End - e.Begin - done)), t.Buffer.Address + (nint)done);
         return t;
     }
 
@@ -304,4 +359,86 @@ public sealed class SafeTensorsFile
     public string Meta(string key) => Metadata.TryGetValue(key, out var v)
         ? v
         : throw new SafeTensorsException($"safetensors {Source}: no metadata '{key}'");
+
+    /// <summary>Unmaps the file.</summary>
+    public void Dispose() => _bytes.Dispose();
+}
+
+/// <summary>The bytes of a safetensors file: an array, or a read-only memory map of the file.</summary>
+internal abstract class ByteSource : IDisposable
+{
+    /// <summary>Bytes held.</summary>
+    public abstract long Length { get; }
+
+    /// <summary><paramref name="count"/> bytes from <paramref name="offset"/>.</summary>
+    public abstract ReadOnlySpan<byte> Slice(long offset, int count);
+
+    /// <inheritdoc/>
+    public abstract void Dispose();
+
+    public static ByteSource Of(byte[] bytes) => new ArraySource(bytes);
+
+    /// <summary>The file at <paramref name="path"/>, mapped read-only (an empty file is an empty array: a map cannot
+    /// be empty).</summary>
+    public static ByteSource Map(string path)
+    {
+        var length = new FileInfo(path).Length;
+        return length == 0 ? new ArraySource([]) : new MappedSource(path, length);
+    }
+
+    private sealed class ArraySource(byte[] bytes) : ByteSource
+    {
+        public override long Length => bytes.Length;
+
+        public override ReadOnlySpan<byte> Slice(long offset, int count) => bytes.AsSpan(checked((int)offset), count);
+
+        public override void Dispose()
+        {
+        }
+    }
+
+    private sealed unsafe class MappedSource : ByteSource
+    {
+        private readonly System.IO.MemoryMappedFiles.MemoryMappedFile _map;
+        private readonly System.IO.MemoryMappedFiles.MemoryMappedViewAccessor _view;
+        private readonly byte* _base;
+
+        public MappedSource(string path, long length)
+        {
+            Length = length;
+            _map = System.IO.MemoryMappedFiles.MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read);
+            try
+            {
+                _view = _map.CreateViewAccessor(0, length, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read);
+                byte* p = null;
+                _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+                _base = p + _view.PointerOffset;
+            }
+            catch
+            {
+                _view?.Dispose();
+                _map.Dispose();
+                throw;
+            }
+        }
+
+        public override long Length { get; }
+
+        public override ReadOnlySpan<byte> Slice(long offset, int count)
+        {
+            ObjectDisposedException.ThrowIf(_view.SafeMemoryMappedViewHandle.IsClosed, this);
+            if (offset < 0 || count < 0 || offset + count > Length)
+                throw new ArgumentOutOfRangeException(nameof(offset), $"bytes [{offset}, {offset + count}) are outside the {Length}-byte file");
+            return new ReadOnlySpan<byte>(_base + offset, count);
+        }
+
+        public override void Dispose()
+        {
+            if (_view.SafeMemoryMappedViewHandle.IsClosed)
+                return;
+            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            _view.Dispose();
+            _map.Dispose();
+        }
+    }
 }

@@ -184,4 +184,33 @@ public class CheckpointTests
             File.Delete(path);
         }
     }
+
+    [Theory]
+    [InlineData("csr:0.1")]
+    [InlineData("q4")]
+    [InlineData("lowrank:0.25")]
+    public void AStateDictHoldsTheBuffersAndLoadsAnotherPatternThroughTheFormat(string format)
+    {
+        var device = Device.CreateCpu("state-dict");
+        Init.ManualSeed(1);
+        using var trained = Zoo.Mlp(hidden: 64, device: device, format: WeightFormat.Parse(format));
+        using var opt = new Adam(trained.Parameters(), 1e-2);
+        var rigl = format.StartsWith("csr", StringComparison.Ordinal) ? new Training.Sparsity.RigL(trained, opt, updateEvery: 2, dropFraction: 0.3, endStep: 8) : null;
+        Steps(trained, opt, 1, 6, device, rigl is null ? null : () => rigl.Step());
+        var state = trained.StateDict();
+        Assert.Equal(trained.NamedTensors().Count(), state.Count);
+        Assert.True(state.Count > trained.Parameters().Count() || format.StartsWith("lowrank", StringComparison.Ordinal), $"{state.Count} entries");
+
+        Init.ManualSeed(7);   // another initialisation, and for CSR another random pattern
+        using var fresh = Zoo.Mlp(hidden: 64, device: device, format: WeightFormat.Parse(format));
+        fresh.LoadStateDict(state);
+        using var scope = TensorScope.Begin();
+        var x = Tensor.Uniform(new Shape(8, 1, 28, 28), -1, 1, 5, device: device);
+        Assert.Equal(trained.Eval().Forward(x).ToArray<float>(), fresh.Eval().Forward(x).ToArray<float>());
+
+        var partial = state.Where(kv => kv.Key != state.Keys.Last()).ToDictionary();
+        var before = Snapshot(fresh, new SGD(fresh.Parameters(), 0.1));
+        Assert.Contains($"missing [{state.Keys.Last()}]", Assert.Throws<ArgumentException>(() => fresh.LoadStateDict(partial)).Message, StringComparison.Ordinal);
+        AssertSame(before, Snapshot(fresh, new SGD(fresh.Parameters(), 0.1)));
+    }
 }

@@ -40,7 +40,7 @@ public class SharingTests
             AssertClose(sum, Values(p.Grad!), 1e-5, 1e-5, p.Name!);
         }
         Assert.Equal(shared.Parameters().Count(), tied.Parameters().Count());
-        Assert.Equal(shared.Parameters().Count(), tied.StateDict().Count);
+        Assert.Equal(shared.StateDict().Count, tied.StateDict().Count);   // parameters and buffers, the shared weight once
         using var opt = new SGD(tied.Parameters(), 0.1);   // listed once: no "listed twice"
         opt.Step();
     }

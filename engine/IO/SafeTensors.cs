@@ -57,14 +57,7 @@ public static class SafeTensors
         }
         if (metadata?.ContainsKey(HashKey) == true)
             throw new ArgumentException($"safetensors {path}: metadata key '{HashKey}' is reserved");
-        var entries = new List<SafeTensorsEntry>();
-        long offset = 0;
-        foreach (var (name, t) in tensors)
-        {
-            var bytes = t.Numel * t.DType.SizeOf();
-            entries.Add(new SafeTensorsEntry(name, t.DType, t.Shape, offset, offset + bytes));
-            offset += bytes;
-        }
+        var (entries, offset) = Layout(tensors);
         var meta = new SortedDictionary<string, string>(StringComparer.Ordinal);
         foreach (var (k, v) in metadata ?? new Dictionary<string, string>())
             meta[k] = v;
@@ -186,6 +179,35 @@ public static class SafeTensors
             source.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The entries of <paramref name="tensors"/> laid out in order, and the data's length.</summary>
+    private static (List<SafeTensorsEntry> Entries, long Length) Layout(IReadOnlyList<(string Name, Tensor Tensor)> tensors)
+    {
+        var entries = new List<SafeTensorsEntry>();
+        long offset = 0;
+        foreach (var (name, t) in tensors)
+        {
+            var bytes = t.Numel * t.DType.SizeOf();
+            entries.Add(new SafeTensorsEntry(name, t.DType, t.Shape, offset, offset + bytes));
+            offset += bytes;
+        }
+        return (entries, offset);
+    }
+
+    /// <summary>The <paramref name="tensors"/> (at most 2 GiB in all) as an in-memory file, with
+    /// <paramref name="metadata"/> and no hash: how a state dict is loaded through the checkpoint path.</summary>
+    internal static SafeTensorsFile InMemory(string source, IReadOnlyList<(string Name, Tensor Tensor)> tensors, IReadOnlyDictionary<string, string> metadata)
+    {
+        var (entries, offset) = Layout(tensors);
+        var data = new byte[checked((int)offset)];
+        for (var i = 0; i < tensors.Count; i++)
+        {
+            var t = tensors[i].Tensor;
+            using var c = t.Contiguous();
+            t.Backend.Download(c.View.Data, data.AsSpan((int)entries[i].Begin, (int)(entries[i].End - entries[i].Begin)));
+        }
+        return new SafeTensorsFile(source, entries, metadata, ByteSource.Of(data), 0, hashed: false);
     }
 
     /// <summary>Validates the bytes of a safetensors file (see <see cref="Read(string, bool)"/>); <paramref name="source"/> names it

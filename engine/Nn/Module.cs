@@ -207,30 +207,37 @@ public abstract class Module : IDisposable
             p.Grad = null;
     }
 
-    /// <summary>The parameters by dotted name (the tensors themselves, not copies).</summary>
-    public IReadOnlyDictionary<string, Tensor> StateDict() => NamedParameters().ToDictionary(p => p.Name, p => p.Parameter);
+    /// <summary>Every parameter and buffer by dotted name (the tensors themselves, not copies), as
+    /// <see cref="NamedTensors"/>: a sparse layer's pattern and a quantized layer's scales are part of it.</summary>
+    public IReadOnlyDictionary<string, Tensor> StateDict() => NamedTensors().ToDictionary(t => t.Name, t => t.Tensor);
 
-    /// <summary>Copies values from <paramref name="state"/> into the parameters; names, shapes and dtypes must match
-    /// exactly, and every check runs before anything is written.</summary>
-    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
+    /// <summary>Loads <paramref name="state"/> (a <see cref="StateDict"/>, of this model or a copy of it) as a
+    /// checkpoint would be loaded: the same names, each tensor checked by its format before anything is written (a
+    /// sparse layer's pattern may hold another number of stored values, a low-rank layer another rank); a parameter
+    /// that a format replaces in doing so is handed over to <paramref name="optimizer"/> with fresh state. What a
+    /// checkpoint keeps as metadata rather than tensors (a master-free weight's rounding stream) stays this model's.</summary>
+    /// <exception cref="ArgumentException">A name is missing or unexpected; nothing was changed.</exception>
+    /// <exception cref="ShapeMismatchException">A tensor does not fit, naming it; nothing was changed.</exception>
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, Optim.Optimizer? optimizer = null)
     {
-        var mine = StateDict();
-        var missing = mine.Keys.Except(state.Keys).ToList();
-        var extra = state.Keys.Except(mine.Keys).ToList();
+        ArgumentNullException.ThrowIfNull(state);
+        var mine = NamedTensors().Select(t => t.Name).ToList();
+        var missing = mine.Except(state.Keys).ToList();
+        var extra = state.Keys.Except(mine).ToList();
         if (missing.Count > 0 || extra.Count > 0)
             throw new ArgumentException($"LoadStateDict: missing [{string.Join(", ", missing)}], unexpected [{string.Join(", ", extra)}]");
-        foreach (var (name, p) in mine)
+        using var file = IO.SafeTensors.InMemory("LoadStateDict", [.. state.Select(kv => (kv.Key, kv.Value))], Modules().SelectMany(m => m.OwnMetadata()).ToDictionary());
+        try
         {
-            var s = state[name];
-            if (s.Shape != p.Shape || s.DType != p.DType)
-                throw new ShapeMismatchException($"LoadStateDict: '{name}' is {p.Describe()} but the state holds {s.Describe()}");
+            foreach (var m in Modules())
+                m.CheckOwn(file);
         }
-        foreach (var (name, p) in mine)
+        catch (Exception e) when (e is ArgumentException or IO.SafeTensorsException)
         {
-            var s = state[name];
-            using var src = ReferenceEquals(s.Device, p.Device) ? s.Alias() : s.ToDevice(p.Device);
-            F.CopyInto(p, src);
+            throw new ShapeMismatchException($"LoadStateDict: {e.Message}");
         }
+        foreach (var m in Modules())
+            m.LoadOwn(file, optimizer);
     }
 
     /// <summary>Every parameter and buffer (a sparse pattern's indices, a quantized weight's scales) with its dotted

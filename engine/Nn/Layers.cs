@@ -1,4 +1,5 @@
 using Frugal.Formats;
+using Frugal.Memory;
 
 namespace Frugal.Nn;
 
@@ -210,6 +211,100 @@ public sealed class LayerNorm : Module
 
     /// <inheritdoc/>
     protected override Tensor OnForward(Tensor x) => F.LayerNorm(x, Gamma, Beta, Eps);
+}
+
+/// <summary>Batch normalisation (Ioffe and Szegedy; PyTorch's BatchNorm1d and BatchNorm2d in one) over the channel
+/// dimension 1 of [N, C] or [N, C, H, W] inputs: in training mode each channel is normalised by its batch mean and
+/// biased variance, and the running mean and unbiased variance move by <see cref="Momentum"/>; in eval mode the running
+/// statistics normalise. The running statistics are buffers (in <see cref="Module.StateDict"/> and checkpoints, bytes
+/// of category Other), the scale and shift parameters.</summary>
+public sealed class BatchNorm : Module
+{
+    /// <summary>Normalises <paramref name="features"/> channels.</summary>
+    public BatchNorm(int features, double eps = 1e-5, double momentum = 0.1, Device? device = null, DType dtype = DType.F32)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(features, 1);
+        if (!(momentum >= 0 && momentum <= 1))
+            throw new ArgumentOutOfRangeException(nameof(momentum), $"BatchNorm: momentum {momentum} is outside [0, 1]");
+        (Features, Eps, Momentum) = (features, eps, momentum);
+        Gamma = RegisterParameter("weight", () => Tensor.Ones(new Shape(features), dtype, device));
+        Beta = RegisterParameter("bias", () => Tensor.Zeros(new Shape(features), dtype, device));
+        RunningMean = RegisterBuffer("running_mean", MemoryCategory.Other, () => Tensor.Zeros(new Shape(features), dtype, device));
+        RunningVar = RegisterBuffer("running_var", MemoryCategory.Other, () => Tensor.Ones(new Shape(features), dtype, device));
+    }
+
+    /// <summary>Channels.</summary>
+    public int Features { get; }
+
+    /// <summary>Variance epsilon.</summary>
+    public double Eps { get; }
+
+    /// <summary>Weight of the newest batch in the running statistics.</summary>
+    public double Momentum { get; }
+
+    /// <summary>Scale [features].</summary>
+    public Tensor Gamma { get; }
+
+    /// <summary>Shift [features].</summary>
+    public Tensor Beta { get; }
+
+    /// <summary>Running mean [features].</summary>
+    public Tensor RunningMean { get; }
+
+    /// <summary>Running unbiased variance [features].</summary>
+    public Tensor RunningVar { get; }
+
+    /// <inheritdoc/>
+    protected override Tensor OnForward(Tensor x)
+    {
+        if ((x.Rank != 2 && x.Rank != 4) || x.Shape[1] != Features)
+            throw new ShapeMismatchException($"BatchNorm: expects [N, {Features}] or [N, {Features}, H, W], got {x.Describe()}");
+        int[] dims = x.Rank == 2 ? [0] : [0, 2, 3];
+        int[] channel = x.Rank == 2 ? [1, Features] : [1, Features, 1, 1];
+        var count = x.Numel / Features;
+        using var gamma = Gamma.Reshape(channel);
+        using var beta = Beta.Reshape(channel);
+        Tensor mean, variance;
+        if (Training)
+        {
+            if (count < 2)
+                throw new ArgumentException($"BatchNorm: training needs more than one value per channel, got {x.Describe()}");
+            mean = F.Mean(x, dims, keepDim: true);
+            using var centred0 = x - mean;
+            using var squares = centred0 * centred0;
+            variance = F.Mean(squares, dims, keepDim: true);
+            using (Autograd.NoGrad())
+            {
+                Update(RunningMean, mean, 1);
+                Update(RunningVar, variance, count / (double)(count - 1));
+            }
+        }
+        else
+        {
+            mean = RunningMean.Reshape(channel);
+            variance = RunningVar.Reshape(channel);
+        }
+        using (mean)
+        using (variance)
+        {
+            using var centred = x - mean;
+            using var shifted = variance + Eps;
+            using var root = shifted.Sqrt();
+            using var normalised = centred / root;
+            using var scaled = normalised * gamma;
+            return scaled + beta;
+        }
+    }
+
+    /// <summary>running ← (1 − momentum)·running + momentum·factor·batch.</summary>
+    private void Update(Tensor running, Tensor batch, double factor)
+    {
+        using var flat = batch.Reshape(Features);
+        using var newest = flat.Mul(Momentum * factor);
+        using var kept = running.Mul(1 - Momentum);
+        using var next = kept + newest;
+        F.CopyInto(running, next);
+    }
 }
 
 /// <summary>A lookup table [count, dim] indexed by I32 tokens, in any format (ALBERT's factorized table for low rank;

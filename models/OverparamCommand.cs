@@ -229,25 +229,12 @@ internal static class OverparamCommand
         var size = inFeatures * outFeatures;
         if (stored < 1 || stored > size)
             throw new ArgumentOutOfRangeException(nameof(stored), $"overparam: a [{outFeatures}, {inFeatures}] weight cannot store {stored} values");
+        // The top `stored` of independent uniform scores: a uniformly random set of exactly that many positions.
         var rng = new Random((int)(Init.NextSeed() & int.MaxValue));
-        var flat = Enumerable.Range(0, size).ToArray();
-        for (var i = 0; i < stored; i++)
-        {
-            var j = rng.Next(i, size);
-            (flat[i], flat[j]) = (flat[j], flat[i]);
-        }
-        var chosen = flat.AsSpan(0, stored);
-        chosen.Sort();
-        var rowPtr = new int[outFeatures + 1];
-        var colIdx = new int[stored];
-        for (var k = 0; k < stored; k++)
-        {
-            rowPtr[chosen[k] / inFeatures + 1]++;
-            colIdx[k] = chosen[k] % inFeatures;
-        }
-        for (var r = 0; r < outFeatures; r++)
-            rowPtr[r + 1] += rowPtr[r];
-        var pattern = CsrPattern.FromParts(outFeatures, inFeatures, rowPtr, colIdx);
+        var scores = new float[size];
+        for (var i = 0; i < size; i++)
+            scores[i] = rng.NextSingle();
+        var pattern = CsrPattern.TopScores(scores, outFeatures, inFeatures, stored / (double)size);
         var weight = SparseWeight.OnPattern(new Shape(outFeatures, inFeatures), TensorFormat.Csr, pattern, device);
         var bias = Init.Default(new Shape(outFeatures), inFeatures, device);
         return new Linear(weight, bias);

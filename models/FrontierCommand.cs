@@ -111,7 +111,10 @@ internal static class FrontierCommand
         var skipped = recipes.SelectMany(recipe => widths.Select(w => (recipe, w, probe: log.Find(Key(task, baseDevice, recipe, w, seed: null)))))
             .Where(p => p.probe is { Error: null } && p.probe.PeakBytes > budget && !rows.Any(row => row.Recipe == p.recipe.ToString() && row.Width == p.w))
             .Select(p => (Recipe: p.recipe.ToString(), Width: p.w, p.probe!.PeakBytes)).ToList();
-        var invalid = log.Points.Where(p => p.Error is not null).Select(p => (p.Recipe, p.Width, Error: p.Error!)).Distinct().ToList();
+        // Only this sweep's points: the folder may also hold those of other settings or devices.
+        var invalid = recipes.SelectMany(recipe => widths.SelectMany(w => new int?[] { null }.Concat(Enumerable.Range(1, seeds).Select(s => (int?)s))
+                .Select(seed => log.Find(Key(task, baseDevice, recipe, w, seed)))))
+            .Where(p => p is { Error: not null }).Select(p => (p!.Recipe, p.Width, Error: p.Error!)).Distinct().ToList();
 
         AnsiConsole.Write(Table(task, rows, frontier, budget, skipped, invalid));
         var title = $"{modelName} on {task.Source}: {task.Metric} against training memory";
@@ -362,8 +365,6 @@ internal static class FrontierCommand
         public string Path { get; }
 
         public int Count => _points.Count;
-
-        public IEnumerable<FrontierPoint> Points => _points.Values;
 
         public FrontierPoint? Find(string key) => _points.GetValueOrDefault(key);
 

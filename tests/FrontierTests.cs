@@ -169,6 +169,14 @@ public class FrontierTests
             Assert.False(json.RootElement.GetProperty("higherIsBetter").GetBoolean());
             Assert.Single(json.RootElement.GetProperty("invalid").EnumerateArray());
             Assert.All(json.RootElement.GetProperty("rows").EnumerateArray(), r => Assert.InRange(r.GetProperty("mean").GetDouble(), 1.0, 6.0));
+
+            // Another sweep in the same folder reports only its own points: the RigL error above is not among them.
+            var (again, againOut, againErr) = CliTests.Run("frontier", "--model", "gpt", "--widths", "32", "--budget-of", "dense:32", "--steps", "3", "--layers", "1",
+                "--context", "16", "--batch", "2", "--formats", "lowrank:0.5/8bit", "--out", dir);
+            Assert.True(again == 0, againOut + againErr);
+            Assert.DoesNotContain("RigL", againOut, StringComparison.Ordinal);
+            using var second = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "frontier.json")));
+            Assert.Empty(second.RootElement.GetProperty("invalid").EnumerateArray());
         });
     }
 

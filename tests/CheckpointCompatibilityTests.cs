@@ -8,18 +8,25 @@ using Frugal.Optim;
 namespace Frugal.Tests;
 
 /// <summary>Checkpoints written by an earlier main (tests/data/checkpoints-v1, see its README) still load into
-/// today's layers of the same formats, and the loaded model gives the saved output bit for bit.</summary>
+/// today's layers of the same formats, and the loaded model gives the saved output: bit for bit, or within
+/// <c>tolerance</c> where a kernel's rounding has changed since (the GPT's GELU runs vectorized as x·σ(2u) since
+/// 2026-12-03, an identity of the tanh form that rounds differently in the last bits).</summary>
 public class CheckpointCompatibilityTests
 {
     private static string Fixture(string name) => Path.Combine(AppContext.BaseDirectory, "data", "checkpoints-v1", name + ".safetensors");
 
-    private static void AssertSavedLogits(IReadOnlyDictionary<string, string> meta, Tensor output)
+    private static void AssertSavedLogits(IReadOnlyDictionary<string, string> meta, Tensor output, double tolerance = 0)
     {
         var expected = meta["logits"].Split(',').Select(s => BitConverter.Int32BitsToSingle(int.Parse(s, CultureInfo.InvariantCulture))).ToArray();
         var actual = output.ToArray<float>();
         Assert.Equal(expected.Length, actual.Length);
         for (var i = 0; i < expected.Length; i++)
-            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]), $"logit {i}: saved {expected[i]:R}, loaded model gives {actual[i]:R}");
+        {
+            var same = tolerance == 0
+                ? BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i])
+                : Math.Abs(expected[i] - actual[i]) <= tolerance * (1 + Math.Abs(expected[i]));
+            Assert.True(same, $"logit {i}: saved {expected[i]:R}, loaded model gives {actual[i]:R}");
+        }
     }
 
     [Theory]
@@ -64,7 +71,7 @@ public class CheckpointCompatibilityTests
         {
             using var x = Tensor.FromArray(Enumerable.Range(0, 16).Select(i => (i * 3 + 1) % 16).ToArray(), new Shape(2, 8), device);
             using var y = m.Forward(x);
-            AssertSavedLogits(meta, y);
+            AssertSavedLogits(meta, y, tolerance: 1e-5);
         }
     }
 }

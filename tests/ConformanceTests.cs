@@ -260,6 +260,49 @@ public class ConformanceTests
         AssertClose(expected, Values(yv), transcendental ? 1e-6 : 0, transcendental ? 1e-6 : Exact, op + " (strided)");
     }
 
+    public static TheoryData<string, string> SmoothUnaryCases()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var dev in Devices)
+        {
+            foreach (var op in new[] { "Exp", "Tanh", "Sigmoid", "Gelu" })
+                data.Add(dev.Data, op);
+        }
+        return data;
+    }
+
+    /// <summary>The F32 backward of the smooth unary ops over a long span (many vector chunks and threads, inputs
+    /// out to ±20 where GELU and the sigmoid saturate) against the float64 derivative times a random dy.</summary>
+    [Theory]
+    [MemberData(nameof(SmoothUnaryCases))]
+    public void SmoothUnaryBackward(string device, string op)
+    {
+        var dev = DeviceFor(device);
+        using var scope = TensorScope.Begin();
+        const int rows = 37, cols = 1000;
+        var x = Uniform(4, rows * cols, op == "Exp" ? -8 : -20, op == "Exp" ? 8 : 20);
+        var dy = Uniform(5, rows * cols, -1, 1);
+        Func<double, double> derivative = op switch
+        {
+            "Exp" => Math.Exp,
+            "Tanh" => v => 1 - Math.Tanh(v) * Math.Tanh(v),
+            "Sigmoid" => v => Math.Exp(-v) / ((1 + Math.Exp(-v)) * (1 + Math.Exp(-v))),
+            "Gelu" => v =>
+            {
+                const double c = 0.7978845608028654;
+                var t = Math.Tanh(c * (v + 0.044715 * v * v * v));
+                return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * c * (1 + 3 * 0.044715 * v * v);
+            },
+            _ => throw new ArgumentException(op),
+        };
+        var expected = x.Select((v, i) => dy[i] * derivative(v)).ToArray();
+        var tx = F32(dev, x, rows, cols);
+        tx.RequiresGrad = true;
+        var y = UnaryMethods[op](tx);
+        y.Backward(F32(dev, dy, rows, cols));
+        AssertClose(expected, Values(tx.Grad!), 1e-5, 2e-6, op + " backward");
+    }
+
     // ---- reductions ----
 
     public static TheoryData<string, string> ReduceCases()

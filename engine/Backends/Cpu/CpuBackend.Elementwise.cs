@@ -40,27 +40,47 @@ public sealed unsafe partial class CpuBackend
                 case UnaryOp.AddScalar: TensorPrimitives.Add(x, a, y); break;
                 case UnaryOp.MulScalar: TensorPrimitives.Multiply(x, a, y); break;
                 case UnaryOp.PowScalar: TensorPrimitives.Pow(x, a, y); break;
-                case UnaryOp.Gelu:
-                    for (var i = 0; i < n; i++)
-                        y[i] = Gelu(x[i]);
-                    break;
+                case UnaryOp.Gelu: Gelu(x, default, y); break;
                 default: throw new NotSupportedException($"cpu Unary: {op}");
             }
         });
     }
 
-    private static T GeluInner<T>(T x) where T : IFloatingPointIeee754<T>
-        => T.CreateTruncating(0.7978845608028654) * (x + T.CreateTruncating(0.044715) * x * x * x);
+    /// <summary>Elements per vector pass of <see cref="Gelu{T}"/>: a few stack buffers that stay in L1.</summary>
+    private const int GeluChunk = 256;
 
-    private static T Gelu<T>(T x) where T : IFloatingPointIeee754<T>
-        => T.CreateTruncating(0.5) * x * (T.One + T.Tanh(GeluInner(x)));
-
-    private static T GeluGrad<T>(T x) where T : IFloatingPointIeee754<T>
+    /// <summary>The tanh GELU ½x(1 + tanh u), u = √(2/π)(x + 0.044715x³), written as x·σ(2u), into
+    /// <paramref name="y"/>; with a non-empty <paramref name="dy"/>, its gradient dy·(s + 2x·s(1 − s)·du/dx) with
+    /// s = σ(2u) instead (<paramref name="y"/> may be <paramref name="x"/> or <paramref name="dy"/>). Whole spans at a time through the vector primitives, one stack chunk at a time.</summary>
+    private static void Gelu<T>(ReadOnlySpan<T> x, ReadOnlySpan<T> dy, Span<T> y) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var t = T.Tanh(GeluInner(x));
-        var half = T.CreateTruncating(0.5);
-        var dInner = T.CreateTruncating(0.7978845608028654) * (T.One + T.CreateTruncating(3 * 0.044715) * x * x);
-        return half * (T.One + t) + half * x * (T.One - t * t) * dInner;
+        var c = T.CreateTruncating(0.7978845608028654);
+        var cube = T.CreateTruncating(0.044715);
+        var two = T.CreateTruncating(2);
+        Span<T> s = stackalloc T[GeluChunk], t = stackalloc T[GeluChunk], r = stackalloc T[GeluChunk];
+        for (var i0 = 0; i0 < x.Length; i0 += GeluChunk)
+        {
+            var n = Math.Min(GeluChunk, x.Length - i0);
+            ReadOnlySpan<T> xs = x.Slice(i0, n);
+            Span<T> ss = s[..n], ts = t[..n], rs = r[..n], ys = y.Slice(i0, n);
+            TensorPrimitives.Multiply(xs, xs, ts);                                  // x²
+            TensorPrimitives.Multiply(ts, two * c * cube, ss);
+            TensorPrimitives.Add(ss, two * c, ss);                                  // 2u / x
+            TensorPrimitives.Multiply(ss, xs, ss);                                  // 2u
+            TensorPrimitives.Sigmoid(ss, ss);                                       // s
+            if (dy.IsEmpty)
+            {
+                TensorPrimitives.Multiply(xs, ss, ys);
+                continue;
+            }
+            TensorPrimitives.Multiply(ts, two * c * T.CreateTruncating(3) * cube, ts);
+            TensorPrimitives.Add(ts, two * c, ts);                                  // 2·du/dx
+            TensorPrimitives.Multiply(ts, xs, ts);
+            TensorPrimitives.Multiply(ts, ss, ts);
+            TensorPrimitives.Subtract(T.One, ss, rs);                               // 1 − s
+            TensorPrimitives.MultiplyAdd(ts, rs, ss, ts);                           // s + 2x·s(1 − s)·du/dx
+            TensorPrimitives.Multiply(ts, dy.Slice(i0, n), ys);
+        }
     }
 
     /// <inheritdoc/>
@@ -107,10 +127,7 @@ public sealed unsafe partial class CpuBackend
                     for (var j = 0; j < n; j++)
                         d[j] = g[j] * y[i0 + j] * (T.One - y[i0 + j]);
                     break;
-                case UnaryOp.Gelu:
-                    for (var j = 0; j < n; j++)
-                        d[j] = g[j] * GeluGrad(x[i0 + j]);
-                    break;
+                case UnaryOp.Gelu: Gelu(new ReadOnlySpan<T>(x + i0, n), g, d); break;
                 case UnaryOp.Sqrt:
                     for (var j = 0; j < n; j++)
                         d[j] = g[j] * half / y[i0 + j];

@@ -29,7 +29,7 @@ public sealed unsafe partial class CpuBackend
             Im2Col(a, x + (long)n0 * a.C * a.H * a.W, b, c);
             GemmT(false, false, a.OutC, b * ohw, ckk, w, ckk, c, b * ohw, T.Zero, o, b * ohw);
             // o is [OutC, b, OHW]; y wants [b, OutC, OHW].
-            Parallel.For(0, b, i =>
+            CpuThreads.For(b, i =>
             {
                 for (var oc = 0; oc < a.OutC; oc++)
                 {
@@ -124,7 +124,7 @@ public sealed unsafe partial class CpuBackend
     private static void GatherGrad<T>(Conv2dArgs a, T* dy, int n0, int b, T* g) where T : unmanaged
     {
         var ohw = a.OutH * a.OutW;
-        Parallel.For(0, b, i =>
+        CpuThreads.For(b, i =>
         {
             for (var oc = 0; oc < a.OutC; oc++)
             {
@@ -146,7 +146,7 @@ public sealed unsafe partial class CpuBackend
     /// <summary>Patches of b images into cols [C·KH·KW, b·OH·OW] (zero where the window reads padding).</summary>
     private static void Im2Col<T>(Conv2dArgs a, T* x, int b, T* cols) where T : unmanaged, INumberBase<T>
     {
-        Parallel.For(0, a.C * a.KH * a.KW, row =>
+        CpuThreads.For(a.C * a.KH * a.KW, row =>
         {
             // Geometry in locals: the inner loops run per feature-map row, a few elements long.
             int outH = a.OutH, outW = a.OutW, ohw = outH * outW, w = a.W, plane = a.H * w, strideH = a.StrideH, strideW = a.StrideW;
@@ -181,7 +181,7 @@ public sealed unsafe partial class CpuBackend
     private static void Col2Im<T>(Conv2dArgs a, T* cols, int b, T* dx) where T : unmanaged, INumberBase<T>
     {
         // Parallel over (image, channel) planes: each plane is written by one thread, kernel offsets in fixed order.
-        Parallel.For(0, b * a.C, p =>
+        CpuThreads.For(b * a.C, p =>
         {
             int outH = a.OutH, outW = a.OutW, w = a.W, strideH = a.StrideH, strideW = a.StrideW, kernelW = a.KW;
             long rowLen = (long)b * outH * outW;
@@ -234,31 +234,30 @@ public sealed unsafe partial class CpuBackend
         var idx = (int*)iv.Data;
         StridedLoop.ForRows((long)a.N * a.C, a.H * a.W, (p0, p1) =>
         {
+            // Geometry in locals (the output sizes are computed properties) and each window clipped to the plane
+            // once, so the inner loops only compare.
+            int h = a.H, w = a.W, outH = a.OutH, outW = a.OutW;
             for (var p = p0; p < p1; p++)
             {
-                var plane = x + p * a.H * a.W;
-                var o = p * a.OutH * a.OutW;
-                for (var oh = 0; oh < a.OutH; oh++)
+                var plane = x + p * h * w;
+                var o = p * outH * outW;
+                for (var oh = 0; oh < outH; oh++)
                 {
-                    for (var ow = 0; ow < a.OutW; ow++, o++)
+                    int ih0 = oh * a.StrideH - a.PadH, ihLo = Math.Max(ih0, 0), ihHi = Math.Min(ih0 + a.KH, h);
+                    for (var ow = 0; ow < outW; ow++, o++)
                     {
+                        int iw0 = ow * a.StrideW - a.PadW, iwLo = Math.Max(iw0, 0), iwHi = Math.Min(iw0 + a.KW, w);
                         var best = T.NegativeInfinity;
                         var at = -1;
-                        for (var kh = 0; kh < a.KH; kh++)
+                        for (var ih = ihLo; ih < ihHi; ih++)
                         {
-                            var ih = oh * a.StrideH - a.PadH + kh;
-                            if (ih < 0 || ih >= a.H)
-                                continue;
-                            for (var kw = 0; kw < a.KW; kw++)
+                            for (var iw = iwLo; iw < iwHi; iw++)
                             {
-                                var iw = ow * a.StrideW - a.PadW + kw;
-                                if (iw < 0 || iw >= a.W)
-                                    continue;
-                                var v = plane[ih * a.W + iw];
+                                var v = plane[ih * w + iw];
                                 if (at < 0 || v > best || T.IsNaN(v))
                                 {
                                     best = v;
-                                    at = ih * a.W + iw;
+                                    at = ih * w + iw;
                                 }
                             }
                         }
@@ -314,7 +313,7 @@ public sealed unsafe partial class CpuBackend
     {
         T* x = P<T>(xv), y = P<T>(yv);
         var inv = T.One / T.CreateTruncating(a.KH * a.KW);
-        int hw = a.H * a.W, ohw = a.OutH * a.OutW;
+        int h = a.H, w = a.W, hw = h * w, outH = a.OutH, outW = a.OutW, ohw = outH * outW;
         StridedLoop.ForRows((long)a.N * a.C, hw, (p0, p1) =>
         {
             for (var p = p0; p < p1; p++)
@@ -323,26 +322,22 @@ public sealed unsafe partial class CpuBackend
                 if (!forward)
                     new Span<T>(plane, hw).Clear();
                 var o = p * ohw;
-                for (var oh = 0; oh < a.OutH; oh++)
+                for (var oh = 0; oh < outH; oh++)
                 {
-                    for (var ow = 0; ow < a.OutW; ow++, o++)
+                    int ih0 = oh * a.StrideH - a.PadH, ihLo = Math.Max(ih0, 0), ihHi = Math.Min(ih0 + a.KH, h);
+                    for (var ow = 0; ow < outW; ow++, o++)
                     {
+                        int iw0 = ow * a.StrideW - a.PadW, iwLo = Math.Max(iw0, 0), iwHi = Math.Min(iw0 + a.KW, w);
                         var acc = T.Zero;
                         var share = forward ? T.Zero : y[o] * inv;
-                        for (var kh = 0; kh < a.KH; kh++)
+                        for (var ih = ihLo; ih < ihHi; ih++)
                         {
-                            var ih = oh * a.StrideH - a.PadH + kh;
-                            if (ih < 0 || ih >= a.H)
-                                continue;
-                            for (var kw = 0; kw < a.KW; kw++)
+                            for (var iw = iwLo; iw < iwHi; iw++)
                             {
-                                var iw = ow * a.StrideW - a.PadW + kw;
-                                if (iw < 0 || iw >= a.W)
-                                    continue;
                                 if (forward)
-                                    acc += plane[ih * a.W + iw];
+                                    acc += plane[ih * w + iw];
                                 else
-                                    plane[ih * a.W + iw] += share;
+                                    plane[ih * w + iw] += share;
                             }
                         }
                         if (forward)

@@ -64,9 +64,9 @@ internal static unsafe class CsrKernels
         var m = w;
         const int MinSlice = 16;
         var work = PerRow(m) * m.Rows * m.Block * (long)batch;
-        var slices = (int)Math.Clamp(work / StridedLoop.ParallelThreshold, 1, Math.Max(1, Math.Min(Environment.ProcessorCount * 2, batch / MinSlice)));
+        var slices = (int)Math.Clamp(work / StridedLoop.ParallelThreshold, 1, Math.Max(1, Math.Min(CpuThreads.Count * 2, batch / MinSlice)));
         slices = Math.Max(slices, Math.Min((batch + Tile - 1) / Tile, batch));
-        Parallel.For(0, slices, s => InputGradientSlice(m, batch * s / slices, batch * (s + 1) / slices, batch, dyT, dxT));
+        CpuThreads.For(slices, s => InputGradientSlice(m, batch * s / slices, batch * (s + 1) / slices, batch, dyT, dxT));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

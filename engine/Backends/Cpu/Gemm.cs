@@ -76,24 +76,24 @@ internal static unsafe class Gemm
     /// <summary>Single-precision GEMM: C[m x n] = alpha * op(A) * op(B) + beta * C (row-major).</summary>
     public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha, float* a, int lda,
         float* b, int ldb, float beta, float* c, int ldc)
-        => Run(GemmKernel.Auto, Environment.ProcessorCount, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        => Run(GemmKernel.Auto, CpuThreads.Count, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 
     /// <summary>Batched single-precision GEMM. Matrix i uses A + i * strideA, B + i * strideB and
     /// C + i * strideC; a stride of 0 for A or B broadcasts one matrix over the batch.</summary>
     public static void SgemmBatched(bool transA, bool transB, int batch, int m, int n, int k, float alpha,
         float* a, int lda, long strideA, float* b, int ldb, long strideB, float beta, float* c, int ldc, long strideC)
-        => RunBatched(GemmKernel.Auto, Environment.ProcessorCount, transA, transB, batch, m, n, k, alpha,
+        => RunBatched(GemmKernel.Auto, CpuThreads.Count, transA, transB, batch, m, n, k, alpha,
             a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC);
 
     /// <summary>Double-precision GEMM: C[m x n] = alpha * op(A) * op(B) + beta * C (row-major).</summary>
     public static void Dgemm(bool transA, bool transB, int m, int n, int k, double alpha, double* a, int lda,
         double* b, int ldb, double beta, double* c, int ldc)
-        => Run(GemmKernel.Auto, Environment.ProcessorCount, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        => Run(GemmKernel.Auto, CpuThreads.Count, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 
     /// <summary>Batched double-precision GEMM; see <see cref="SgemmBatched"/>.</summary>
     public static void DgemmBatched(bool transA, bool transB, int batch, int m, int n, int k, double alpha,
         double* a, int lda, long strideA, double* b, int ldb, long strideB, double beta, double* c, int ldc, long strideC)
-        => RunBatched(GemmKernel.Auto, Environment.ProcessorCount, transA, transB, batch, m, n, k, alpha,
+        => RunBatched(GemmKernel.Auto, CpuThreads.Count, transA, transB, batch, m, n, k, alpha,
             a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC);
 
     // ------------------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ internal static unsafe class Gemm
             return;
         }
         var cfg = GetConfig<float>(GemmKernel.Auto);
-        Dispatch(new Args<float>(cfg, transA, false, m, n, k, 1, a, lda, null, n, beta, c, ldc, b), Environment.ProcessorCount);
+        Dispatch(new Args<float>(cfg, transA, false, m, n, k, 1, a, lda, null, n, beta, c, ldc, b), CpuThreads.Count);
     }
 
     /// <summary>Runs validated arguments on up to <paramref name="maxThreads"/> threads, split along the larger side.</summary>
@@ -224,7 +224,7 @@ internal static unsafe class Gemm
         {
             var partial = (nint)AlignUp(buffer.Pointer);
             var (pa, pb) = ((nint)a, (nint)b);
-            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, maxThreads) }, j =>
+            CpuThreads.For(chunks, j =>
             {
                 var k0 = (long)j * KChunk;
                 var kk = (int)Math.Min(KChunk, k - k0);
@@ -232,7 +232,7 @@ internal static unsafe class Gemm
                 var bj = (T*)pb + (transB ? k0 : k0 * ldb);
                 var part = new Args<T>(cfg, transA, transB, m, n, kk, alpha, aj, lda, bj, ldb, T.Zero, (T*)partial + j * size, n);
                 Drive(in part, 1, true);
-            });
+            }, parallel: maxThreads > 1);
             var sums = new Span<T>((T*)partial, (int)size);
             for (var j = 1; j < chunks; j++)
                 TensorPrimitives.Add(sums, new ReadOnlySpan<T>((T*)partial + j * size, (int)size), sums);
@@ -274,7 +274,7 @@ internal static unsafe class Gemm
         var pa = (nint)a;
         var pb = (nint)b;
         var pc = (nint)c;
-        Parallel.For(0, parts, p =>
+        CpuThreads.For(parts, p =>
         {
             var i0 = (int)((long)batch * p / parts);
             var i1 = (int)((long)batch * (p + 1) / parts);
@@ -325,7 +325,7 @@ internal static unsafe class Gemm
         if (parts == 1)
             body(0);
         else
-            Parallel.For(0, parts, body);
+            CpuThreads.For(parts, body);
     }
 
     /// <summary>The blocked product on <paramref name="parts"/> threads. For each KC x NC block of op(B), the threads

@@ -92,7 +92,7 @@ internal static class StridedLoop
             body(0, rows);
             return;
         }
-        var blocks = (int)Math.Min(rows, Environment.ProcessorCount * 4L);
-        Parallel.For(0, blocks, b => body(rows * b / blocks, rows * (b + 1) / blocks));
+        var blocks = (int)Math.Min(rows, CpuThreads.Count * 4L);
+        CpuThreads.For(blocks, b => body(rows * b / blocks, rows * (b + 1) / blocks));
     }
 }

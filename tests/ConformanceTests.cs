@@ -728,6 +728,55 @@ public class ConformanceTests
         return data;
     }
 
+    /// <summary>NaNs in max pooling, PyTorch's rule: a NaN replaces the best so far, so the output is NaN and the
+    /// gradient goes to the window's last NaN in row-major order.</summary>
+    [Theory]
+    [MemberData(nameof(PoolCases))]
+    public void MaxPooling_NaNsPropagateAndTheLastNaNTakesTheGradient(string device, int kernel, int stride, int pad)
+    {
+        var dev = DeviceFor(device);
+        using var scope = TensorScope.Begin();
+        const int n = 2, c = 2, h = 9, w = 8;
+        int oh = (h + 2 * pad - kernel) / stride + 1, ow = (w + 2 * pad - kernel) / stride + 1;
+        var u = Uniform(41, n * c * h * w, 0, 1);
+        var x = Uniform(42, n * c * h * w, -4, 4).Select((v, i) => u[i] < 0.15 ? double.NaN : Math.Round(v)).ToArray();
+        var dy = Uniform(43, n * c * oh * ow);
+        var y = new double[dy.Length];
+        var dx = new double[x.Length];
+        for (var pl = 0; pl < n * c; pl++)
+        {
+            for (var i = 0; i < oh; i++)
+            {
+                for (var j = 0; j < ow; j++)
+                {
+                    var o = (pl * oh + i) * ow + j;
+                    var at = -1;
+                    for (var p = 0; p < kernel; p++)
+                    {
+                        for (var q = 0; q < kernel; q++)
+                        {
+                            int ih = i * stride - pad + p, iw = j * stride - pad + q;
+                            if (ih < 0 || ih >= h || iw < 0 || iw >= w)
+                                continue;
+                            var xi = (pl * h + ih) * w + iw;
+                            if (at < 0 || x[xi] > x[at] || double.IsNaN(x[xi]))
+                                at = xi;
+                        }
+                    }
+                    y[o] = x[at];
+                    dx[at] += dy[o];
+                }
+            }
+        }
+        Assert.Contains(y, double.IsNaN);
+        var tx = F32(dev, x, n, c, h, w);
+        tx.RequiresGrad = true;
+        using var mp = F.MaxPool2d(tx, kernel, stride, pad);
+        Assert.Equal(y, Values(mp));
+        mp.Backward(F32(dev, dy, n, c, oh, ow));
+        AssertClose(dx, Values(tx.Grad!), 1e-6, 1e-6, "MaxPool2d dx with NaNs");
+    }
+
     [Theory]
     [MemberData(nameof(PoolCases))]
     public void Pooling_ForwardAndGradients(string device, int kernel, int stride, int pad)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Numerics;
 using System.Numerics.Tensors;
@@ -232,6 +233,11 @@ public sealed unsafe partial class CpuBackend
     {
         T* x = P<T>(xv), y = P<T>(yv);
         var idx = (int*)iv.Data;
+        if (a is { KH: 2, KW: 2, StrideH: 2, StrideW: 2, PadH: 0, PadW: 0 })
+        {
+            MaxPool2x2<T>(a, x, y, idx);
+            return;
+        }
         StridedLoop.ForRows((long)a.N * a.C, a.H * a.W, (p0, p1) =>
         {
             // Geometry in locals (the output sizes are computed properties) and each window clipped to the plane
@@ -267,6 +273,46 @@ public sealed unsafe partial class CpuBackend
                 }
             }
         });
+    }
+
+    /// <summary>The 2×2, stride-2 max pool without padding (every CNN's), without branches on the data: the
+    /// larger of each row's pair, then the larger of the two rows, each choice a 0/1 index. Same choices as the
+    /// general loop: in row-major order a larger value or a NaN replaces the best so far, so ties keep the first and
+    /// the last NaN wins.</summary>
+    private static void MaxPool2x2<T>(Pool2dArgs a, T* x, T* y, int* idx) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int h = a.H, w = a.W, outH = a.OutH, outW = a.OutW;
+        StridedLoop.ForRows((long)a.N * a.C, h * w, (p0, p1) =>
+        {
+            for (var p = p0; p < p1; p++)
+            {
+                var plane = x + p * h * w;
+                var o = p * outH * outW;
+                for (var oh = 0; oh < outH; oh++)
+                {
+                    var top = 2 * oh * w;
+                    T* r0 = plane + top, r1 = r0 + w;
+                    for (var ow = 0; ow < outW; ow++, o++)
+                    {
+                        var c = 2 * ow;
+                        var i0 = Later(r0[c], r0[c + 1]);
+                        var i1 = Later(r1[c], r1[c + 1]);
+                        var down = Later(r0[c + i0], r1[c + i1]);
+                        var at = c + i0 + down * (w + i1 - i0);
+                        y[o] = r0[at];
+                        idx[o] = top + at;
+                    }
+                }
+            }
+        });
+    }
+
+    /// <summary>1 when <paramref name="next"/> replaces <paramref name="best"/> (larger, or NaN), else 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Later<T>(T best, T next) where T : IFloatingPointIeee754<T>
+    {
+        var later = (next > best) | T.IsNaN(next);
+        return Unsafe.As<bool, byte>(ref later);   // a conditional 0/1 would compile to a branch
     }
 
     /// <inheritdoc/>

@@ -236,28 +236,65 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
     private static void AdamT<T>(StridedView pv, StridedView gv, StridedView mv, StridedView vv, AdamArgs a) where T : unmanaged, IFloatingPointIeee754<T>
     {
         T* p = P<T>(pv), g = P<T>(gv), m = P<T>(mv), v = P<T>(vv);
-        T b1 = T.CreateTruncating(a.Beta1), b2 = T.CreateTruncating(a.Beta2), eps = T.CreateTruncating(a.Eps), wd = T.CreateTruncating(a.WeightDecay);
-        var c1 = T.CreateTruncating(1 / (1 - Math.Pow(a.Beta1, a.Step)));
-        var c2 = T.CreateTruncating(1 / Math.Sqrt(1 - Math.Pow(a.Beta2, a.Step)));
-        var lr = T.CreateTruncating(a.Lr);
-        var decay = T.CreateTruncating(1 - a.Lr * a.WeightDecay);
-        // 1 - β in double: 1 - (float)0.999 is off by 1.3e-5 relative.
-        T omb1 = T.CreateTruncating(1 - a.Beta1), omb2 = T.CreateTruncating(1 - a.Beta2);
+        var k = new AdamConstants<T>(a);
+        var w = Vector<T>.Count;
         StridedLoop.ForRows(pv.Numel, 1, (i0, i1) =>
         {
-            for (var i = i0; i < i1; i++)
+            // Whole vectors in place; the tail through one vector's worth of stack copies, so the update exists once.
+            var whole = i0 + (i1 - i0) / w * w;
+            for (var i = i0; i < whole; i += w)
+                AdamVector(p + i, g + i, m + i, v + i, k);
+            var rest = (int)(i1 - whole);
+            if (rest == 0)
+                return;
+            Span<T> tail = stackalloc T[4 * w];
+            fixed (T* t = tail)
             {
-                var gi = g[i];
-                if (a.Decoupled)
-                    p[i] *= decay;
-                else
-                    gi += wd * p[i];
-                m[i] = b1 * m[i] + omb1 * gi;
-                v[i] = b2 * v[i] + omb2 * gi * gi;
-                // PyTorch's form: p -= lr · m̂ / (√v̂ + eps)
-                p[i] -= lr * (m[i] * c1) / (T.Sqrt(v[i]) * c2 + eps);
+                T* tp = t, tg = t + w, tm = t + 2 * w, tv = t + 3 * w;
+                for (var j = 0; j < rest; j++)
+                    (tp[j], tg[j], tm[j], tv[j]) = (p[whole + j], g[whole + j], m[whole + j], v[whole + j]);
+                AdamVector(tp, tg, tm, tv, k);
+                for (var j = 0; j < rest; j++)
+                    (p[whole + j], m[whole + j], v[whole + j]) = (tp[j], tm[j], tv[j]);
             }
         });
+    }
+
+    /// <summary>Adam's (or AdamW's) constants of one step in the element type, as vectors.</summary>
+    private readonly struct AdamConstants<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public readonly Vector<T> Beta1, Beta2, OneMinusBeta1, OneMinusBeta2, Eps, WeightDecay, Decay, Lr, C1, C2;
+        public readonly bool Decoupled;
+
+        public AdamConstants(AdamArgs a)
+        {
+            (Beta1, Beta2, Eps, WeightDecay) = (V(a.Beta1), V(a.Beta2), V(a.Eps), V(a.WeightDecay));
+            // 1 - β in double: 1 - (float)0.999 is off by 1.3e-5 relative.
+            (OneMinusBeta1, OneMinusBeta2) = (V(1 - a.Beta1), V(1 - a.Beta2));
+            (C1, C2) = (V(1 / (1 - Math.Pow(a.Beta1, a.Step))), V(1 / Math.Sqrt(1 - Math.Pow(a.Beta2, a.Step))));
+            (Lr, Decay, Decoupled) = (V(a.Lr), V(1 - a.Lr * a.WeightDecay), a.Decoupled);
+        }
+
+        private static Vector<T> V(double x) => new(T.CreateTruncating(x));
+    }
+
+    /// <summary>One vector of Adam: m = β1·m + (1 − β1)·g, v = β2·v + (1 − β2)·g², then PyTorch's form
+    /// p −= lr·m̂ / (√v̂ + eps), with L2 weight decay added to g or (AdamW) p scaled by 1 − lr·λ first. Each lane
+    /// computes exactly what the scalar formula would.</summary>
+    private static void AdamVector<T>(T* p, T* g, T* m, T* v, in AdamConstants<T> k) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var gi = Vector.Load(g);
+        var pi = Vector.Load(p);
+        if (k.Decoupled)
+            pi *= k.Decay;
+        else
+            gi += k.WeightDecay * pi;
+        var mi = k.Beta1 * Vector.Load(m) + k.OneMinusBeta1 * gi;
+        var vi = k.Beta2 * Vector.Load(v) + k.OneMinusBeta2 * gi * gi;
+        pi -= k.Lr * (mi * k.C1) / (Vector.SquareRoot(vi) * k.C2 + k.Eps);
+        Vector.Store(pi, p);
+        Vector.Store(mi, m);
+        Vector.Store(vi, v);
     }
 
     // ---- CSR and BSR weights ----

@@ -164,12 +164,15 @@ public sealed unsafe partial class CpuBackend
                 new Span<T>(img + hHi * outW, (outH - hHi) * outW).Clear();
                 for (var oh = hLo; oh < hHi; oh++)
                 {
+                    // Rows are a few elements long: no library calls per row.
                     var src = src0 + (long)(oh - hLo) * strideH * w;
                     var d = img + oh * outW;
-                    new Span<T>(d, wLo).Clear();
-                    new Span<T>(d + wHi, outW - wHi).Clear();
+                    for (var j = 0; j < wLo; j++)
+                        d[j] = T.Zero;
+                    for (var j = wHi; j < outW; j++)
+                        d[j] = T.Zero;
                     if (strideW == 1)
-                        new ReadOnlySpan<T>(src, span).CopyTo(new Span<T>(d + wLo, span));
+                        CopyRow(src, d + wLo, span);
                     else
                         for (var j = 0; j < span; j++)
                             d[wLo + j] = src[j * strideW];
@@ -212,14 +215,35 @@ public sealed unsafe partial class CpuBackend
         });
     }
 
-    /// <summary>dst[0..n) += src[0..n) for the short rows of a feature map: whole vectors, then the tail.</summary>
+    /// <summary>dst[0..n) += src[0..n) for the short rows of a feature map: whole vectors, a half vector, then the tail.</summary>
     private static void AddRow<T>(T* dst, T* src, int n) where T : unmanaged, INumberBase<T>
     {
         var j = 0;
         for (; j + Vector256<T>.Count <= n; j += Vector256<T>.Count)
             Vector256.Store(Vector256.Load(dst + j) + Vector256.Load(src + j), dst + j);
+        if (j + Vector128<T>.Count <= n)
+        {
+            Vector128.Store(Vector128.Load(dst + j) + Vector128.Load(src + j), dst + j);
+            j += Vector128<T>.Count;
+        }
         for (; j < n; j++)
             dst[j] += src[j];
+    }
+
+    /// <summary>dst[0..n) = src[0..n) for the short rows of a feature map (the two do not overlap): whole vectors
+    /// and one last vector ending at n, which may overlap the one before; scalars below one vector.</summary>
+    private static void CopyRow<T>(T* src, T* dst, int n) where T : unmanaged
+    {
+        var v = Vector256<T>.Count;
+        if (n < v)
+        {
+            for (var j = 0; j < n; j++)
+                dst[j] = src[j];
+            return;
+        }
+        for (var j = 0; j < n - v; j += v)
+            Vector256.Store(Vector256.Load(src + j), dst + j);
+        Vector256.Store(Vector256.Load(src + n - v), dst + n - v);
     }
 
     /// <inheritdoc/>

@@ -15,7 +15,7 @@ namespace Frugal.Backends.Cpu;
 public static class CpuThreads
 {
     /// <summary>How long an idle worker spins, waiting for the next loop, before it blocks.</summary>
-    private static readonly long SpinTicks = Stopwatch.Frequency / 5000;   // 200 µs
+    private static readonly long SpinTicks = Stopwatch.Frequency / 1000;   // 1 ms
 
     private static readonly Lock Gate = new();
     private static readonly object Sleep = new();

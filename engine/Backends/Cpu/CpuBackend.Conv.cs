@@ -216,6 +216,7 @@ public sealed unsafe partial class CpuBackend
     }
 
     /// <summary>dst[0..n) += src[0..n) for the short rows of a feature map: whole vectors, a half vector, then the tail.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddRow<T>(T* dst, T* src, int n) where T : unmanaged, INumberBase<T>
     {
         var j = 0;
@@ -232,6 +233,7 @@ public sealed unsafe partial class CpuBackend
 
     /// <summary>dst[0..n) = src[0..n) for the short rows of a feature map (the two do not overlap): whole vectors
     /// and one last vector ending at n, which may overlap the one before; scalars below one vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void CopyRow<T>(T* src, T* dst, int n) where T : unmanaged
     {
         var v = Vector256<T>.Count;

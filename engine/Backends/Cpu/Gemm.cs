@@ -582,9 +582,11 @@ internal static unsafe class Gemm
                 {
                     var src = b + (p0 + p) * ldb + c0 + jp;
                     var d = panel + p * nr;
-                    if (cols == nr)
+                    if (cols == nr && nr % Vector256<T>.Count == 0)
                     {
-                        new ReadOnlySpan<T>(src, nr).CopyTo(new Span<T>(d, nr));
+                        // A few vectors per k step: no library call each.
+                        for (var j = 0; j < nr; j += Vector256<T>.Count)
+                            Vector256.Store(Vector256.Load(src + j), d + j);
                     }
                     else
                     {

@@ -628,7 +628,8 @@ public class ConformanceTests
             "3 2 6 9 2 2 4 1 2 1",
             "1 1 5 5 1 5 5 1 2 1",
             "1 2 4 4 2 3 3 3 3 2",      // padding wider than the reach of some kernel taps: empty ranges
-            "3 6 104 104 4 5 5 1 2 1",  // 1.6M column values per image: the CPU splits the batch into chunks of 2 and 1
+            "3 6 104 104 4 5 5 1 2 1",  // 1.6M column values per image: CUDA splits the batch into chunks of 2 and 1
+            "37 3 7 6 4 3 3 1 1 1",     // more images than the CPU's 16 groups: groups of 2 and 3 images, partial sums added in order
         ];
         foreach (var dev in Devices)
         {

@@ -3,15 +3,18 @@ using System.Runtime.Intrinsics;
 using System.Numerics;
 using System.Numerics.Tensors;
 
+using Frugal.Memory;
+
 namespace Frugal.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    // Convolution as GEMM over column buffers: for a chunk of B images, cols [C·KH·KW, B·OH·OW] holds every input
-    // patch; then y = W·cols, dW = dY·colsᵀ and dcols = Wᵀ·dY are each one large GEMM. Chunks bound the column
-    // buffer (Workspace memory) to about 16 MiB.
-    private const long ColumnBudgetElements = 4L << 20;
-
+    // Convolution as GEMM, one image at a time: cols [C·KH·KW, OH·OW] holds the image's patches (a few hundred
+    // kilobytes, so it stays in the core's L2 from im2col to the GEMM), then y_n = W·cols, dW += dY_n·colsᵀ and
+    // dcols = Wᵀ·dY_n. Threads take groups of images, each group with its own column buffer (Workspace).
+    /// <summary>At most this many groups of images: fixed by the batch, not the thread count, so the weight
+    /// gradient (one partial sum per group, added in group order) is the same on any machine.</summary>
+    private const int ConvGroups = 16;
 
     /// <inheritdoc/>
     public void Conv2d(in Conv2dArgs args, StridedView x, StridedView w, StridedView bias, StridedView y)
@@ -24,26 +27,57 @@ public sealed unsafe partial class CpuBackend
     {
         int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
         T* x = P<T>(xv), w = P<T>(wv), y = P<T>(yv), bias = P<T>(bv);
-        ForEachChunk<T>(a, "conv2d.output", (n0, b, cp, op) =>
+        ForEachImage<T>(a, 0, (n, c, _) =>
         {
-            T* c = (T*)cp, o = (T*)op;
-            Im2Col(a, x + (long)n0 * a.C * a.H * a.W, b, c);
-            GemmT(false, false, a.OutC, b * ohw, ckk, w, ckk, c, b * ohw, T.Zero, o, b * ohw);
-            // o is [OutC, b, OHW]; y wants [b, OutC, OHW].
-            CpuThreads.For(b, i =>
+            Im2Col(a, x + (long)n * a.C * a.H * a.W, 1, c);
+            var yn = y + (long)n * a.OutC * ohw;
+            GemmT(false, false, a.OutC, ohw, ckk, w, ckk, c, ohw, T.Zero, yn, ohw);
+            if (bias != null)
             {
                 for (var oc = 0; oc < a.OutC; oc++)
-                {
-                    var from = new ReadOnlySpan<T>(o + ((long)oc * b + i) * ohw, ohw);
-                    var to = new Span<T>(y + (((long)(n0 + i) * a.OutC) + oc) * ohw, ohw);
-                    if (bias != null)
-                        TensorPrimitives.Add(from, bias[oc], to);
-                    else
-                        from.CopyTo(to);
-                }
-            });
+                    TensorPrimitives.Add(new ReadOnlySpan<T>(yn + (long)oc * ohw, ohw), bias[oc], new Span<T>(yn + (long)oc * ohw, ohw));
+            }
         });
     }
+
+    /// <summary>Runs <paramref name="body"/>(image, columns, partial) for every image, groups of images in parallel:
+    /// each group has a column buffer [C·KH·KW, OH·OW] and, when <paramref name="partialElements"/> is positive, a
+    /// zeroed buffer of that many elements of its own; returns the partial buffers (Workspace, group after group) for
+    /// the caller to reduce and release, or null.</summary>
+    private DeviceBuffer? ForEachImage<T>(in Conv2dArgs a, long partialElements, ImageBody<T> body) where T : unmanaged
+    {
+        var (geometry, groups) = (a, Math.Min(a.N, ConvGroups));
+        long colElements = (long)a.C * a.KH * a.KW * a.OutH * a.OutW;
+        var cols = _device.Allocator.Allocate(groups * colElements * sizeof(T), MemoryCategory.Workspace, "conv2d.columns");
+        DeviceBuffer? partial = null;
+        try
+        {
+            if (partialElements > 0)
+            {
+                partial = _device.Allocator.Allocate(groups * partialElements * sizeof(T), MemoryCategory.Workspace, "conv2d.partial");
+                new Span<T>((void*)partial.Address, checked((int)(groups * partialElements))).Clear();
+            }
+            T* c0 = (T*)cols.Address, p0 = partial is null ? null : (T*)partial.Address;
+            CpuThreads.For(groups, g =>
+            {
+                for (var n = geometry.N * g / groups; n < geometry.N * (g + 1) / groups; n++)
+                    body(n, c0 + g * colElements, p0 == null ? null : p0 + g * partialElements);
+            });
+            return partial;
+        }
+        catch
+        {
+            partial?.Release();
+            throw;
+        }
+        finally
+        {
+            cols.Release();
+        }
+    }
+
+    /// <summary>The work of one image in <see cref="ForEachImage{T}"/>: its index, its group's columns and partial sums.</summary>
+    private delegate void ImageBody<T>(int image, T* columns, T* partial) where T : unmanaged;
 
     /// <inheritdoc/>
     public void Im2Col(in Conv2dArgs args, StridedView x, int n0, int images, StridedView cols)
@@ -63,9 +97,6 @@ public sealed unsafe partial class CpuBackend
             () => Col2Im(a, P<double>(cols), b, P<double>(dx) + (long)n0 * a.C * a.H * a.W));
     }
 
-    private void ForEachChunk<T>(in Conv2dArgs a, string second, ConvChunks.Body body) where T : unmanaged
-        => ConvChunks.Run(_device.Allocator, a, sizeof(T), ColumnBudgetElements, second, body);
-
     /// <inheritdoc/>
     public void Conv2dBackwardInput(in Conv2dArgs args, StridedView dy, StridedView w, StridedView dx)
     {
@@ -77,12 +108,10 @@ public sealed unsafe partial class CpuBackend
     {
         int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
         T* dy = P<T>(dyv), w = P<T>(wv), dx = P<T>(dxv);
-        ForEachChunk<T>(a, "conv2d.grad", (n0, b, cp, gp) =>
+        ForEachImage<T>(a, 0, (n, c, _) =>
         {
-            T* c = (T*)cp, g = (T*)gp;
-            GatherGrad(a, dy, n0, b, g);
-            GemmT(true, false, ckk, b * ohw, a.OutC, w, ckk, g, b * ohw, T.Zero, c, b * ohw);
-            Col2Im(a, c, b, dx + (long)n0 * a.C * a.H * a.W);
+            GemmT(true, false, ckk, ohw, a.OutC, w, ckk, dy + (long)n * a.OutC * ohw, ohw, T.Zero, c, ohw);
+            Col2Im(a, c, 1, dx + (long)n * a.C * a.H * a.W);
         });
     }
 
@@ -97,20 +126,30 @@ public sealed unsafe partial class CpuBackend
     {
         int ckk = a.C * a.KH * a.KW, ohw = a.OutH * a.OutW;
         T* x = P<T>(xv), dy = P<T>(dyv), dw = P<T>(dwv), db = P<T>(dbv);
-        if (db != null)
-            new Span<T>(db, a.OutC).Clear();
-        ForEachChunk<T>(a, "conv2d.grad", (n0, b, cp, gp) =>
+        // Per group: dW partial [OutC, C·KH·KW], then the bias partial [OutC].
+        long size = (long)a.OutC * ckk, per = size + a.OutC;
+        var partial = ForEachImage<T>(a, per, (n, c, part) =>
         {
-            T* c = (T*)cp, g = (T*)gp;
-            GatherGrad(a, dy, n0, b, g);
-            Im2Col(a, x + (long)n0 * a.C * a.H * a.W, b, c);
-            GemmT(false, true, a.OutC, ckk, b * ohw, g, b * ohw, c, b * ohw, n0 == 0 ? T.Zero : T.One, dw, ckk);
+            var g = dy + (long)n * a.OutC * ohw;
+            Im2Col(a, x + (long)n * a.C * a.H * a.W, 1, c);
+            GemmT(false, true, a.OutC, ckk, ohw, g, ohw, c, ohw, T.One, part, ckk);
+            for (var oc = 0; oc < a.OutC; oc++)
+                part[size + oc] += TensorPrimitives.Sum(new ReadOnlySpan<T>(g + (long)oc * ohw, ohw));
+        })!;
+        try
+        {
+            var sums = (T*)partial.Address;
+            var groups = Math.Min(a.N, ConvGroups);
+            for (var i = 1; i < groups; i++)
+                TensorPrimitives.Add(new ReadOnlySpan<T>(sums, (int)per), new ReadOnlySpan<T>(sums + i * per, (int)per), new Span<T>(sums, (int)per));
+            new ReadOnlySpan<T>(sums, (int)size).CopyTo(new Span<T>(dw, (int)size));
             if (db != null)
-            {
-                for (var oc = 0; oc < a.OutC; oc++)
-                    db[oc] += TensorPrimitives.Sum(new ReadOnlySpan<T>(g + (long)oc * b * ohw, b * ohw));
-            }
-        });
+                new ReadOnlySpan<T>(sums + size, a.OutC).CopyTo(new Span<T>(db, a.OutC));
+        }
+        finally
+        {
+            partial.Release();
+        }
     }
 
     private static void GemmT<T>(bool ta, bool tb, int m, int n, int k, T* a, int lda, T* b, int ldb, T beta, T* c, int ldc) where T : unmanaged
@@ -119,19 +158,6 @@ public sealed unsafe partial class CpuBackend
             Cpu.Gemm.Sgemm(ta, tb, m, n, k, 1f, (float*)a, lda, (float*)b, ldb, (float)(object)beta, (float*)c, ldc);
         else
             Cpu.Gemm.Dgemm(ta, tb, m, n, k, 1.0, (double*)a, lda, (double*)b, ldb, (double)(object)beta, (double*)c, ldc);
-    }
-
-    /// <summary>dy [N, OutC, OHW] images n0..n0+b into g [OutC, b·OHW].</summary>
-    private static void GatherGrad<T>(Conv2dArgs a, T* dy, int n0, int b, T* g) where T : unmanaged
-    {
-        var ohw = a.OutH * a.OutW;
-        CpuThreads.For(b, i =>
-        {
-            for (var oc = 0; oc < a.OutC; oc++)
-            {
-                new ReadOnlySpan<T>(dy + (((long)(n0 + i) * a.OutC) + oc) * ohw, ohw).CopyTo(new Span<T>(g + ((long)oc * b + i) * ohw, ohw));
-            }
-        });
     }
 
     /// <summary>Output positions [Lo, Hi) whose input position <c>o·stride - pad + offset</c> lies in [0, inLen).</summary>

@@ -518,19 +518,22 @@ internal static unsafe class Gemm
             var panel = dst + (long)ip * kc;
             if (!transA)
             {
-                // A[i, p] = a[i * lda + p]: read each row contiguously, scatter with stride MR.
+                // A[i, p] = a[i * lda + p]: whole 8 × 8 tiles transposed in registers, the rest read row by row and
+                // scattered with stride MR.
+                var tiled = Transpose8Tiles(a + (r0 + ip) * lda + p0, lda, panel, mr, rows, kc, alpha);
                 for (var i = 0; i < rows; i++)
                 {
                     var src = a + (r0 + ip + i) * lda + p0;
                     var d = panel + i;
+                    var from = i < tiled.Rows ? tiled.Depth : 0;
                     if (scale)
                     {
-                        for (var p = 0; p < kc; p++)
+                        for (var p = from; p < kc; p++)
                             d[p * mr] = alpha * src[p];
                     }
                     else
                     {
-                        for (var p = 0; p < kc; p++)
+                        for (var p = from; p < kc; p++)
                             d[p * mr] = src[p];
                     }
                 }
@@ -599,12 +602,14 @@ internal static unsafe class Gemm
             }
             else
             {
-                // B[p, j] = b[j * ldb + p]: read each stored row contiguously, scatter with stride NR.
+                // B[p, j] = b[j * ldb + p]: whole 8 × 8 tiles transposed in registers, the rest read row by row and
+                // scattered with stride NR.
+                var tiled = Transpose8Tiles(b + (c0 + jp) * ldb + p0, ldb, panel, nr, cols, kc, T.One);
                 for (var j = 0; j < cols; j++)
                 {
                     var src = b + (c0 + jp + j) * ldb + p0;
                     var d = panel + j;
-                    for (var p = 0; p < kc; p++)
+                    for (var p = j < tiled.Rows ? tiled.Depth : 0; p < kc; p++)
                         d[p * nr] = src[p];
                 }
                 for (var j = cols; j < nr; j++)
@@ -615,6 +620,45 @@ internal static unsafe class Gemm
                 }
             }
         }
+    }
+
+    /// <summary>Packs the leading whole 8 × 8 tiles of a row-major block (<paramref name="rows"/> rows of
+    /// <paramref name="depth"/> values, row stride <paramref name="stride"/>) transposed into <paramref name="dst"/>
+    /// (row p of the result at dst + p·<paramref name="dstStride"/>), times <paramref name="alpha"/>: F32 with AVX,
+    /// eight rows at a time. Returns how many rows and how many values of each it packed (0 and 0 otherwise).</summary>
+    private static (int Rows, int Depth) Transpose8Tiles<T>(T* src, long stride, T* dst, int dstStride, int rows, int depth, T alpha)
+        where T : unmanaged, INumberBase<T>
+    {
+        if (typeof(T) != typeof(float) || !Avx.IsSupported || rows < 8 || depth < 8)
+            return (0, 0);
+        int tiledRows = rows / 8 * 8, tiledDepth = depth / 8 * 8;
+        var scale = Vector256.Create((float)(object)alpha);
+        for (var i = 0; i < tiledRows; i += 8)
+        {
+            for (var p = 0; p < tiledDepth; p += 8)
+                Transpose8x8((float*)src + i * stride + p, stride, (float*)dst + (long)p * dstStride + i, dstStride, scale);
+        }
+        return (tiledRows, tiledDepth);
+    }
+
+    /// <summary>dst row j = alpha · (column j of the 8 × 8 tile at src): unpack, shuffle and lane permutes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float* s, long ss, float* d, long ds, Vector256<float> alpha)
+    {
+        Vector256<float> r0 = Avx.LoadVector256(s), r1 = Avx.LoadVector256(s + ss), r2 = Avx.LoadVector256(s + 2 * ss), r3 = Avx.LoadVector256(s + 3 * ss);
+        Vector256<float> r4 = Avx.LoadVector256(s + 4 * ss), r5 = Avx.LoadVector256(s + 5 * ss), r6 = Avx.LoadVector256(s + 6 * ss), r7 = Avx.LoadVector256(s + 7 * ss);
+        Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1), t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
+        Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5), t6 = Avx.UnpackLow(r6, r7), t7 = Avx.UnpackHigh(r6, r7);
+        Vector256<float> u0 = Avx.Shuffle(t0, t2, 0x44), u1 = Avx.Shuffle(t0, t2, 0xEE), u2 = Avx.Shuffle(t1, t3, 0x44), u3 = Avx.Shuffle(t1, t3, 0xEE);
+        Vector256<float> u4 = Avx.Shuffle(t4, t6, 0x44), u5 = Avx.Shuffle(t4, t6, 0xEE), u6 = Avx.Shuffle(t5, t7, 0x44), u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(d, alpha * Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(d + ds, alpha * Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(d + 2 * ds, alpha * Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(d + 3 * ds, alpha * Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(d + 4 * ds, alpha * Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(d + 5 * ds, alpha * Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(d + 6 * ds, alpha * Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(d + 7 * ds, alpha * Avx.Permute2x128(u3, u7, 0x31));
     }
 
     // ------------------------------------------------------------------------------------------------

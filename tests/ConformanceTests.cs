@@ -614,6 +614,46 @@ public class ConformanceTests
         AssertClose(affine, Values(y1), 1e-5, 1e-5, "LayerNorm affine");
     }
 
+    /// <summary>LayerNorm's F32 gradients over more rows than the CPU's 16 row ranges of the parameter sums (uneven
+    /// ranges) against float64: dx, dγ = Σ_rows dy·x̂ and dβ = Σ_rows dy.</summary>
+    [Theory]
+    [MemberData(nameof(Devices), MemberType = typeof(TestUtil))]
+    public void LayerNormGradients(string device)
+    {
+        var dev = DeviceFor(device);
+        using var scope = TensorScope.Begin();
+        const int rows = 111, cols = 40;
+        const double eps = 1e-5;
+        var x = Uniform(16, rows * cols, 2, 5);
+        var gamma = Uniform(17, cols, 0.5, 1.5);
+        var dy = Uniform(18, rows * cols);
+        double[] dx = new double[x.Length], dgamma = new double[cols], dbeta = new double[cols];
+        for (var r = 0; r < rows; r++)
+        {
+            var row = x.Skip(r * cols).Take(cols).ToArray();
+            var mean = row.Average();
+            var rstd = 1 / Math.Sqrt(row.Sum(v => (v - mean) * (v - mean)) / cols + eps);
+            var xhat = row.Select(v => (v - mean) * rstd).ToArray();
+            var dxhat = Enumerable.Range(0, cols).Select(c => dy[r * cols + c] * gamma[c]).ToArray();
+            double meanD = dxhat.Average(), meanDx = dxhat.Zip(xhat, (a, b) => a * b).Average();
+            for (var c = 0; c < cols; c++)
+            {
+                dx[r * cols + c] = rstd * (dxhat[c] - meanD - xhat[c] * meanDx);
+                dgamma[c] += dy[r * cols + c] * xhat[c];
+                dbeta[c] += dy[r * cols + c];
+            }
+        }
+        var t = F32(dev, x, rows, cols);
+        var g = F32(dev, gamma, cols);
+        var b = F32(dev, Uniform(19, cols), cols);
+        t.RequiresGrad = g.RequiresGrad = b.RequiresGrad = true;
+        var y = F.LayerNorm(t, g, b, eps);
+        y.Backward(F32(dev, dy, rows, cols));
+        AssertClose(dx, Values(t.Grad!), 1e-5, 1e-4, "LayerNorm dx");
+        AssertClose(dgamma, Values(g.Grad!), 1e-4, 1e-5, "LayerNorm dgamma");
+        AssertClose(dbeta, Values(b.Grad!), 1e-4, 1e-5, "LayerNorm dbeta");
+    }
+
     // ---- convolution and pooling ----
 
     public static TheoryData<string, string> ConvCases()

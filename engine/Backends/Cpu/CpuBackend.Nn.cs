@@ -197,23 +197,36 @@ public sealed unsafe partial class CpuBackend
         });
         if (dg == null && db == null)
             return;
-        // Parameter gradients sum over rows: split by columns so each element is summed by one thread in row order.
-        StridedLoop.ForRows(cols, rows, (c0, c1) =>
+        // Parameter gradients sum over rows: a fixed number of row ranges (not the thread count, so the sums are the
+        // same on any machine), each summed row after row into its own partial vectors, then the partials in order.
+        var parts = (int)Math.Min(rows, LayerNormGradientParts);
+        var partial = new T[parts * 2L * cols];
+        CpuThreads.For(parts, part =>
         {
-            for (var c = c0; c < c1; c++)
+            var sg = partial.AsSpan((int)(part * 2L * cols), cols);
+            var sb = partial.AsSpan((int)((part * 2L + 1) * cols), cols);
+            var xhat = new T[cols];
+            for (var r = (long)rows * part / parts; r < (long)rows * (part + 1) / parts; r++)
             {
-                T sg = T.Zero, sb = T.Zero;
-                for (long r = 0; r < rows; r++)
-                {
-                    var gi = g0[r * cols + c];
-                    sg += gi * (x0[r * cols + c] - m[r]) * rs[r];
-                    sb += gi;
-                }
-                if (dg != null) dg[c] = sg;
-                if (db != null) db[c] = sb;
+                var g = new ReadOnlySpan<T>(g0 + r * cols, cols);
+                TensorPrimitives.Subtract(new ReadOnlySpan<T>(x0 + r * cols, cols), m[r], xhat);
+                TensorPrimitives.Multiply(xhat, rs[r], xhat);
+                TensorPrimitives.MultiplyAdd(g, xhat, sg, sg);
+                TensorPrimitives.Add(sb, g, sb);
             }
         });
+        for (var part = 1; part < parts; part++)
+        {
+            TensorPrimitives.Add(partial.AsSpan(0, 2 * cols), partial.AsSpan((int)(part * 2L * cols), 2 * cols), partial.AsSpan(0, 2 * cols));
+        }
+        if (dg != null)
+            partial.AsSpan(0, cols).CopyTo(new Span<T>(dg, cols));
+        if (db != null)
+            partial.AsSpan(cols, cols).CopyTo(new Span<T>(db, cols));
     }
+
+    /// <summary>Row ranges of LayerNorm's parameter-gradient sums (see <see cref="LayerNormBackwardT{T}"/>).</summary>
+    private const int LayerNormGradientParts = 16;
 
     /// <inheritdoc/>
     public void IndexSelect(StridedView src, int axis, StridedView index, StridedView dst)

@@ -303,6 +303,34 @@ public class ConformanceTests
         AssertClose(expected, Values(tx.Grad!), 1e-5, 2e-6, op + " backward");
     }
 
+    /// <summary>Rank-4 permuted views through the strided row loops (copy, binary op, where) above the parallel
+    /// threshold, so blocks start mid-shape and every merged dim carries.</summary>
+    [Theory]
+    [MemberData(nameof(Devices), MemberType = typeof(TestUtil))]
+    public void PermutedRank4Views_CopyAddAndWhere(string device)
+    {
+        var dev = DeviceFor(device);
+        using var scope = TensorScope.Begin();
+        int[] shape = [6, 7, 9, 101], perm = [2, 0, 3, 1];
+        var x = Uniform(51, Numel(shape), -3, 3);
+        var z = Uniform(52, Numel(shape), -3, 3);
+        var px = Permuted(x, shape, perm);
+        var pz = Permuted(z, shape, perm);
+        var viewShape = perm.Select(d => shape[d]).ToArray();
+        using var tx = F32(dev, x, shape);
+        using var tz = F32(dev, z, shape);
+        using var vx = tx.Permute(perm);
+        using var vz = tz.Permute(perm);
+        using var copied = vx.Contiguous();
+        Assert.Equal(px.Select(v => (double)(float)v), Values(copied));
+        using var sum = vx + vz;
+        AssertClose(px.Zip(pz, (a, b) => (double)((float)a + (float)b)).ToArray(), Values(sum), 0, 0, "permuted add");
+        using var mask = F.Gt(vx, vz);
+        using var picked = F.Where(mask, vx, vz);
+        Assert.Equal(px.Zip(pz, (a, b) => (double)((float)a > (float)b ? (float)a : (float)b)), Values(picked));
+        Assert.Equal(viewShape, picked.Shape.ToArray());
+    }
+
     // ---- reductions ----
 
     public static TheoryData<string, string> ReduceCases()

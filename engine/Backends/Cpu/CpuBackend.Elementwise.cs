@@ -175,9 +175,10 @@ public sealed unsafe partial class CpuBackend
         T* a0 = P<T>(av), b0 = P<T>(bv), y0 = P<T>(yv);
         StridedLoop.ForRows(plan.Rows, len, (r0, r1) =>
         {
-            for (var r = r0; r < r1; r++)
+            var at = plan.Start(r0);
+            for (var r = r0; r < r1; r++, at.Next())
             {
-                T* pa = a0 + plan.Offset(0, r), pb = b0 + plan.Offset(1, r), py = y0 + plan.Offset(2, r);
+                T* pa = a0 + at[0], pb = b0 + at[1], py = y0 + at[2];
                 var y = new Span<T>(py, len);
                 if (sa == 1 && sb == 1)
                 {
@@ -227,10 +228,11 @@ public sealed unsafe partial class CpuBackend
         var y0 = (byte*)yv.Data;
         StridedLoop.ForRows(plan.Rows, len, (r0, r1) =>
         {
-            for (var r = r0; r < r1; r++)
+            var at = plan.Start(r0);
+            for (var r = r0; r < r1; r++, at.Next())
             {
-                T* pa = a0 + plan.Offset(0, r), pb = b0 + plan.Offset(1, r);
-                var py = y0 + plan.Offset(2, r);
+                T* pa = a0 + at[0], pb = b0 + at[1];
+                var py = y0 + at[2];
                 for (var i = 0; i < len; i++)
                 {
                     T x = pa[(long)i * sa], z = pb[(long)i * sb];
@@ -262,10 +264,11 @@ public sealed unsafe partial class CpuBackend
         T* a0 = P<T>(av), b0 = P<T>(bv), y0 = P<T>(yv);
         StridedLoop.ForRows(plan.Rows, len, (r0, r1) =>
         {
-            for (var r = r0; r < r1; r++)
+            var at = plan.Start(r0);
+            for (var r = r0; r < r1; r++, at.Next())
             {
-                var pc = c0 + plan.Offset(0, r);
-                T* pa = a0 + plan.Offset(1, r), pb = b0 + plan.Offset(2, r), py = y0 + plan.Offset(3, r);
+                var pc = c0 + at[0];
+                T* pa = a0 + at[1], pb = b0 + at[2], py = y0 + at[3];
                 for (var i = 0; i < len; i++)
                     py[i] = pc[(long)i * sc] != 0 ? pa[(long)i * sa] : pb[(long)i * sb];
             }

@@ -54,9 +54,10 @@ public sealed unsafe partial class CpuBackend
             {
                 var baseOff = OuterOffset(outerPlan, o);
                 var acc = op switch { ReduceOp.Max => T.NegativeInfinity, ReduceOp.Min => T.PositiveInfinity, _ => T.Zero };
-                for (long r = 0; r < innerPlan.Rows; r++)
+                var at = innerPlan.Start(0);
+                for (long r = 0; r < innerPlan.Rows; r++, at.Next())
                 {
-                    var p = x + baseOff + innerPlan.Offset(0, r);
+                    var p = x + baseOff + at[0];
                     if (rowStride == 1)
                     {
                         var s = new ReadOnlySpan<T>(p, rowLen);

@@ -54,10 +54,11 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         var d0 = (byte*)dst.Data;
         StridedLoop.ForRows(plan.Rows, len, (r0, r1) =>
         {
-            for (var r = r0; r < r1; r++)
+            var at = plan.Start(r0);
+            for (var r = r0; r < r1; r++, at.Next())
             {
-                var s = s0 + plan.Offset(0, r) * size;
-                var d = d0 + plan.Offset(1, r) * size;
+                var s = s0 + at[0] * size;
+                var d = d0 + at[1] * size;
                 if (ss == 1 && ds == 1)
                 {
                     Buffer.MemoryCopy(s, d, (long)len * size, (long)len * size);
@@ -111,9 +112,10 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
             var plan = StridedLoop.Coalesce(dst.Shape, dst.Strides);
             var b = (byte*)dst.Data;
             var size = dst.DType.SizeOf();
-            for (long r = 0; r < plan.Rows; r++)
+            var at = plan.Start(0);
+            for (long r = 0; r < plan.Rows; r++, at.Next())
             {
-                var off = plan.Offset(0, r);
+                var off = at[0];
                 for (var i = 0; i < plan.RowLength; i++)
                     DTypeCodec.Write(b + (off + (long)i * plan.Strides[0][^1]) * size, dst.DType, 0, value);
             }

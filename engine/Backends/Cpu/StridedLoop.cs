@@ -26,18 +26,48 @@ internal static class StridedLoop
 
         public int RowLength => Shape.Length == 0 ? 1 : Shape[^1];
 
-        /// <summary>Element offsets of operand <paramref name="op"/> for row <paramref name="row"/>.</summary>
-        public long Offset(int op, long row)
+        /// <summary>A walk over consecutive rows from <paramref name="row"/>: every operand's element offset.</summary>
+        public RowCursor Start(long row) => new(this, row);
+    }
+
+    /// <summary>Element offsets of every operand of a <see cref="Plan"/> for one row, then the next: the row's
+    /// index in each merged dim is divided out once, then carried (an odometer), not divided per row.</summary>
+    public sealed class RowCursor
+    {
+        private readonly Plan _plan;
+        private readonly int[] _index;
+        private readonly long[] _offsets;
+
+        public RowCursor(Plan plan, long row)
         {
-            long off = 0;
-            var s = Strides[op];
-            for (var d = Shape.Length - 2; d >= 0 && row > 0; d--)
+            _plan = plan;
+            _index = new int[Math.Max(plan.Rank - 1, 0)];
+            _offsets = new long[plan.Strides.Length];
+            for (var d = plan.Rank - 2; d >= 0; d--)
             {
-                var idx = row % Shape[d];
-                row /= Shape[d];
-                off += idx * s[d];
+                _index[d] = (int)(row % plan.Shape[d]);
+                row /= plan.Shape[d];
+                for (var op = 0; op < _offsets.Length; op++)
+                    _offsets[op] += (long)_index[d] * plan.Strides[op][d];
             }
-            return off;
+        }
+
+        /// <summary>Operand <paramref name="op"/>'s element offset for the current row.</summary>
+        public long this[int op] => _offsets[op];
+
+        /// <summary>Moves to the next row.</summary>
+        public void Next()
+        {
+            for (var d = _plan.Rank - 2; d >= 0; d--)
+            {
+                for (var op = 0; op < _offsets.Length; op++)
+                    _offsets[op] += _plan.Strides[op][d];
+                if (++_index[d] < _plan.Shape[d])
+                    return;
+                for (var op = 0; op < _offsets.Length; op++)
+                    _offsets[op] -= (long)_plan.Strides[op][d] * _plan.Shape[d];
+                _index[d] = 0;
+            }
         }
     }
 

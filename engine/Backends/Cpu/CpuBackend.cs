@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using Frugal.Memory;
 
@@ -99,9 +100,42 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         DType st = src.DType, dt = dst.DType;
         StridedLoop.ForRows(n, 1, (i0, i1) =>
         {
+            if (CastSpan(st, dt, s + i0 * st.SizeOf(), d + i0 * dt.SizeOf(), (int)(i1 - i0)))
+                return;
             for (var i = i0; i < i1; i++)
                 DTypeCodec.Write(d, dt, i, DTypeCodec.Read(s, st, i));
         });
+    }
+
+    /// <summary>The frequent conversions (8-bit codes, F64, I32) over whole spans through the vector primitives, with
+    /// <see cref="DTypeCodec"/>'s rules: round half to even, then saturate (NaN to 0); false for the other pairs.</summary>
+    private static bool CastSpan(DType st, DType dt, byte* s, byte* d, int n)
+    {
+        switch (st, dt)
+        {
+            case (DType.F32, DType.I8): RoundSaturating(new ReadOnlySpan<float>(s, n), new Span<sbyte>(d, n)); return true;
+            case (DType.F32, DType.U8): RoundSaturating(new ReadOnlySpan<float>(s, n), new Span<byte>(d, n)); return true;
+            case (DType.F32, DType.I32): RoundSaturating(new ReadOnlySpan<float>(s, n), new Span<int>(d, n)); return true;
+            case (DType.I8, DType.F32): TensorPrimitives.ConvertTruncating(new ReadOnlySpan<sbyte>(s, n), new Span<float>(d, n)); return true;
+            case (DType.U8, DType.F32): TensorPrimitives.ConvertTruncating(new ReadOnlySpan<byte>(s, n), new Span<float>(d, n)); return true;
+            case (DType.I32, DType.F32): TensorPrimitives.ConvertTruncating(new ReadOnlySpan<int>(s, n), new Span<float>(d, n)); return true;
+            case (DType.F32, DType.F64): TensorPrimitives.ConvertTruncating(new ReadOnlySpan<float>(s, n), new Span<double>(d, n)); return true;
+            case (DType.F64, DType.F32): TensorPrimitives.ConvertTruncating(new ReadOnlySpan<double>(s, n), new Span<float>(d, n)); return true;
+            default: return false;
+        }
+    }
+
+    /// <summary>Integers from floats: rounded half to even, then saturated (NaN to 0), a stack chunk at a time.</summary>
+    private static void RoundSaturating<TInt>(ReadOnlySpan<float> x, Span<TInt> y) where TInt : unmanaged, IBinaryInteger<TInt>
+    {
+        const int Chunk = 1024;
+        Span<float> rounded = stackalloc float[Chunk];
+        for (var i = 0; i < x.Length; i += Chunk)
+        {
+            var m = Math.Min(Chunk, x.Length - i);
+            TensorPrimitives.Round(x.Slice(i, m), rounded[..m]);
+            TensorPrimitives.ConvertSaturating<float, TInt>(rounded[..m], y.Slice(i, m));
+        }
     }
 
     /// <inheritdoc/>

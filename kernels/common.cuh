@@ -37,6 +37,7 @@ __device__ double fabs(double);
 __device__ double pow(double, double);
 __device__ double cos(double);
 __device__ double rint(double);
+__device__ float rintf(float);
 }
 __device__ __forceinline__ float __shfl_down_sync(unsigned mask, float v, unsigned delta) {
     return __nvvm_shfl_sync_down_f32(mask, v, delta, 0x1f);

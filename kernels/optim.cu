@@ -43,3 +43,63 @@ __device__ void adam(T* p, const T* g, T* m, T* v, T lr, T b1, T b2, T omb1, T o
 
 FRUGAL_OPTIM_ENTRIES(float, f32)
 FRUGAL_OPTIM_ENTRIES(double, f64)
+
+// 8-bit Adam (CPU twin: Adam8BitStep in engine/Backends/Cpu/CpuBackend.cs), one CUDA block per state block of
+// FR_STATE_BLOCK values: m = code·(absmax·1/127), r = max(code, ½)·(absmax·1/255), v = (r·r)·(r·r); the Adam step
+// on the block's parameter values (i < n); then codes = round-half-even(x / max(absmax, 1e-30)·levels), saturated
+// (NaN to 0), of m and of v^¼ = √√v, with absmax the block's largest |m| and v^¼. m and v^¼ wait in shared memory.
+#define FR_STATE_BLOCK 2048
+
+__device__ __forceinline__ float fr_code(float x, float lo, float hi) {
+    float r = rintf(x);
+    return r != r ? 0.0f : r < lo ? lo : r > hi ? hi : r;
+}
+
+extern "C" __global__ void adam8bit_f32(float* p, const float* g, signed char* mc, float* ms, unsigned char* rc, float* rs,
+                                        float lr, float b1, float b2, float omb1, float omb2, float eps, float wd,
+                                        float c1, float c2, float decay, int decoupled, float m_step, float r_step,
+                                        float tiny, i64 n, i64 blocks) {
+    __shared__ float sm[FR_STATE_BLOCK];
+    __shared__ float sr[FR_STATE_BLOCK];
+    FOR_EACH_ROW(b, blocks) {
+        float mstep = ms[b] * m_step, rstep = rs[b] * r_step;
+        float mmax = -fr_infinity<float>(), rmax = -fr_infinity<float>();
+        FOR_EACH_COLUMN(c, FR_STATE_BLOCK) {
+            i64 i = b * FR_STATE_BLOCK + c;
+            float m = (float)mc[i] * mstep;
+            float raw = (float)rc[i];
+            float r = (raw >= 0.5f ? raw : 0.5f) * rstep;
+            float r2 = r * r;
+            float v = r2 * r2;
+            if (i < n) {
+                float gi = g[i];
+                if (decoupled)
+                    p[i] *= decay;
+                else
+                    gi += wd * p[i];
+                m = b1 * m + omb1 * gi;
+                v = b2 * v + omb2 * gi * gi;
+                p[i] -= lr * (m * c1) / (fr_sqrt(v) * c2 + eps);
+            }
+            float root = fr_sqrt(fr_sqrt(v));
+            sm[c] = m;
+            sr[c] = root;
+            mmax = nan_max(mmax, fr_abs(m));
+            rmax = nan_max(rmax, root);
+        }
+        mmax = block_reduce(mmax, MaxOp(), -fr_infinity<float>());
+        rmax = block_reduce(rmax, MaxOp(), -fr_infinity<float>());
+        float msafe = (mmax != mmax || mmax >= tiny) ? mmax : tiny;
+        float rsafe = (rmax != rmax || rmax >= tiny) ? rmax : tiny;
+        FOR_EACH_COLUMN(c, FR_STATE_BLOCK) {
+            i64 i = b * FR_STATE_BLOCK + c;
+            mc[i] = (signed char)fr_code(sm[c] / msafe * 127.0f, -128.0f, 127.0f);
+            rc[i] = (unsigned char)fr_code(sr[c] / rsafe * 255.0f, 0.0f, 255.0f);
+        }
+        if (threadIdx.x == 0) {
+            ms[b] = mmax;
+            rs[b] = rmax;
+        }
+        __syncthreads();  // sm and sr are refilled for the next block
+    }
+}

@@ -1,3 +1,4 @@
+using Frugal.Optim;
 using Frugal.Backends;
 using static Frugal.Tests.TestUtil;
 
@@ -1153,6 +1154,82 @@ public class ConformanceTests
             AssertClose(m, Values(tm), 4 * U, 1e-5, $"Adam m step {step}");
             AssertClose(v, Values(tv), 1e-12, 1e-5, $"Adam v step {step}");
         }
+    }
+
+    public static TheoryData<string, bool> Adam8BitCases()
+    {
+        var data = new TheoryData<string, bool>();
+        foreach (var dev in Devices)
+        {
+            data.Add(dev.Data, false);
+            data.Add(dev.Data, true);
+        }
+        return data;
+    }
+
+    /// <summary>The fused 8-bit Adam step against the same step composed of tensor ops on the CPU (reading the codes,
+    /// Adam on the first n values, quantizing back, padding of the last block included), three steps from random
+    /// codes: bit for bit on the CPU; on CUDA (whose compiler may fuse multiply-adds) within a rounding of the
+    /// parameters and one code step of the moments.</summary>
+    [Theory]
+    [MemberData(nameof(Adam8BitCases))]
+    public void Adam8BitStep_MatchesTheComposedStep(string device, bool decoupled)
+    {
+        var dev = DeviceFor(device);
+        var cpu = DeviceFor("cpu");
+        using var scope = TensorScope.Begin();
+        const int blocks = 3, n = 2 * Adam.StateBlock + 777, size = blocks * Adam.StateBlock;
+        var p0 = Uniform(81, n, -1, 1);
+        var mc0 = Uniform(82, size, -127, 127).Select(v => (double)(sbyte)Math.Round(v)).ToArray();
+        var rc0 = Uniform(83, size, 0, 255).Select(v => (double)(byte)Math.Round(v)).ToArray();
+        var ms0 = Uniform(84, blocks, 0.01, 0.1);
+        var rs0 = Uniform(85, blocks, 0.01, 0.2);
+        Tensor Codes(Device d, double[] v, DType t) => t == DType.I8
+            ? Tensor.FromArray(v.Select(c => (sbyte)c).ToArray(), new Shape(blocks, Adam.StateBlock), d)
+            : Tensor.FromArray(v.Select(c => (byte)c).ToArray(), new Shape(blocks, Adam.StateBlock), d);
+        var (p, mc, ms, rc, rs) = (F32(dev, p0, n), Codes(dev, mc0, DType.I8), F32(dev, ms0, blocks, 1), Codes(dev, rc0, DType.U8), F32(dev, rs0, blocks, 1));
+        var (rp, rmc, rms, rrc, rrs) = (F32(cpu, p0, n), Codes(cpu, mc0, DType.I8), F32(cpu, ms0, blocks, 1), Codes(cpu, rc0, DType.U8), F32(cpu, rs0, blocks, 1));
+        for (var step = 1; step <= 3; step++)
+        {
+            var g = Uniform(90 + step, n, -1, 1).Select((x, i) => i % 5 == 0 ? x * 1e-4 : x).ToArray();
+            var args = new AdamArgs(1e-2, 0.9, 0.999, 1e-8, 0.01, decoupled, step);
+            dev.Backend.Adam8BitStep(p.View, F32(dev, g, n).View, mc.View, ms.View, rc.View, rs.View, args);
+            // The composed step, as the optimizer ran it before the fused kernel.
+            static Tensor Read(Tensor codes, Tensor absmax, double levels, double floor)
+            {
+                var raw = codes.To(DType.F32);
+                var values = floor > 0 ? F.Maximum(raw, Tensor.Full(new Shape(), floor, DType.F32, codes.Device)) : raw;
+                return values * absmax.Mul(1 / levels);
+            }
+            static void Write(Tensor x, Tensor codes, Tensor absmax, double levels)
+            {
+                var max = F.Max(x.Abs(), [1], keepDim: true);
+                var safe = F.Maximum(max, Tensor.Full(new Shape(), 1e-30, DType.F32, x.Device));
+                F.CopyInto(codes, (x / safe).Mul(levels).To(codes.DType));
+                F.CopyInto(absmax, max);
+            }
+            var m = Read(rmc, rms, 127, 0);
+            var r = Read(rrc, rrs, 255, 0.5);
+            var v = r * r * (r * r);
+            cpu.Backend.AdamStep(rp.View, F32(cpu, g, n).View, m.Reshape(-1).Narrow(0, 0, n).View, v.Reshape(-1).Narrow(0, 0, n).View, args);
+            Write(m, rmc, rms, 127);
+            Write(v.Sqrt().Sqrt(), rrc, rrs, 255);
+        }
+        if (device == "cpu")
+        {
+            Assert.Equal(Values(rp), Values(p));
+            Assert.Equal(rmc.ToArray<sbyte>(), mc.ToArray<sbyte>());
+            Assert.Equal(rrc.ToArray<byte>(), rc.ToArray<byte>());
+            Assert.Equal(Values(rms), Values(ms));
+            Assert.Equal(Values(rrs), Values(rs));
+            return;
+        }
+        AssertClose(Values(rp), Values(p), 1e-6, 1e-5, "8-bit Adam parameters");
+        AssertClose(Values(rms), Values(ms), 1e-7, 1e-4, "8-bit Adam m absmax");
+        AssertClose(Values(rrs), Values(rs), 1e-7, 1e-4, "8-bit Adam v^¼ absmax");
+        var codeGap = rmc.ToArray<sbyte>().Zip(mc.ToArray<sbyte>(), (a, b) => Math.Abs(a - b)).Max();
+        var rootGap = rrc.ToArray<byte>().Zip(rc.ToArray<byte>(), (a, b) => Math.Abs(a - b)).Max();
+        Assert.True(codeGap <= 1 && rootGap <= 1, $"codes differ by up to {codeGap} (m) and {rootGap} (v^¼)");
     }
 
     // ---- casts ----

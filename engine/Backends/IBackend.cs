@@ -125,6 +125,13 @@ public interface IBackend
     /// <summary>One Adam/AdamW step on param with its first and second moments.</summary>
     void AdamStep(StridedView param, StridedView grad, StridedView m, StridedView v, in AdamArgs args);
 
+    /// <summary>One Adam/AdamW step on param (F32, the first values of <paramref name="mCodes"/>' blocks) with 8-bit
+    /// moments of <see cref="Optim.Adam.StateBlock"/> values per block: m = code · absmax / 127 (I8 codes) and
+    /// v = r⁴ with r = max(code, ½) · absmax / 255 (U8 codes of v^¼). Each block is read, stepped and quantized back
+    /// (absmax = the block's largest |m| or v^¼, codes = round-half-even(x / max(absmax, 1e-30) · levels),
+    /// saturated), padding values of a last partial block included, with no F32 copy of the moments left behind.</summary>
+    void Adam8BitStep(StridedView param, StridedView grad, StridedView mCodes, StridedView mAbsmax, StridedView rCodes, StridedView rAbsmax, in AdamArgs args);
+
     // ---- CSR and BSR weights (activations batch-minor: [features, batch], contiguous, F32) ----
 
     /// <summary>Yᵀ [rows, batch] = W · Xᵀ for a block-sparse weight W [rows, cols] (logical sizes: the view's block

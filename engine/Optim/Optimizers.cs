@@ -154,18 +154,10 @@ public class Adam : Optimizer
         values.Backend.AdamStep(values.View, grad.View, m.View, v.View, args);
     }
 
-    /// <summary>Values per 8-bit step: two state blocks. Each of the step's F32 transients (a dequantized moment, its
-    /// roots, the quantizer's scratch) then holds 32 KiB, and the few alive at once stay near 100 KiB however large
-    /// the tensor.</summary>
-    private const int QuantizedChunkValues = 2 * StateBlock;
-
-    /// <summary>The 8-bit step of values [offset, offset + n), <see cref="QuantizedChunkValues"/> at a time: the
-    /// chunk's blocks of both moments are dequantized into F32 Workspace, stepped, and quantized back, each transient
-    /// freed as soon as it is used.</summary>
-    private void UpdateQuantized(Tensor parameter, Tensor values, Tensor grad, long offset, AdamArgs args)
-        => InChunks(values, grad, offset, (v, g, start) => UpdateBlocks(parameter, v, g, start, args), QuantizedChunkValues);
-
-    private void UpdateBlocks(Tensor parameter, Tensor values, Tensor grad, long offset, in AdamArgs args)
+    /// <summary>The 8-bit step of values [offset, offset + n): one fused backend step over their blocks of both
+    /// moments (<see cref="Backends.IBackend.Adam8BitStep"/>), which reads, steps and quantizes back each block
+    /// without an F32 copy of the moments in device memory.</summary>
+    private void UpdateQuantized(Tensor parameter, Tensor values, Tensor grad, long offset, in AdamArgs args)
     {
         var total = parameter.GradShape.Numel;
         var blocks = checked((int)((total + StateBlock - 1) / StateBlock));
@@ -183,18 +175,7 @@ public class Adam : Optimizer
         using var ms = mScale.Narrow(0, first, count);
         using var rc = rCodes.Narrow(0, first, count);
         using var rs = rScale.Narrow(0, first, count);
-        using var work = Memory.MemoryContext.Use(Memory.MemoryCategory.Workspace, $"{parameter.Name ?? "param"}.adam8bit");
-        using var v = SecondMoment(rc, rs);
-        using (var m = Dequantize(mc, ms, 127, floor: 0))
-        {
-            using (var mFlat = m.Reshape(-1))
-            using (var vFlat = v.Reshape(-1))
-            using (var mn = mFlat.Narrow(0, 0, n))
-            using (var vn = vFlat.Narrow(0, 0, n))
-                values.Backend.AdamStep(values.View, grad.View, mn.View, vn.View, args);
-            Quantize(m, mc, ms, 127);
-        }
-        QuantizeSecondMoment(v, rc, rs);
+        values.Backend.Adam8BitStep(values.View, grad.View, mc.View, ms.View, rc.View, rs.View, args);
     }
 
     private static readonly string[] QuantizedStates = ["exp_avg.codes", "exp_avg.absmax", "exp_avg_sq.root4_codes", "exp_avg_sq.root4_absmax"];
@@ -248,8 +229,12 @@ public class Adam : Optimizer
         return QuantizedStates;
     }
 
+    /// <summary>Values a moved moment is read or written at a time: two state blocks, so a move needs about 100 KiB of
+    /// F32 Workspace however large the tensor.</summary>
+    private const int QuantizedChunkValues = 2 * StateBlock;
+
     /// <summary>The first <paramref name="count"/> values of a quantized moment as the step reads them, in float64,
-    /// dequantized <see cref="QuantizedChunkValues"/> values at a time (as the step, so moving never needs more Workspace).</summary>
+    /// dequantized <see cref="QuantizedChunkValues"/> values at a time.</summary>
     private static double[] ReadQuantized(Tensor codes, Tensor absmax, long count, bool secondMoment)
     {
         var values = new double[count];

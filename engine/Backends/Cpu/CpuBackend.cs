@@ -273,27 +273,75 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
     {
         T* p = P<T>(pv), g = P<T>(gv), m = P<T>(mv), v = P<T>(vv);
         var k = new AdamConstants<T>(a);
+        StridedLoop.ForRows(pv.Numel, 1, (i0, i1) => AdamSpan(p + i0, g + i0, m + i0, v + i0, (int)(i1 - i0), k));
+    }
+
+    /// <summary>Adam over <paramref name="n"/> values: whole vectors in place; the tail through one vector's worth of
+    /// stack copies, so the update exists once (<see cref="AdamVector{T}"/>).</summary>
+    private static void AdamSpan<T>(T* p, T* g, T* m, T* v, int n, in AdamConstants<T> k) where T : unmanaged, IFloatingPointIeee754<T>
+    {
         var w = Vector<T>.Count;
-        StridedLoop.ForRows(pv.Numel, 1, (i0, i1) =>
+        var whole = n / w * w;
+        for (var i = 0; i < whole; i += w)
+            AdamVector(p + i, g + i, m + i, v + i, k);
+        var rest = n - whole;
+        if (rest == 0)
+            return;
+        var t = stackalloc T[4 * w];
+        T* tp = t, tg = t + w, tm = t + 2 * w, tv = t + 3 * w;
+        for (var j = 0; j < rest; j++)
+            (tp[j], tg[j], tm[j], tv[j]) = (p[whole + j], g[whole + j], m[whole + j], v[whole + j]);
+        AdamVector(tp, tg, tm, tv, k);
+        for (var j = 0; j < rest; j++)
+            (p[whole + j], m[whole + j], v[whole + j]) = (tp[j], tm[j], tv[j]);
+    }
+
+    /// <inheritdoc/>
+    public void Adam8BitStep(StridedView param, StridedView grad, StridedView mCodes, StridedView mAbsmax, StridedView rCodes, StridedView rAbsmax, in AdamArgs args)
+    {
+        if (param.DType != DType.F32)
+            throw new NotSupportedException($"cpu Adam8BitStep: 8-bit moments step F32 parameters, not {param.DType.Name()}");
+        float* p = (float*)param.Data, g = (float*)grad.Data, ms = (float*)mAbsmax.Data, rs = (float*)rAbsmax.Data;
+        sbyte* mc = (sbyte*)mCodes.Data;
+        byte* rc = (byte*)rCodes.Data;
+        var (n, blocks, k) = (param.Numel, mCodes.Shape[0], new AdamConstants<float>(args));
+        const int B = Optim.Adam.StateBlock;
+        // The host's factors, rounded to F32 as the composed ops' scalars would be.
+        float mStep = (float)(1.0 / 127), rStep = (float)(1.0 / 255), tiny = (float)1e-30;
+        CpuThreads.For(blocks, b =>
         {
-            // Whole vectors in place; the tail through one vector's worth of stack copies, so the update exists once.
-            var whole = i0 + (i1 - i0) / w * w;
-            for (var i = i0; i < whole; i += w)
-                AdamVector(p + i, g + i, m + i, v + i, k);
-            var rest = (int)(i1 - whole);
-            if (rest == 0)
-                return;
-            Span<T> tail = stackalloc T[4 * w];
-            fixed (T* t = tail)
-            {
-                T* tp = t, tg = t + w, tm = t + 2 * w, tv = t + 3 * w;
-                for (var j = 0; j < rest; j++)
-                    (tp[j], tg[j], tm[j], tv[j]) = (p[whole + j], g[whole + j], m[whole + j], v[whole + j]);
-                AdamVector(tp, tg, tm, tv, k);
-                for (var j = 0; j < rest; j++)
-                    (p[whole + j], m[whole + j], v[whole + j]) = (tp[j], tm[j], tv[j]);
-            }
+            Span<float> m = stackalloc float[B], r = stackalloc float[B], work = stackalloc float[B];
+            var at = (long)b * B;
+            // Read: m = code · (absmax · 1/127); r = max(code, ½) · (absmax · 1/255), v = (r·r)·(r·r).
+            TensorPrimitives.ConvertTruncating(new ReadOnlySpan<sbyte>(mc + at, B), m);
+            TensorPrimitives.Multiply(m, ms[b] * mStep, m);
+            TensorPrimitives.ConvertTruncating(new ReadOnlySpan<byte>(rc + at, B), r);
+            TensorPrimitives.Max(r, 0.5f, r);
+            TensorPrimitives.Multiply(r, rs[b] * rStep, r);
+            TensorPrimitives.Multiply(r, r, r);
+            TensorPrimitives.Multiply(r, r, r);
+            fixed (float* pm = m, pv = r)
+                AdamSpan(p + at, g + at, pm, pv, (int)Math.Clamp(n - at, 0, B), k);
+            // Write back: |m| and v^¼ = √√v against their block maxima.
+            TensorPrimitives.Sqrt(r, r);
+            TensorPrimitives.Sqrt(r, r);
+            TensorPrimitives.Abs(m, work);
+            var mMax = TensorPrimitives.Max(work);
+            var rMax = TensorPrimitives.Max(r);
+            Requantize(m, mMax, tiny, 127, work, new Span<sbyte>(mc + at, B));
+            Requantize(r, rMax, tiny, 255, work, new Span<byte>(rc + at, B));
+            (ms[b], rs[b]) = (mMax, rMax);
         });
+    }
+
+    /// <summary>codes = round-half-even(x / max(absmax, tiny) · levels), saturated, through <paramref name="work"/>.</summary>
+    private static void Requantize<TInt>(ReadOnlySpan<float> x, float absmax, float tiny, float levels, Span<float> work, Span<TInt> codes)
+        where TInt : unmanaged, IBinaryInteger<TInt>
+    {
+        var safe = float.IsNaN(absmax) || absmax >= tiny ? absmax : tiny;
+        TensorPrimitives.Divide(x, safe, work);
+        TensorPrimitives.Multiply(work, levels, work);
+        RoundSaturating(work, codes);
     }
 
     /// <summary>Adam's (or AdamW's) constants of one step in the element type, as vectors.</summary>

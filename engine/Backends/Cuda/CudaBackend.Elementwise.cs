@@ -134,6 +134,32 @@ internal sealed unsafe partial class CudaBackend
         });
     }
 
+    /// <inheritdoc/>
+    public void Adam8BitStep(StridedView param, StridedView grad, StridedView mCodes, StridedView mAbsmax, StridedView rCodes, StridedView rAbsmax, in AdamArgs args)
+    {
+        if (param.DType != DType.F32)
+            throw new NotSupportedException($"cuda Adam8BitStep: 8-bit moments step F32 parameters, not {param.DType.Name()}");
+        var s = args;
+        Launch(Optimizers, "adam8bit_f32", mCodes.Shape[0], perRow: true, (ref KernelArgs k) =>
+        {
+            foreach (var pointer in new[] { param.Data, grad.Data, mCodes.Data, mAbsmax.Data, rCodes.Data, rAbsmax.Data })
+                k.Add(pointer);
+            // The CPU twin's factors: the Adam ones in double on the host, then the composed reading's scalars.
+            foreach (var factor in new[]
+            {
+                s.Lr, s.Beta1, s.Beta2, 1 - s.Beta1, 1 - s.Beta2, s.Eps, s.WeightDecay,
+                1 / (1 - Math.Pow(s.Beta1, s.Step)), 1 / Math.Sqrt(1 - Math.Pow(s.Beta2, s.Step)), 1 - s.Lr * s.WeightDecay,
+            })
+                k.Add((float)factor);
+            k.Add(s.Decoupled ? 1 : 0);
+            k.Add((float)(1.0 / 127));
+            k.Add((float)(1.0 / 255));
+            k.Add((float)1e-30);
+            k.Add(param.Numel);
+            k.Add((long)mCodes.Shape[0]);
+        });
+    }
+
     // ---- user kernels ----
 
     /// <inheritdoc/>

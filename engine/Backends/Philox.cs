@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 
 namespace Frugal.Backends;
 
@@ -35,6 +36,55 @@ public static class Philox
     /// (24 random bits, exact in float).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Uniform(ulong seed, ulong index) => new PhiloxStream(seed).Uniform(index);
+
+    /// <summary><see cref="Uniform"/> for the consecutive indices <paramref name="first"/> ... into
+    /// <paramref name="dst"/>: the same values, four blocks (sixteen values) at a time in vector lanes where the
+    /// hardware has them, the unaligned ends through <see cref="PhiloxStream"/>.</summary>
+    public static void Uniforms(ulong seed, ulong first, Span<float> dst)
+    {
+        var stream = new PhiloxStream(seed);
+        var i = 0;
+        for (; i < dst.Length && ((first + (ulong)i) & 3) != 0; i++)
+            dst[i] = stream.Uniform(first + (ulong)i);
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i + 16 <= dst.Length; i += 16)
+                FourBlocks((first + (ulong)i) >> 2, seed, dst.Slice(i, 16));
+        }
+        for (; i < dst.Length; i++)
+            dst[i] = stream.Uniform(first + (ulong)i);
+    }
+
+    /// <summary>Blocks block .. block + 3 (counter high word 0), each 32-bit word in a 64-bit lane so a lane's
+    /// product is the full 32 × 32 → 64-bit one, as <see cref="Block"/> computes; their sixteen uniforms in order.</summary>
+    private static void FourBlocks(ulong block, ulong key, Span<float> dst)
+    {
+        var low = Vector256.Create(0xFFFFFFFFul);
+        var counters = Vector256.Create(block, block + 1, block + 2, block + 3);
+        Vector256<ulong> c0 = counters & low, c1 = counters >>> 32, c2 = Vector256<ulong>.Zero, c3 = Vector256<ulong>.Zero;
+        uint k0 = (uint)key, k1 = (uint)(key >> 32);
+        Vector256<ulong> m0 = Vector256.Create((ulong)M0), m1 = Vector256.Create((ulong)M1);
+        for (var r = 0; r < 10; r++)
+        {
+            var p0 = m0 * c0;
+            var p1 = m1 * c2;
+            var n0 = (p1 >>> 32) ^ c1 ^ Vector256.Create((ulong)k0);
+            var n2 = (p0 >>> 32) ^ c3 ^ Vector256.Create((ulong)k1);
+            c1 = p1 & low;
+            c3 = p0 & low;
+            c0 = n0;
+            c2 = n2;
+            k0 += W0;
+            k1 += W1;
+        }
+        for (var j = 0; j < 4; j++)
+        {
+            dst[4 * j] = ((uint)c0[j] >> 8) * (1.0f / 16777216.0f);
+            dst[4 * j + 1] = ((uint)c1[j] >> 8) * (1.0f / 16777216.0f);
+            dst[4 * j + 2] = ((uint)c2[j] >> 8) * (1.0f / 16777216.0f);
+            dst[4 * j + 3] = ((uint)c3[j] >> 8) * (1.0f / 16777216.0f);
+        }
+    }
 
     /// <summary>Standard normal for element index <paramref name="index"/> (Box–Muller on one block per element).</summary>
     public static double Normal(ulong seed, ulong index)

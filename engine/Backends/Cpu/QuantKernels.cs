@@ -84,14 +84,23 @@ internal static unsafe class QuantKernels
         ((QuantScale*)q.Scales)[g] = new QuantScale(scale, zero);
         var inv = scale > 0 ? 1 / scale : 0;
         var codes = (byte*)q.Codes;
-        var stream = new PhiloxStream(a.Seed);
-        for (var i = 0; i < n; i++)
+        // The rounding offsets a chunk at a time: the stream's uniforms, or ½ for nearest.
+        const int Chunk = 256;
+        Span<float> u = stackalloc float[Chunk];
+        for (var i0 = 0; i0 < n; i0 += Chunk)
         {
-            var index = g * n + i;
-            var u = a.Stochastic ? stream.Uniform(a.Offset + (ulong)index) : 0.5f;
-            var code = Math.Clamp((int)MathF.Floor(MathF.FusedMultiplyAdd(x[i], inv, zero) + u), lo, hi);
-            var bit = index * q.Bits;
-            codes[bit >> 3] |= (byte)(code << (int)(bit & 7));
+            var m = Math.Min(Chunk, n - i0);
+            if (a.Stochastic)
+                Philox.Uniforms(a.Seed, a.Offset + (ulong)(g * n + i0), u[..m]);
+            else
+                u[..m].Fill(0.5f);
+            for (var i = i0; i < i0 + m; i++)
+            {
+                var index = g * n + i;
+                var code = Math.Clamp((int)MathF.Floor(MathF.FusedMultiplyAdd(x[i], inv, zero) + u[i - i0]), lo, hi);
+                var bit = index * q.Bits;
+                codes[bit >> 3] |= (byte)(code << (int)(bit & 7));
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using Frugal.Memory;
 
 namespace Frugal.Backends.Cpu;
@@ -116,8 +117,8 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
             case (DType.F32, DType.I8): RoundSaturating(new ReadOnlySpan<float>(s, n), new Span<sbyte>(d, n)); return true;
             case (DType.F32, DType.U8): RoundSaturating(new ReadOnlySpan<float>(s, n), new Span<byte>(d, n)); return true;
             case (DType.F32, DType.I32): RoundSaturating(new ReadOnlySpan<float>(s, n), new Span<int>(d, n)); return true;
-            case (DType.I8, DType.F32): TensorPrimitives.ConvertTruncating(new ReadOnlySpan<sbyte>(s, n), new Span<float>(d, n)); return true;
-            case (DType.U8, DType.F32): TensorPrimitives.ConvertTruncating(new ReadOnlySpan<byte>(s, n), new Span<float>(d, n)); return true;
+            case (DType.I8, DType.F32): Widen(new ReadOnlySpan<sbyte>(s, n), new Span<float>(d, n)); return true;
+            case (DType.U8, DType.F32): Widen(new ReadOnlySpan<byte>(s, n), new Span<float>(d, n)); return true;
             case (DType.I32, DType.F32): TensorPrimitives.ConvertTruncating(new ReadOnlySpan<int>(s, n), new Span<float>(d, n)); return true;
             case (DType.F32, DType.F64): TensorPrimitives.ConvertTruncating(new ReadOnlySpan<float>(s, n), new Span<double>(d, n)); return true;
             case (DType.F64, DType.F32): TensorPrimitives.ConvertTruncating(new ReadOnlySpan<double>(s, n), new Span<float>(d, n)); return true;
@@ -125,17 +126,69 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         }
     }
 
-    /// <summary>Integers from floats: rounded half to even, then saturated (NaN to 0), a stack chunk at a time.</summary>
+    /// <summary>Integers from floats: rounded half to even, then saturated (NaN to 0); 8-bit codes 32 values at a
+    /// time in vectors, other integers a stack chunk at a time through the vector primitives.</summary>
     private static void RoundSaturating<TInt>(ReadOnlySpan<float> x, Span<TInt> y) where TInt : unmanaged, IBinaryInteger<TInt>
     {
+        var i = 0;
+        if (Vector256.IsHardwareAccelerated && (typeof(TInt) == typeof(sbyte) || typeof(TInt) == typeof(byte)))
+        {
+            var signed = typeof(TInt) == typeof(sbyte);
+            Vector256<float> lo = Vector256.Create(signed ? -128f : 0f), hi = Vector256.Create(signed ? 127f : 255f);
+            fixed (float* px = x)
+            fixed (TInt* py = y)
+            {
+                for (; i + 32 <= x.Length; i += 32)
+                {
+                    static Vector256<int> Code(float* at, Vector256<float> lo, Vector256<float> hi)
+                    {
+                        var v = Vector256.Load(at);
+                        var r = Vector256.ConditionalSelect(Vector256.Equals(v, v), Vector256.Round(v), Vector256<float>.Zero);
+                        return Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(r, lo), hi));
+                    }
+                    var p = px + i;
+                    var words = Vector256.Narrow(Vector256.Narrow(Code(p, lo, hi), Code(p + 8, lo, hi)), Vector256.Narrow(Code(p + 16, lo, hi), Code(p + 24, lo, hi)));
+                    Vector256.Store(words.AsByte(), (byte*)(py + i));
+                }
+            }
+        }
         const int Chunk = 1024;
         Span<float> rounded = stackalloc float[Chunk];
-        for (var i = 0; i < x.Length; i += Chunk)
+        for (; i < x.Length; i += Chunk)
         {
             var m = Math.Min(Chunk, x.Length - i);
             TensorPrimitives.Round(x.Slice(i, m), rounded[..m]);
             TensorPrimitives.ConvertSaturating<float, TInt>(rounded[..m], y.Slice(i, m));
         }
+    }
+
+    /// <summary>Floats from 8-bit codes, sixteen at a time in vectors, then the tail.</summary>
+    private static void Widen<TInt>(ReadOnlySpan<TInt> x, Span<float> y) where TInt : unmanaged, IBinaryInteger<TInt>
+    {
+        var i = 0;
+        fixed (TInt* px = x)
+        fixed (float* py = y)
+        {
+            for (; Vector128.IsHardwareAccelerated && i + 16 <= x.Length; i += 16)
+            {
+                Vector128<short> a, b;
+                if (typeof(TInt) == typeof(sbyte))
+                    (a, b) = Vector128.Widen(Vector128.Load((sbyte*)px + i));
+                else
+                {
+                    var (ua, ub) = Vector128.Widen(Vector128.Load((byte*)px + i));
+                    (a, b) = (ua.AsInt16(), ub.AsInt16());   // 0 .. 255: the same bits as signed
+                }
+                var (a0, a1) = Vector128.Widen(a);
+                var (b0, b1) = Vector128.Widen(b);
+                Vector128.Store(Vector128.ConvertToSingle(a0), py + i);
+                Vector128.Store(Vector128.ConvertToSingle(a1), py + i + 4);
+                Vector128.Store(Vector128.ConvertToSingle(b0), py + i + 8);
+                Vector128.Store(Vector128.ConvertToSingle(b1), py + i + 12);
+            }
+        }
+        for (; i < x.Length; i++)
+            y[i] = float.CreateTruncating(x[i]);
     }
 
     /// <inheritdoc/>
@@ -313,9 +366,9 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
             Span<float> m = stackalloc float[B], r = stackalloc float[B], work = stackalloc float[B];
             var at = (long)b * B;
             // Read: m = code · (absmax · 1/127); r = max(code, ½) · (absmax · 1/255), v = (r·r)·(r·r).
-            TensorPrimitives.ConvertTruncating(new ReadOnlySpan<sbyte>(mc + at, B), m);
+            Widen(new ReadOnlySpan<sbyte>(mc + at, B), m);
             TensorPrimitives.Multiply(m, ms[b] * mStep, m);
-            TensorPrimitives.ConvertTruncating(new ReadOnlySpan<byte>(rc + at, B), r);
+            Widen(new ReadOnlySpan<byte>(rc + at, B), r);
             TensorPrimitives.Max(r, 0.5f, r);
             TensorPrimitives.Multiply(r, rs[b] * rStep, r);
             TensorPrimitives.Multiply(r, r, r);

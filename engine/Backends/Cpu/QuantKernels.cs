@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Frugal.Backends.Cpu;
 
@@ -94,7 +95,10 @@ internal static unsafe class QuantKernels
                 Philox.Uniforms(a.Seed, a.Offset + (ulong)(g * n + i0), u[..m]);
             else
                 u[..m].Fill(0.5f);
-            for (var i = i0; i < i0 + m; i++)
+            var i = i0;
+            if (q.Bits == 8 && Vector256.IsHardwareAccelerated)
+                i = Codes8(x, inv, zero, u, lo, hi, codes + g * n, i0, m);
+            for (; i < i0 + m; i++)
             {
                 var index = g * n + i;
                 var code = Math.Clamp((int)MathF.Floor(MathF.FusedMultiplyAdd(x[i], inv, zero) + u[i - i0]), lo, hi);
@@ -102,6 +106,27 @@ internal static unsafe class QuantKernels
                 codes[bit >> 3] |= (byte)(code << (int)(bit & 7));
             }
         }
+    }
+
+    /// <summary>8-bit codes i0, i0 + 8, ... of a group in vectors, as the scalar loop computes them (fused
+    /// multiply-add, plus the offset, floor; NaN read as 0; clamped to [lo, hi]); returns where the scalar loop
+    /// takes over.</summary>
+    private static int Codes8(float* x, float inv, float zero, ReadOnlySpan<float> u, int lo, int hi, byte* codes, int i0, int m)
+    {
+        Vector256<float> vInv = Vector256.Create(inv), vZero = Vector256.Create(zero), vLo = Vector256.Create((float)lo), vHi = Vector256.Create((float)hi);
+        var i = i0;
+        fixed (float* pu = u)
+        {
+            for (; i + 8 <= i0 + m; i += 8)
+            {
+                var f = Vector256.Floor(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), vInv, vZero) + Vector256.Load(pu + (i - i0)));
+                f = Vector256.Min(Vector256.Max(Vector256.ConditionalSelect(Vector256.Equals(f, f), f, Vector256<float>.Zero), vLo), vHi);
+                var c = Vector256.ConvertToInt32(f).AsUInt32();
+                var bytes = Vector256.Narrow(Vector256.Narrow(c, c), Vector256.Narrow(c, c));
+                *(ulong*)(codes + i) = bytes.AsUInt64().GetElement(0);
+            }
+        }
+        return i;
     }
 
     /// <summary>Dense row-major values of <paramref name="q"/>.</summary>

@@ -163,7 +163,7 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
     }
 
     /// <summary>Floats from 8-bit codes, sixteen at a time in vectors, then the tail.</summary>
-    private static void Widen<TInt>(ReadOnlySpan<TInt> x, Span<float> y) where TInt : unmanaged, IBinaryInteger<TInt>
+    internal static void Widen<TInt>(ReadOnlySpan<TInt> x, Span<float> y) where TInt : unmanaged, IBinaryInteger<TInt>
     {
         var i = 0;
         fixed (TInt* px = x)

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
@@ -159,6 +160,17 @@ internal static unsafe class QuantKernels
             var g = i / q.Group;
             var stop = Math.Min(end, (g + 1) * q.Group);
             var s = scales[g];
+            if (bits == 8 && stride == 1)
+            {
+                // The group's run in vectors: widened codes, minus zero, times scale (the scalar order).
+                var run = new Span<float>(dst, (int)(stop - i));
+                CpuBackend.Widen(new ReadOnlySpan<byte>(codes + i, run.Length), run);
+                TensorPrimitives.Subtract(run, s.Zero, run);
+                TensorPrimitives.Multiply(run, s.Scale, run);
+                dst += run.Length;
+                i = stop;
+                continue;
+            }
             if (bits == 8)
             {
                 for (; i < stop; i++, dst += stride)

@@ -71,7 +71,7 @@ public class NnOptimTests
         using var wide = Zoo.Mlp(inputs: 6, hidden: 7, classes: 3);
         var shape = Assert.Throws<ShapeMismatchException>(() => c.LoadStateDict(wide.StateDict()));
         // The first tensor that does not fit is named, with both shapes: layer 1's bias, checked before its weight.
-        Assert.Contains("'1.bias' must be f32 [5] but the checkpoint holds f32 [7]", shape.Message, StringComparison.Ordinal);
+        Assert.Contains("'1.bias' must be f32 [5] but the saved state holds f32 [7]", shape.Message, StringComparison.Ordinal);
         var partial = a.StateDict().Where(kv => kv.Key != "5.bias").ToDictionary();
         var names = Assert.Throws<ArgumentException>(() => c.LoadStateDict(partial));
         Assert.Contains("missing [5.bias]", names.Message, StringComparison.Ordinal);

@@ -242,7 +242,7 @@ public sealed class LowRankWeight : Weight
     {
         var (u, vt) = DenseFactors;
         if (!file.Contains(u.Name!))
-            throw new ArgumentException($"the checkpoint has no '{u.Name}'");
+            throw new ArgumentException($"the saved state has no '{u.Name}'");
         var rank = (int)Math.Min(file.Entry(u.Name!).Shape.Numel / Rows, int.MaxValue);
         try
         {

@@ -275,7 +275,7 @@ public sealed class QuantizedWeight : Weight
         if (parts is not [var seed, var draws]
             || !ulong.TryParse(seed, CultureInfo.InvariantCulture, out var s)
             || !ulong.TryParse(draws, CultureInfo.InvariantCulture, out var d))
-            throw new ArgumentException($"the checkpoint has no valid '{StreamKey}' (\"seed,draws\" of the master-free weight's stochastic rounding)");
+            throw new ArgumentException($"the saved state has no valid '{StreamKey}' (\"seed,draws\" of the master-free weight's stochastic rounding)");
         return (s, d);
     }
 

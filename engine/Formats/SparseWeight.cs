@@ -274,7 +274,7 @@ public sealed class SparseWeight : Weight
     {
         CheckStored(file, RowPtr, RowPtr.Shape);
         if (!file.Contains(ColIdx.Name!) || file.Entry(ColIdx.Name!) is not { DType: DType.I32, Shape.Rank: 1 })
-            throw new ArgumentException($"the checkpoint has no i32 vector '{ColIdx.Name}'");
+            throw new ArgumentException($"the saved state has no i32 vector '{ColIdx.Name}'");
         var rowPtr = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(file.Bytes(RowPtr.Name!));
         var colIdx = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(file.Bytes(ColIdx.Name!));
         try

@@ -205,10 +205,10 @@ public abstract class Weight : IDisposable
         ArgumentNullException.ThrowIfNull(file);
         ArgumentNullException.ThrowIfNull(t);
         if (!file.Contains(t.Name!))
-            throw new ArgumentException($"the checkpoint has no '{t.Name}'");
+            throw new ArgumentException($"the saved state has no '{t.Name}'");
         var e = file.Entry(t.Name!);
         if (e.Shape != shape || e.DType != t.DType)
-            throw new ArgumentException($"'{t.Name}' must be {t.DType.Name()} {shape} but the checkpoint holds {e.DType.Name()} {e.Shape}");
+            throw new ArgumentException($"'{t.Name}' must be {t.DType.Name()} {shape} but the saved state holds {e.DType.Name()} {e.Shape}");
     }
 
     /// <summary>Copies the stored tensor of <paramref name="t"/>'s name into it.</summary>

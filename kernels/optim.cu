@@ -1,5 +1,6 @@
-// Fused optimizer updates of the CUDA backend, one thread per parameter element. CPU twins: SgdT and AdamT in
-// engine/Backends/Cpu/CpuBackend.cs (same arithmetic in the parameter's dtype; factors computed on the host).
+// Fused optimizer updates of the CUDA backend: SGD and Adam one thread per parameter element, 8-bit Adam one block
+// per state block. CPU twins: SgdT, AdamT and Adam8BitStep in engine/Backends/Cpu/CpuBackend.cs (same arithmetic
+// in the parameter's dtype; factors computed on the host).
 #include "common.cuh"
 
 // PyTorch's SGD: d = g + wd·p; with momentum m = first ? d : mu·m + damp·d, d = nesterov ? d + mu·m : m; p -= lr·d.

@@ -2,9 +2,10 @@ using Frugal.Memory;
 
 namespace Frugal.Backends;
 
-/// <summary>The chunk loop both backends convolve with: images are taken a few at a time so that the im2col
-/// columns fit a budget, with two Workspace buffers reused by every chunk: the columns [C·KH·KW, b·OH·OW] and a
-/// per-output-channel buffer [OutC, b·OH·OW].</summary>
+/// <summary>The chunk loop the CUDA backend convolves with (the CPU works one image at a time instead, see
+/// <c>CpuBackend.Conv.cs</c>): images are taken a few at a time so that the im2col columns fit a budget, with two
+/// Workspace buffers reused by every chunk: the columns [C·KH·KW, b·OH·OW] and a per-output-channel buffer
+/// [OutC, b·OH·OW].</summary>
 internal static class ConvChunks
 {
     /// <summary>One chunk: images n0 .. n0 + images, and the addresses of the two buffers.</summary>

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
@@ -29,6 +30,7 @@ internal static unsafe class QuantKernels
         });
     }
 
+    [SkipLocalsInit]   // the rounding offsets are written before they are read
     private static void QuantizeGroup(in QuantView q, float* dense, long g, in QuantizeArgs a)
     {
         var n = q.Group;
@@ -41,17 +43,14 @@ internal static unsafe class QuantKernels
             case QuantScheme.Symmetric:
             {
                 var qmax = (1 << (q.Bits - 1)) - 1;
-                var absmax = 0f;
-                for (var i = 0; i < n; i++)
-                    absmax = MathF.Max(absmax, MathF.Abs(x[i]));
+                var absmax = MathF.Abs(TensorPrimitives.MaxMagnitude(new ReadOnlySpan<float>(x, n)));   // NaN stays NaN
                 (scale, zero, lo, hi) = (absmax / qmax, 1 << (q.Bits - 1), (1 << (q.Bits - 1)) - qmax, (1 << (q.Bits - 1)) + qmax);
                 break;
             }
             case QuantScheme.Asymmetric:
             {
-                float min = x[0], max = x[0];
-                for (var i = 1; i < n; i++)
-                    (min, max) = (MathF.Min(min, x[i]), MathF.Max(max, x[i]));
+                var span = new ReadOnlySpan<float>(x, n);
+                float min = TensorPrimitives.Min(span), max = TensorPrimitives.Max(span);
                 scale = (max - min) / levels;
                 if (scale == 0)
                     scale = min == 0 ? 1 : MathF.Abs(min);   // one value: code 0 reads back min exactly
@@ -88,7 +87,7 @@ internal static unsafe class QuantKernels
         var codes = (byte*)q.Codes;
         // The rounding offsets a chunk at a time: the stream's uniforms, or ½ for nearest.
         const int Chunk = 256;
-        Span<float> u = stackalloc float[Chunk];
+        Span<float> u = stackalloc float[Math.Min(n, Chunk)];
         for (var i0 = 0; i0 < n; i0 += Chunk)
         {
             var m = Math.Min(Chunk, n - i0);

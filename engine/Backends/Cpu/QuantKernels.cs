@@ -98,6 +98,8 @@ internal static unsafe class QuantKernels
             var i = i0;
             if (q.Bits == 8 && Vector256.IsHardwareAccelerated)
                 i = Codes8(x, inv, zero, u, lo, hi, codes + g * n, i0, m);
+            else if (q.Bits == 4 && Vector256.IsHardwareAccelerated && ((g * n + i0) & 1) == 0)
+                i = Codes4(x, inv, zero, u, lo, hi, codes, g * n, i0, m);
             for (; i < i0 + m; i++)
             {
                 var index = g * n + i;
@@ -108,8 +110,17 @@ internal static unsafe class QuantKernels
         }
     }
 
-    /// <summary>8-bit codes i0, i0 + 8, ... of a group in vectors, as the scalar loop computes them (fused
-    /// multiply-add, plus the offset, floor; NaN read as 0; clamped to [lo, hi]); returns where the scalar loop
+    /// <summary>Eight codes of a group from x[i .. i + 8) in a vector, as the scalar loop computes them (fused
+    /// multiply-add, plus the offset u, floor; NaN read as 0; clamped to [lo, hi]).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> EightCodes(float* x, float* u, Vector256<float> inv, Vector256<float> zero, Vector256<float> lo, Vector256<float> hi)
+    {
+        var f = Vector256.Floor(Vector256.FusedMultiplyAdd(Vector256.Load(x), inv, zero) + Vector256.Load(u));
+        f = Vector256.Min(Vector256.Max(Vector256.ConditionalSelect(Vector256.Equals(f, f), f, Vector256<float>.Zero), lo), hi);
+        return Vector256.ConvertToInt32(f);
+    }
+
+    /// <summary>8-bit codes i0, i0 + 8, ... of a group in vectors, one byte each; returns where the scalar loop
     /// takes over.</summary>
     private static int Codes8(float* x, float inv, float zero, ReadOnlySpan<float> u, int lo, int hi, byte* codes, int i0, int m)
     {
@@ -119,11 +130,28 @@ internal static unsafe class QuantKernels
         {
             for (; i + 8 <= i0 + m; i += 8)
             {
-                var f = Vector256.Floor(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), vInv, vZero) + Vector256.Load(pu + (i - i0)));
-                f = Vector256.Min(Vector256.Max(Vector256.ConditionalSelect(Vector256.Equals(f, f), f, Vector256<float>.Zero), vLo), vHi);
-                var c = Vector256.ConvertToInt32(f).AsUInt32();
+                var c = EightCodes(x + i, pu + (i - i0), vInv, vZero, vLo, vHi).AsUInt32();
                 var bytes = Vector256.Narrow(Vector256.Narrow(c, c), Vector256.Narrow(c, c));
                 *(ulong*)(codes + i) = bytes.AsUInt64().GetElement(0);
+            }
+        }
+        return i;
+    }
+
+    /// <summary>4-bit codes of a group from an even value index <paramref name="start"/> + i0, eight in a vector
+    /// and then two per byte (low nibble first); returns where the scalar loop takes over.</summary>
+    private static int Codes4(float* x, float inv, float zero, ReadOnlySpan<float> u, int lo, int hi, byte* codes, long start, int i0, int m)
+    {
+        Vector256<float> vInv = Vector256.Create(inv), vZero = Vector256.Create(zero), vLo = Vector256.Create((float)lo), vHi = Vector256.Create((float)hi);
+        var eight = stackalloc int[8];
+        var i = i0;
+        fixed (float* pu = u)
+        {
+            for (; i + 8 <= i0 + m; i += 8)
+            {
+                Vector256.Store(EightCodes(x + i, pu + (i - i0), vInv, vZero, vLo, vHi), eight);
+                var b = codes + ((start + i) >> 1);
+                (b[0], b[1], b[2], b[3]) = ((byte)(eight[0] | eight[1] << 4), (byte)(eight[2] | eight[3] << 4), (byte)(eight[4] | eight[5] << 4), (byte)(eight[6] | eight[7] << 4));
             }
         }
         return i;
@@ -180,6 +208,15 @@ internal static unsafe class QuantKernels
             {
                 for (var code = 0; code <= mask; code++)
                     table[code] = s.Scale * (code - s.Zero);
+                if (bits == 4 && stride == 1 && (i & 1) == 0)
+                {
+                    // Two values per byte, low nibble first.
+                    for (; i + 2 <= stop; i += 2, dst += 2)
+                    {
+                        var b = codes[i >> 1];
+                        (dst[0], dst[1]) = (table[b & 15], table[b >> 4]);
+                    }
+                }
                 for (var bit = i * bits; i < stop; i++, bit += bits, dst += stride)
                     *dst = table[(codes[bit >> 3] >> (int)(bit & 7)) & mask];
                 continue;

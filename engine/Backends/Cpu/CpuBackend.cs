@@ -350,6 +350,7 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
     }
 
     /// <inheritdoc/>
+    [SkipLocalsInit]   // the block buffers are written before they are read
     public void Adam8BitStep(StridedView param, StridedView grad, StridedView mCodes, StridedView mAbsmax, StridedView rCodes, StridedView rAbsmax, in AdamArgs args)
     {
         if (param.DType != DType.F32)
@@ -378,8 +379,7 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
             // Write back: |m| and v^¼ = √√v against their block maxima.
             TensorPrimitives.Sqrt(r, r);
             TensorPrimitives.Sqrt(r, r);
-            TensorPrimitives.Abs(m, work);
-            var mMax = TensorPrimitives.Max(work);
+            var mMax = MathF.Abs(TensorPrimitives.MaxMagnitude(m));   // the largest |m|; NaN stays NaN
             var rMax = TensorPrimitives.Max(r);
             Requantize(m, mMax, tiny, 127, work, new Span<sbyte>(mc + at, B));
             Requantize(r, rMax, tiny, 255, work, new Span<byte>(rc + at, B));

@@ -206,16 +206,20 @@ public class ConformanceTests
         Assert.Equal(expected, Values(y));
     }
 
-    public static TheoryData<string, string> UnaryCases()
+    /// <summary>Every device with every one of <paramref name="values"/>: the cases of a theory over one parameter.</summary>
+    private static TheoryData<string, T> OnEveryDevice<T>(params T[] values)
     {
-        var data = new TheoryData<string, string>();
+        var data = new TheoryData<string, T>();
         foreach (var dev in Devices)
         {
-            foreach (var op in new[] { "Neg", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Gelu", "Sqrt", "Abs", "AddScalar", "MulScalar", "PowScalar" })
-                data.Add(dev.Data, op);
+            foreach (var value in values)
+                data.Add(dev.Data, value);
         }
         return data;
     }
+
+    public static TheoryData<string, string> UnaryCases()
+        => OnEveryDevice("Neg", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Gelu", "Sqrt", "Abs", "AddScalar", "MulScalar", "PowScalar");
 
     [Theory]
     [MemberData(nameof(UnaryCases))]
@@ -261,16 +265,7 @@ public class ConformanceTests
         AssertClose(expected, Values(yv), transcendental ? 1e-6 : 0, transcendental ? 1e-6 : Exact, op + " (strided)");
     }
 
-    public static TheoryData<string, string> SmoothUnaryCases()
-    {
-        var data = new TheoryData<string, string>();
-        foreach (var dev in Devices)
-        {
-            foreach (var op in new[] { "Exp", "Tanh", "Sigmoid", "Gelu" })
-                data.Add(dev.Data, op);
-        }
-        return data;
-    }
+    public static TheoryData<string, string> SmoothUnaryCases() => OnEveryDevice("Exp", "Tanh", "Sigmoid", "Gelu");
 
     /// <summary>The F32 backward of the smooth unary ops over a long span (many vector chunks and threads, inputs
     /// out to ±20 where GELU and the sigmoid saturate) against the float64 derivative times a random dy.</summary>
@@ -334,16 +329,7 @@ public class ConformanceTests
 
     // ---- reductions ----
 
-    public static TheoryData<string, string> ReduceCases()
-    {
-        var data = new TheoryData<string, string>();
-        foreach (var dev in Devices)
-        {
-            foreach (var axes in new[] { "", "0", "1", "2", "0,1", "0,2", "1,2", "0,1,2" })
-                data.Add(dev.Data, axes);
-        }
-        return data;
-    }
+    public static TheoryData<string, string> ReduceCases() => OnEveryDevice("", "0", "1", "2", "0,1", "0,2", "1,2", "0,1,2");
 
     /// <summary>Reference reduction of x (shape) over axes: values, and Σ|x| per output (for the sum bound).</summary>
     private static (double[] Sum, double[] Max, double[] Min, double[] Abs, int Count) RefReduce(double[] x, int[] shape, int[] axes)
@@ -687,7 +673,6 @@ public class ConformanceTests
 
     public static TheoryData<string, string> ConvCases()
     {
-        var data = new TheoryData<string, string>();
         string[] geometries =
         [
             // n c h w oc kh kw stride padding dilation
@@ -700,12 +685,7 @@ public class ConformanceTests
             "3 6 104 104 4 5 5 1 2 1",  // 1.6M column values per image: CUDA splits the batch into chunks of 2 and 1
             "37 3 7 6 4 3 3 1 1 1",     // more images than the CPU's 16 groups: groups of 2 and 3 images, partial sums added in order
         ];
-        foreach (var dev in Devices)
-        {
-            foreach (var g in geometries)
-                data.Add(dev.Data, g);
-        }
-        return data;
+        return OnEveryDevice(geometries);
     }
 
     [Theory]
@@ -1156,16 +1136,7 @@ public class ConformanceTests
         }
     }
 
-    public static TheoryData<string, bool> Adam8BitCases()
-    {
-        var data = new TheoryData<string, bool>();
-        foreach (var dev in Devices)
-        {
-            data.Add(dev.Data, false);
-            data.Add(dev.Data, true);
-        }
-        return data;
-    }
+    public static TheoryData<string, bool> Adam8BitCases() => OnEveryDevice(false, true);
 
     /// <summary>The fused 8-bit Adam step against the same step composed of tensor ops on the CPU (reading the codes,
     /// Adam on the first n values, quantizing back, padding of the last block included), three steps from random

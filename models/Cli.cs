@@ -1,3 +1,6 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Parsing;
 using System.Globalization;
 
 namespace Frugal.Models;
@@ -8,44 +11,66 @@ public sealed class UsageException(string message) : Exception(message);
 /// <summary>The device asked for on the command line cannot be used: the CLI prints why (exit code 1).</summary>
 public sealed class DeviceUnavailableException(string message) : Exception(message);
 
-/// <summary>Parsed <c>--name value</c> options of one command, each option checked against the command's list.</summary>
+/// <summary>One option of a command: its name without the dashes, the placeholder of its value (null for a flag,
+/// which takes none) and its help, which ends with the default.</summary>
+public sealed record CliOption(string Name, string? Value, string Help)
+{
+    /// <summary><c>--device</c>, the same in every command that trains.</summary>
+    public static readonly CliOption Device = new("device", "DEVICE", "cpu, or cuda / cuda:N for a GPU   default cpu");
+}
+
+/// <summary>A command of the CLI: its name, its help's description, its options and what runs it (returning the
+/// exit code).</summary>
+public sealed record CliCommand(string Name, string Description, IReadOnlyList<CliOption> Options, Func<CliArgs, int> Run);
+
+/// <summary>The options of one command as System.CommandLine parsed them, each value checked when it is read.
+/// Parse errors (an unknown option, a missing value, an option given twice, a stray argument) become a
+/// <see cref="UsageException"/> here, before the command runs.</summary>
 public sealed class CliArgs
 {
-    private readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
-    private readonly HashSet<string> _flags = new(StringComparer.Ordinal);
+    private readonly ParseResult _result;
+    private readonly Dictionary<string, Option> _options;
 
-    /// <summary>Parses <paramref name="args"/> (after the command word) allowing only <paramref name="known"/> options
-    /// (each with a value) and <paramref name="flags"/> (options without one).</summary>
-    public CliArgs(IReadOnlyList<string> args, IReadOnlyCollection<string> known, IReadOnlyCollection<string>? flags = null)
+    internal CliArgs(ParseResult result, IReadOnlyDictionary<string, Option> options)
     {
-        for (var i = 0; i < args.Count; i++)
+        _result = result;
+        _options = new(options, StringComparer.Ordinal);
+        var names = _options.Keys.ToArray();
+        foreach (var (name, option) in _options)
         {
-            var a = args[i];
-            if (!a.StartsWith("--", StringComparison.Ordinal))
-                throw new UsageException($"unexpected argument '{a}'");
-            var name = a[2..];
-            if (flags is not null && flags.Contains(name))
-            {
-                if (!_flags.Add(name))
-                    throw new UsageException($"option --{name} given twice");
-                continue;
-            }
-            string? inline = null;
-            var eq = name.IndexOf('=', StringComparison.Ordinal);
-            if (eq >= 0)
-            {
-                inline = name[(eq + 1)..];
-                name = name[..eq];
-            }
-            if (!known.Contains(name))
-                throw new UsageException($"unknown option --{name}" + (Closest(name, [.. known, .. flags ?? []]) is { } near ? $"; did you mean --{near}?" : ""));
-            if (inline is null && i + 1 >= args.Count)
-                throw new UsageException($"option --{name} needs a value");
-            var value = inline ?? args[++i];
-            if (!_values.TryAdd(name, value))
+            if (result.Tokens.Count(t => t.Type == TokenType.Option && t.Value == option.Name) > 1)
                 throw new UsageException($"option --{name} given twice");
         }
+        if (result.UnmatchedTokens is [var stray, ..])
+        {
+            if (!stray.StartsWith('-'))
+                throw new UsageException($"unexpected argument '{stray}'");
+            var name = stray.TrimStart('-').Split('=', ':')[0];
+            throw new UsageException($"unknown option --{name}" + (Closest(name, names) is { } near ? $"; did you mean --{near}?" : ""));
+        }
+        foreach (var error in result.Errors)
+        {
+            if (error.SymbolResult is OptionResult { Tokens.Count: 0 } missing)
+                throw new UsageException($"option {missing.Option.Name} needs a value");
+            throw new UsageException(error.Message);
+        }
     }
+
+    /// <summary>True when one of <paramref name="names"/> was given.</summary>
+    public bool Any(IEnumerable<string> names) => names.Any(Given);
+
+    /// <summary>Refuses every option of <paramref name="names"/> that was given: "--NAME <paramref name="why"/>".</summary>
+    public void Refuse(IEnumerable<string> names, string why)
+    {
+        if (names.FirstOrDefault(Given) is { } given)
+            throw new UsageException($"--{given} {why}");
+    }
+
+    private bool Given(string name) => _result.GetResult(Lookup(name)) is { Implicit: false };
+
+    private Option Lookup(string name) => _options.TryGetValue(name, out var option)
+        ? option
+        : throw new InvalidOperationException($"the command has no option --{name}");
 
     /// <summary>The option nearest to a mistyped <paramref name="name"/>: the one fewest edits away (insertions,
     /// deletions, substitutions, swaps of neighbours), if that is at most a third of its length; or the one it
@@ -80,18 +105,18 @@ public sealed class CliArgs
     }
 
     /// <summary>True when the flag <paramref name="name"/> was given.</summary>
-    public bool Flag(string name) => _flags.Contains(name);
+    public bool Flag(string name) => Given(name);
 
     /// <summary>A string option, or its default.</summary>
-    public string String(string name, string fallback) => _values.GetValueOrDefault(name, fallback);
+    public string String(string name, string fallback) => Optional(name) ?? fallback;
 
     /// <summary>An optional string option.</summary>
-    public string? Optional(string name) => _values.GetValueOrDefault(name);
+    public string? Optional(string name) => Given(name) ? _result.GetValue((Option<string>)Lookup(name)) : null;
 
     /// <summary>A positive integer option.</summary>
     public int Int(string name, int fallback, int min = 1)
     {
-        if (!_values.TryGetValue(name, out var s))
+        if (Optional(name) is not { } s)
             return fallback;
         if (!int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) || v < min)
             throw new UsageException($"--{name} must be an integer >= {min}, got '{s}'");
@@ -101,7 +126,7 @@ public sealed class CliArgs
     /// <summary>A positive number option.</summary>
     public double Double(string name, double fallback)
     {
-        if (!_values.TryGetValue(name, out var s))
+        if (Optional(name) is not { } s)
             return fallback;
         if (!double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) || !(v > 0) || double.IsInfinity(v))
             throw new UsageException($"--{name} must be a positive number, got '{s}'");
@@ -131,6 +156,51 @@ public sealed class CliArgs
         if (!choices.Contains(v))
             throw new UsageException($"--{name} must be one of {string.Join("|", choices)}, got '{v}'");
         return v;
+    }
+}
+
+/// <summary>The <c>frugal</c> command tree in System.CommandLine: one <see cref="Command"/> per
+/// <see cref="CliCommand"/>, a string option per valued <see cref="CliOption"/>, a flag (no value) per flag, and
+/// help on every command.</summary>
+internal sealed class CliParser
+{
+    private readonly Command _root;
+    private readonly Dictionary<string, (CliCommand Command, Dictionary<string, Option> Options)> _commands = new(StringComparer.Ordinal);
+
+    public CliParser(string description, IReadOnlyList<CliCommand> commands)
+    {
+        _root = new Command("frugal", description) { new HelpOption() };
+        foreach (var command in commands)
+        {
+            var options = new Dictionary<string, Option>(StringComparer.Ordinal);
+            var sub = new Command(command.Name, command.Description);
+            foreach (var o in command.Options)
+            {
+                Option option = o.Value is null
+                    ? new Option<bool>("--" + o.Name) { Description = o.Help, Arity = ArgumentArity.Zero }
+                    : new Option<string>("--" + o.Name) { Description = o.Help, HelpName = o.Value };
+                options.Add(o.Name, option);
+                sub.Options.Add(option);
+            }
+            _root.Subcommands.Add(sub);
+            _commands.Add(command.Name, (command, options));
+        }
+    }
+
+    /// <summary>The command named <paramref name="name"/>, or a usage error (with the nearest name).</summary>
+    public CliCommand Find(string name) => _commands.TryGetValue(name, out var c)
+        ? c.Command
+        : throw new UsageException($"unknown command '{name}'" + (CliArgs.Closest(name, _commands.Keys) is { } near ? $"; did you mean '{near}'?" : ""));
+
+    /// <summary>The options of <c>frugal COMMAND ...</c> (<paramref name="args"/>, the command word first).</summary>
+    public CliArgs Parse(IReadOnlyList<string> args) => new(_root.Parse([.. args]), _commands[args[0]].Options);
+
+    /// <summary>The help of <paramref name="command"/> (null: of the whole CLI), as System.CommandLine writes it.</summary>
+    public string Help(string? command)
+    {
+        using var writer = new StringWriter();
+        _root.Parse(command is null ? ["-h"] : [command, "-h"]).Invoke(new InvocationConfiguration { Output = writer });
+        return writer.ToString();
     }
 }
 

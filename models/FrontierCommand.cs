@@ -13,32 +13,31 @@ namespace Frugal.Models;
 /// well?": table, JSON, CSV, a picture with the Pareto frontier, and the headline.</summary>
 internal static class FrontierCommand
 {
-    public const string Usage = """
-        frugal frontier --model mlp|cnn|gpt [--budget BYTES|--budget-of dense:W] [--formats R1,R2,...] [--widths W1,...]
-                        [--epochs N] [--steps N] [--tokens N] [--seeds K] [--batch B] [--lr X] [--factor F]
-                        [--layers L] [--context C] [--data DIR|embedded] [--corpus FILE] [--out DIR] [--device D]
-          a recipe is FORMAT[/8bit][/uib][/ckpt][/bf16][/rigl]: a weight format (see train) and the options that
-                       change what training holds: 8-bit Adam moments, updates in backward, gradient checkpointing,
-                       bf16 autocast, RigL (csr/bsr with F32 values)
-                       default dense/8bit,dense/8bit/uib,dense/8bit/uib/ckpt,dense/bf16,q8/8bit/uib,q4/8bit/uib,
-                       csr:0.1,csr:0.1/8bit,csr:0.1/rigl,csr:0.1/8bit/rigl,csr:0.1+q4/8bit/uib,lowrank:0.25+q8/8bit/uib,
-                       lowrank:0.125+q8/8bit/uib,lowrank:0.125+q8/8bit/uib/bf16
-                       (dense, fp32 Adam, is always trained at every width: the reference)
-          --widths     mlp: hidden units (784-W-W-10); cnn: channels W, 2W and 8W hidden units; gpt: model width
-                       (W/32 heads)   default mlp 64,128,256,512,1024,2048; cnn 8,16,32,64; gpt 32,64,128,256
-          --budget-of  the budget is the whole-run peak of the dense model of width W   default dense:256 (mlp),
-                       dense:16 (cnn), dense:64 (gpt); or --budget BYTES (KiB/MiB/GiB suffixes)
-          --epochs     mlp/cnn: epochs of Fashion-MNIST (Adam, cosine; --steps N caps the steps per epoch) default 1
-          --tokens     gpt: training tokens (steps = tokens / (batch · context), AdamW as train --model gpt)
-                       default 307200 (300 steps of batch 16, context 64, 2 layers)
-          --seeds      seeds per point (error bars: the standard deviation over seeds)   default 1
-          --factor     the headline asks for at least FACTOR times the reference's parameters   default 6
-          --out        folder for points.jsonl (finished points: a re-run skips them), frontier.json, .csv,
-                       .png, .svg                                              default frontier
-          a recipe other than dense is first run for 2 steps: if that peak is over the budget it is not trained
-        """;
-
-    private static readonly string[] Options = ["model", "budget", "budget-of", "formats", "widths", "epochs", "steps", "tokens", "seeds", "batch", "lr", "factor", "layers", "context", "data", "corpus", "out", "device"];
+    /// <summary><c>frugal frontier</c>.</summary>
+    public static readonly CliCommand Command = new("frontier",
+        "Trains a family of models in several recipes and widths on one data budget and seeds, measures each run's whole training peak and its accuracy (gpt: validation loss), and answers: within the training memory of a dense model of width W, how large a compressed model trains as well? Table, frontier.json, .csv, .png, .svg and the headline.",
+        [
+            new("model", "NAME", "mlp, cnn or gpt   default mlp"),
+            new("formats", "R1,R2,...", $"the recipes: FORMAT[/8bit][/uib][/ckpt][/bf16][/rigl], a weight format (see train -h) and the options that change what training holds: 8-bit Adam moments, updates in backward, gradient checkpointing, bf16 autocast, RigL (csr/bsr with F32 values). Dense with fp32 Adam is always trained at every width: the reference. A recipe other than dense is first run for 2 steps: if that peak is over the budget it is not trained   default {DefaultRecipes}"),
+            new("widths", "W1,W2,...", "mlp: hidden units (784-W-W-10); cnn: channels W, 2W and 8W hidden units; gpt: model width (W/32 heads)   default mlp 64,128,256,512,1024,2048; cnn 8,16,32,64; gpt 32,64,128,256"),
+            new("budget-of", "dense:W", "the budget is the whole-run peak of the dense model of width W   default dense:256 (mlp), dense:16 (cnn), dense:64 (gpt)"),
+            new("budget", "BYTES", "the budget in bytes (KiB/MiB/GiB suffixes), instead of --budget-of"),
+            new("epochs", "N", "mlp, cnn: epochs of Fashion-MNIST (Adam, cosine)   default 1"),
+            new("steps-per-epoch", "N", "mlp, cnn: stop each epoch after N steps   default: the whole epoch"),
+            new("data", "DIR", "mlp, cnn: Fashion-MNIST's folder, or 'embedded' (as train)"),
+            new("tokens", "N", "gpt: training tokens (steps = tokens / (batch · context), AdamW as train --model gpt)   default 307200 (300 steps of batch 16, context 64)"),
+            new("steps", "N", "gpt: optimizer steps of each run, instead of --tokens"),
+            new("layers", "L", "gpt: transformer blocks   default 2"),
+            new("context", "C", "gpt: bytes of context   default 64"),
+            new("corpus", "FILE", "gpt: a UTF-8 text file (as train)"),
+            new("seeds", "K", "seeds per point (error bars: the standard deviation over seeds)   default 1"),
+            new("batch", "B", "examples (gpt: sequences) per step   default 128 (gpt 16)"),
+            new("lr", "X", "peak learning rate   default 0.001 (cnn 0.003)"),
+            new("factor", "F", "the headline asks for at least F times the reference's parameters   default 6"),
+            new("out", "DIR", "folder for points.jsonl (finished points: a re-run skips them), frontier.json, .csv, .png, .svg   default frontier"),
+            CliOption.Device,
+        ],
+        Run);
 
     private const string DefaultRecipes = "dense/8bit,dense/8bit/uib,dense/8bit/uib/ckpt,dense/bf16,q8/8bit/uib,q4/8bit/uib,csr:0.1,csr:0.1/8bit,csr:0.1/rigl,csr:0.1/8bit/rigl,csr:0.1+q4/8bit/uib,lowrank:0.25+q8/8bit/uib,lowrank:0.125+q8/8bit/uib,lowrank:0.125+q8/8bit/uib/bf16";
 
@@ -46,9 +45,8 @@ internal static class FrontierCommand
 
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
-    public static int Run(IReadOnlyList<string> argv)
+    private static int Run(CliArgs args)
     {
-        var args = new CliArgs(argv, Options);
         var modelName = args.Choice("model", "mlp", ["mlp", "cnn", "gpt"]);
         var seeds = args.Int("seeds", 1);
         var factor = args.Double("factor", 6);
@@ -188,8 +186,7 @@ internal static class FrontierCommand
         var batch = args.Int("batch", modelName == "gpt" ? 16 : 128);
         if (modelName == "gpt")
         {
-            if (args.Optional("epochs") is not null || args.Optional("data") is not null)
-                throw new UsageException("--epochs and --data are for mlp and cnn; gpt takes --tokens (or --steps) and --corpus");
+            args.Refuse(["epochs", "steps-per-epoch", "data"], "is for mlp and cnn; gpt takes --tokens (or --steps) and --corpus");
             if (args.Optional("tokens") is not null && args.Optional("steps") is not null)
                 throw new UsageException("give --tokens or --steps, not both");
             var context = args.Int("context", 64);
@@ -200,13 +197,12 @@ internal static class FrontierCommand
                 throw new UsageException($"--context {context}: the corpus {corpus.Source} is too short ({corpus.Train.Length} training and {corpus.Validation.Length} validation bytes)");
             return new TextFrontier(corpus, layers, context, batch, steps, args.Double("lr", 1e-3));
         }
-        if (args.Optional("tokens") is not null || args.Optional("corpus") is not null || args.Optional("layers") is not null || args.Optional("context") is not null)
-            throw new UsageException("--tokens, --corpus, --layers and --context are for gpt; mlp and cnn take --epochs, --steps and --data");
+        args.Refuse(["tokens", "steps", "corpus", "layers", "context"], "is for gpt; mlp and cnn take --epochs, --steps-per-epoch and --data");
         var dataArg = args.Optional("data");
         var data = dataArg == "embedded" ? EmbeddedData.FashionMnistSlice() : EmbeddedData.LoadFashionMnist(dataArg);
         if (dataArg is null && data.Source.StartsWith("embedded", StringComparison.Ordinal))
             AnsiConsole.MarkupLine("[yellow]Fashion-MNIST is not installed: using the embedded slice (apt-get install dataset-fashion-mnist for the full set).[/]");
-        return new ImageFrontier(modelName, data, args.Int("epochs", 1), batch, args.Double("lr", modelName == "cnn" ? 3e-3 : 1e-3), args.Int("steps", 0, min: 0));
+        return new ImageFrontier(modelName, data, args.Int("epochs", 1), batch, args.Double("lr", modelName == "cnn" ? 3e-3 : 1e-3), args.Int("steps-per-epoch", 0, min: 0));
     }
 
     /// <summary>What identifies a finished point: the task's settings, the device kind, the recipe, the width and the

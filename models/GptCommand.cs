@@ -13,38 +13,43 @@ namespace Frugal.Models;
 /// unigram baseline; and <c>frugal sample</c>, text from a saved GPT.</summary>
 internal static class GptCommand
 {
-    public const string Usage = """
-        frugal train --model gpt [--layers 4] [--width 256] [--heads 4] [--context 128] [--batch 32] [--steps N]
-                     [--lr X] [--format F] [--share-blocks] [--memory-efficient] [--checkpoint] [--corpus FILE] [--eval-every N]
-                     [--attention-format F] [--mlp-format F] [--embedding-format F]
-                     [--optimizer-bits 32|8] [--clip-grad-norm X] [--seed S] [--device D] [--save FILE]
-                     [--resume FILE] [--stop-after N]
-          --format     weight format of every attention and MLP layer (see above)   default dense
-          --attention-format, --mlp-format   the format of one role only (overriding --format)
-          --embedding-format  any format; lowrank:R|F is ALBERT's factorized embedding (the head stays tied to it)
-          --corpus     a UTF-8 text file; default: Debian's fortunes (/usr/share/games/fortunes, apt-get install
-                       fortunes) when installed, else the README embedded in the CLI
-          --steps      optimizer steps (AdamW, weight decay 0.1 on matrices, 100 warm-up steps, cosine decay)   default 2000
-          --lr         peak learning rate                                    default 0.001
-          --eval-every validation loss every N steps (and at the end), over 8 batches   default 200
-          --clip-grad-norm  global gradient norm limit                       default 1
-          --memory-efficient  recompute attention scores in backward instead of keeping them
-          --checkpoint every block a gradient-checkpoint segment (recomputed in backward)
-          --share-blocks  one block's weights for every layer (ALBERT)
-          --save       write model and optimizer to FILE (safetensors) at the end, for frugal sample
-          --resume     continue the run saved in FILE exactly (same options); --stop-after N stops after step N
-        frugal sample --load FILE [--prompt TEXT] [--tokens N] [--temperature T] [--seed S] [--device D]
-          writes N bytes (default 200) continuing TEXT, sampled at temperature T (default 0.8) from a saved GPT
-        """;
+    /// <summary>Options of <c>train --model gpt</c> only.</summary>
+    internal static readonly CliOption[] Options =
+    [
+        new("steps", "N", "gpt: optimizer steps of the run (AdamW, weight decay 0.1 on matrices, 100 warm-up steps, cosine decay)   default 2000"),
+        new("layers", "L", "gpt: transformer blocks   default 4"),
+        new("width", "W", "gpt: model width   default 256"),
+        new("heads", "H", "gpt: attention heads   default 4"),
+        new("context", "C", "gpt: bytes of context   default 128"),
+        new("attention-format", "FORMAT", "gpt: the format of the attention layers only (overriding --format)"),
+        new("mlp-format", "FORMAT", "gpt: the format of the MLP layers only (overriding --format)"),
+        new("embedding-format", "FORMAT", "gpt: any format; lowrank:R|F is ALBERT's factorized embedding (the head stays tied to it)   default dense"),
+        new("corpus", "FILE", "gpt: a UTF-8 text file   default: Debian's fortunes (/usr/share/games/fortunes, apt-get install fortunes) when installed, else the README embedded in the CLI"),
+        new("eval-every", "N", "gpt: the validation loss every N steps (and at the end), over 8 batches   default 200"),
+        new("share-blocks", null, "gpt: one block's weights for every layer (ALBERT)"),
+        new("memory-efficient", null, "gpt: recompute attention scores in backward instead of keeping them"),
+    ];
 
-    private static readonly string[] Options = ["model", "layers", "width", "heads", "context", "batch", "steps", "lr", "format", "attention-format", "mlp-format", "embedding-format", "corpus", "eval-every", "optimizer-bits", "clip-grad-norm", "seed", "device", "save", "resume", "stop-after"];
+    /// <summary><c>frugal sample</c>.</summary>
+    public static readonly CliCommand SampleCommand = new("sample",
+        "Writes bytes continuing a prompt, sampled from a GPT saved by frugal train --model gpt --save FILE.",
+        [
+            new("load", "FILE", "the checkpoint (required)"),
+            new("prompt", "TEXT", "the text to continue   default: none"),
+            new("tokens", "N", "bytes to write   default 200"),
+            new("temperature", "T", "sampling temperature   default 0.8"),
+            new("seed", "S", "sampling seed   default 1"),
+            CliOption.Device,
+        ],
+        Sample);
 
     /// <summary>The run's configuration in a checkpoint, for <c>frugal sample</c>.</summary>
     private const string ConfigKey = "gpt.config";
 
-    public static int Train(IReadOnlyList<string> argv)
+    /// <summary><c>frugal train --model gpt</c>.</summary>
+    public static int Train(CliArgs args)
     {
-        var args = new CliArgs(argv, Options, flags: ["share-blocks", "memory-efficient", "checkpoint"]);
+        args.Refuse(TrainCommand.ImageOptions.Select(o => o.Name), "is for the image models (--model mlp|mlp-shared|cnn)");
         var layers = args.Int("layers", 4);
         var width = args.Int("width", 256);
         var heads = args.Int("heads", 4);
@@ -221,9 +226,8 @@ internal static class GptCommand
         }
     }
 
-    public static int Sample(IReadOnlyList<string> argv)
+    private static int Sample(CliArgs args)
     {
-        var args = new CliArgs(argv, ["load", "prompt", "tokens", "temperature", "seed", "device"]);
         var path = args.Optional("load") ?? throw new UsageException("sample needs --load FILE (written by frugal train --model gpt --save FILE)");
         var tokens = args.Int("tokens", 200);
         var temperature = args.Double("temperature", 0.8);

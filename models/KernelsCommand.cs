@@ -11,18 +11,18 @@ namespace Frugal.Models;
 /// fails to compile.</summary>
 internal static class KernelsCommand
 {
-    public const string Usage = """
-        frugal kernels [--arch sm_80,sm_90] [--cuobjdump PATH] [--markdown FILE]
-          compile every embedded CUDA kernel with NVRTC and list each kernel's resources
-          --arch       comma-separated targets                        default cuda:0's architecture
-          --cuobjdump  reads the CUBINs' resource usage  default: PATH, $CUDA_PATH/bin, /usr/local/cuda/bin,
-                       /opt/frugal/cuda-11.8/usr/bin; without one, ptxas's report alone (no constant memory)
-          --markdown   also write the table as Markdown to FILE
-        """;
+    /// <summary><c>frugal kernels</c>.</summary>
+    public static readonly CliCommand Command = new("kernels",
+        "Compiles every embedded CUDA kernel with NVRTC and lists each kernel's registers, stack, shared, local and constant memory and spills.",
+        [
+            new("arch", "sm_80,sm_90", "comma-separated targets   default: cuda:0's architecture"),
+            new("cuobjdump", "PATH", "reads the CUBINs' resource usage   default: PATH, $CUDA_PATH/bin, /usr/local/cuda/bin, /opt/frugal/cuda-11.8/usr/bin; without one, ptxas's report alone (no constant memory)"),
+            new("markdown", "FILE", "also write the table as Markdown to FILE"),
+        ],
+        Run);
 
-    public static int Run(IReadOnlyList<string> argv)
+    private static int Run(CliArgs args)
     {
-        var args = new CliArgs(argv, ["arch", "cuobjdump", "markdown"]);
         var archOption = args.Optional("arch");
         string[] archs;
         if (archOption is null)

@@ -18,32 +18,20 @@ namespace Frugal.Models;
 /// with a 95% Wilson interval.</summary>
 internal static class OverparamCommand
 {
-    public const string Usage = """
-        frugal overparam [--task xor|teacher] [--widths 2,3,4,6,8,16,32] [--seeds K] [--steps N] [--lr X] [--from H]
-                         [--device cpu|cuda[:N]] [--out FILE]
-          success rate over seeds 0..K-1 of tanh networks in-h-2 trained full batch (cross-entropy, SGD momentum 0.9,
-          constant rate, PyTorch's default initialisation) at each hidden width h, three ways: dense;
-          sparse-from-larger (hidden width H, both weights CSR on a static random pattern storing exactly the dense
-          net's number of weights, drawn uniformly over each matrix: csr:D's per-row draw keeps at least one entry
-          per row, 32 in a 2->32 layer); rigl (the same sparse net, RigL pattern updates every N/20 steps, drop
-          fraction 0.3 decaying to 0 at 3N/4). Widths h >= H have no sparse column (—).
-          --task       xor: the 4 points of XOR in {-1, 1}²; success = all 4 classified correctly.
-                       teacher: 256 fixed N(0, I) inputs in 8 dimensions labelled by a fixed 8-2-2 tanh teacher, a
-                       continuous XOR (class 1 inside a slab |w·x| < 0.70 along a random direction w: two units
-                       represent it, one cannot); inputs closer than 0.1 in logit margin to its boundary are
-                       redrawn, so 100% is reachable; success = training accuracy >= 99% (at most 2 of 256 wrong:
-                       forgives a point near the boundary that a finite run has not yet crossed, far above the ~76%
-                       a single hyperplane gets), the same criterion for every method   default xor
-          --widths     hidden widths, comma-separated                        default 2,3,4,6,8,16,32
-          --seeds      seeds per width and method                            default 100
-          --steps      full-batch optimizer steps                            default 2000
-          --lr         SGD learning rate                                     default 0.1
-          --from       the sparse networks' hidden width H                   default 32
-          --device     cpu (seeds run in parallel), or cuda / cuda:N (one at a time)   default cpu
-          --out        also write the table as Markdown to FILE, with the settings, and as JSON beside it (.json)
-        """;
-
-    private static readonly string[] Options = ["task", "widths", "seeds", "steps", "lr", "from", "device", "out"];
+    /// <summary><c>frugal overparam</c>.</summary>
+    public static readonly CliCommand Command = new("overparam",
+        "The success rate over seeds 0..K-1 of tanh networks in-h-2 trained full batch (cross-entropy, SGD momentum 0.9, constant rate, PyTorch's default initialisation) at each hidden width h, three ways: dense, sparse-from-larger and rigl (see --from).",
+        [
+            new("task", "NAME", "xor: the 4 points of XOR in {-1, 1}²; success = all 4 classified correctly. teacher: 256 fixed N(0, I) inputs in 8 dimensions labelled by a fixed 8-2-2 tanh teacher, a continuous XOR (class 1 inside a slab |w·x| < 0.70 along a random direction w: two units represent it, one cannot); inputs closer than 0.1 in logit margin to its boundary are redrawn, so 100% is reachable; success = training accuracy >= 99% (at most 2 of 256 wrong: forgives a point near the boundary that a finite run has not yet crossed, far above the ~76% a single hyperplane gets), the same criterion for every method   default xor"),
+            new("widths", "W1,W2,...", "hidden widths   default 2,3,4,6,8,16,32"),
+            new("seeds", "K", "seeds per width and method   default 100"),
+            new("steps", "N", "full-batch optimizer steps of each run   default 2000"),
+            new("lr", "X", "SGD learning rate   default 0.1"),
+            new("from", "H", "the sparse networks' hidden width H. sparse-from-larger: both weights CSR on a static random pattern storing exactly the dense net's number of weights, drawn uniformly over each matrix (csr:D's per-row draw keeps at least one entry per row, 32 in a 2->32 layer); rigl: the same sparse net, RigL pattern updates every N/20 steps, drop fraction 0.3 decaying to 0 at 3N/4. Widths h >= H have no sparse column (—)   default 32"),
+            new("device", "DEVICE", "cpu (seeds run in parallel), or cuda / cuda:N (one at a time)   default cpu"),
+            new("markdown", "FILE", "also write the table as Markdown to FILE, with the settings, and as JSON beside it (.json)"),
+        ],
+        Run);
 
     /// <summary>Success rate reported as "reliable" in the summary line.</summary>
     private const double Reliable = 0.95;
@@ -149,9 +137,8 @@ internal static class OverparamCommand
         return new("teacher", description, inputs, labels, TeacherFeatures, 0.99, $"training accuracy >= 99% on the {TeacherPoints} points");
     }
 
-    public static int Run(IReadOnlyList<string> argv)
+    private static int Run(CliArgs args)
     {
-        var args = new CliArgs(argv, Options);
         var task = args.Choice("task", "xor", ["xor", "teacher"]);
         var widths = args.Widths("widths", "2,3,4,6,8,16,32");
         var seeds = args.Int("seeds", 100);
@@ -159,7 +146,7 @@ internal static class OverparamCommand
         var lr = args.Double("lr", 0.1);
         var from = args.Int("from", 32, min: 2);
         var device = TrainCommand.ParseDevice(args.String("device", "cpu"));
-        var outPath = args.Optional("out");
+        var outPath = args.Optional("markdown");
         var problem = task == "xor" ? Xor() : Teacher();
 
         var positives = problem.Labels.Count(l => l == 1);

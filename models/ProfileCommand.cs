@@ -16,32 +16,31 @@ namespace Frugal.Models;
 /// run and a bar chart of the peaks per format.</summary>
 internal static class ProfileCommand
 {
-    public const string Usage = """
-        frugal profile --model mlp|mlp-shared|cnn|gpt [--formats F1,F2,...] [--steps N] [--batch B] [--checkpoint]
-                       [--precision fp32] [--optimizer-bits 32|8] [--update-in-backward] [--out DIR]
-                       [--data DIR|embedded] [--device cpu|cuda[:N]]
-          --formats    weight formats to compare (dense, csr:D, bsr:D:B, lowrank:R|F, q8|q4|q2|q1[:G|:row]
-                       [:latent|:masterfree]; see train --help)
-                       default dense,csr:0.1,bsr:0.1:16,lowrank:0.25,q8,q4,q2,q1 (every kind of format built)
-          --steps      training steps per format (Adam 1e-3); the last is the one pictured   default 3
-          --model      gpt: 4 layers, width 256, 4 heads, context 128 on the text corpus (train --model gpt),
-                       every attention and MLP layer in the format; batch default 16 (images: 128)
-          --checkpoint also profile each format with every block a checkpoint segment
-          --precision  fp32, or bf16 / fp16 mixed precision (linear layers)   default fp32
-          --optimizer-bits  8: Adam's moments of tensors ≥ 4096 values in blockwise 8 bits   default 32
-          --update-in-backward  each weight's update is applied during backward and its gradient freed
-          --out        folder for profile.json and the pictures             default profile
-        """;
-
-
-    private static readonly string[] Options = ["model", "formats", "steps", "batch", "precision", "optimizer-bits", "out", "data", "device"];
+    /// <summary><c>frugal profile</c>.</summary>
+    public static readonly CliCommand Command = new("profile",
+        "Trains the model a few steps in each weight format under the memory profiler and writes, per format, layer and category (parameters, gradients, optimizer state, activations, workspace, indices/scales), the bytes training holds: tables, profile.json and pictures.",
+        [
+            new("model", "NAME", "mlp, mlp-shared, cnn, or gpt (4 layers, width 256, 4 heads, context 128 on the text corpus, as train --model gpt; every attention and MLP layer in the format)   default mlp"),
+            new("formats", "F1,F2,...", "weight formats to compare (dense, csr:D, bsr:D:B, lowrank:R|F, q8|q4|q2|q1[:G|:row][:latent|:masterfree], A+B; see train -h)   default dense,csr:0.1,bsr:0.1:16,lowrank:0.25,q8,q4,q2,q1 (every kind of format built)"),
+            new("steps", "N", "training steps per format (Adam 1e-3); the last is the one pictured   default 3"),
+            new("batch", "B", "examples (gpt: sequences) per step   default 128 (gpt 16)"),
+            new("checkpoint", null, "also profile each format with every block a gradient-checkpoint segment"),
+            new("precision", "P", "fp32, or bf16 / fp16 mixed precision (linear layers)   default fp32"),
+            new("optimizer-bits", "BITS", "32, or 8: Adam's moments of tensors ≥ 4096 values in blockwise 8 bits   default 32"),
+            new("update-in-backward", null, "each weight's update is applied during backward and its gradient freed"),
+            new("out", "DIR", "folder for profile.json and the pictures   default profile"),
+            new("data", "DIR", "mlp, cnn: Fashion-MNIST's folder, or 'embedded' (as train)"),
+            new("corpus", "FILE", "gpt: a UTF-8 text file (as train)"),
+            CliOption.Device,
+        ],
+        Run);
 
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
-    public static int Run(IReadOnlyList<string> argv)
+    private static int Run(CliArgs args)
     {
-        var args = new CliArgs(argv, Options, flags: ["checkpoint", "update-in-backward"]);
         var modelName = args.Choice("model", "mlp", [.. Zoo.Names, "gpt"]);
+        args.Refuse([modelName == "gpt" ? "data" : "corpus"], $"is not for --model {modelName}: images take --data, gpt takes --corpus");
         var steps = args.Int("steps", 3);
         var batch = args.Int("batch", modelName == "gpt" ? 16 : 128);
         var precision = TrainCommand.ParsePrecision(args.Choice("precision", "fp32", ["fp32", "bf16", "fp16"]));
@@ -53,8 +52,7 @@ internal static class ProfileCommand
         var outDir = Path.GetFullPath(args.String("out", "profile"));
         CliFiles.CheckWritable(outDir);
         var checkpoints = args.Flag("checkpoint") ? new[] { false, true } : [false];
-        var dataArg = args.Optional("data");
-        var workload = modelName == "gpt" ? Workload.Text(GptCommand.LoadCorpus(dataArg), batch) : Workload.Images(modelName, dataArg, batch);
+        var workload = modelName == "gpt" ? Workload.Text(GptCommand.LoadCorpus(args.Optional("corpus")), batch) : Workload.Images(modelName, args.Optional("data"), batch);
         var baseDevice = TrainCommand.ParseDevice(args.String("device", "cpu"));
         AnsiConsole.MarkupLine($"[bold]profile[/]: {modelName}, {steps} steps of batch {batch} per format on {Markup.Escape(workload.Source)}, device {baseDevice}{(precision is { } pr ? $", mixed precision {pr.Name()}" : "")}, Adam with {optimizer}");
 

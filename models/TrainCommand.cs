@@ -12,81 +12,62 @@ namespace Frugal.Models;
 /// and the allocator's peak bytes per category at the end.</summary>
 internal static class TrainCommand
 {
-    public const string Usage = """
-        frugal train --model mlp|cnn [--epochs N] [--batch B] [--lr X] [--seed S] [--optimizer adam|adamw|sgd]
-                     [--schedule cosine|constant] [--data DIR|embedded] [--steps N] [--device cpu|cuda[:N]]
-                     [--format dense|csr:D|bsr:D:B|lowrank:R|lowrank:F|q8|q4|q2|q1[:...]] [--sparsity static|snip|set|rigl|snfs] [--distribution uniform|erk]
-                     [--teacher FORMAT] [--teacher-epochs N] [--kd-temperature T] [--kd-alpha A] [--precision fp32|bf16|fp16] [--optimizer-bits 32|8]
-                     [--update-in-backward] [--clip-grad-norm X] [--save FILE] [--resume FILE] [--stop-after N]
-                     [--metrics FILE] [--checkpoint]
-          --model      mlp (784-512-512-10) or cnn (2 conv + 2 fc)            default mlp
-          --epochs     passes over the training set                          default 1
-          --batch      examples per step                                     default 128
-          --lr         peak learning rate              default adam/adamw: 0.001 mlp, 0.003 cnn; sgd: 0.05
-          --seed       initialisation and shuffling seed                     default 1
-          --optimizer  adam, adamw or sgd (momentum 0.9)                     default adam
-          --schedule   cosine: the rate decays from --lr to 0 over the run; constant   default cosine
-          --data       folder with the four Fashion-MNIST IDX files, or 'embedded' for the slice shipped
-                       with Frugal; default: /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)
-                       when installed, else the embedded slice
-          --steps      stop each epoch after N steps (quick runs)            default: whole epoch
-          --device     cpu, or cuda / cuda:N for a GPU                      default cpu
-          --format     dense; csr:D for CSR weights of density D in (0, 1); bsr:D:B for B×B blocks
-                       (B = 8, 16, 32), a fraction D of the blocks stored; a layer that is not whole
-                       blocks stays dense; lowrank:R for U·Vᵀ factors of rank R, lowrank:F for factors
-                       holding a fraction F of each layer's parameters (the head stays dense);
-                       q8, q4, q2, q1 for packed 8/4/2/1-bit codes (every layer), then any of :G (a scale
-                       per G inputs; default 64 where it divides a layer's inputs, else :row, one per row),
-                       :masterfree (default: codes updated by stochastic rounding, no F32 copy) or :latent
-                       (F32 latent weights, straight-through estimator), :symmetric|:asymmetric|:ternary|
-                       :binary (default symmetric for q8/q4, ternary q2, binary q1), :aK (linear layers
-                       quantize their inputs to K = 1..7 bits, DoReFa)   default dense
-          --sparsity   static: random pattern; snip: pruned at init by |w·g| on one batch; set / rigl /
-                       snfs: pattern updates every 100 steps (drop 0.3, cosine decay, frozen for the
-                       last quarter); snfs also moves weights between layers by momentum   default static
-          --distribution  uniform: every layer at the density; erk: by the sum of a weight's sizes over
-                       their product                                         default uniform
-          --teacher    FORMAT: first train the same model in FORMAT (e.g. dense) with the same options,
-                       then train the student by distillation from it (born-again when the formats
-                       are equal)                                            default none
-          --teacher-epochs  the teacher's epochs                            default --epochs
-          --kd-temperature, --kd-alpha   softmax temperature T and soft-loss weight α   default 4, 0.9
-          --optimizer-bits  8: Adam/AdamW moments of tensors ≥ 4096 values in blockwise 8 bits   default 32
-          --update-in-backward  apply each weight's update during backward, as soon as its gradient is
-                       complete, and free that gradient at once (not with --precision fp16)
-          --precision  fp32; bf16 or fp16: linear layers round inputs and weights to 16 bits and keep those
-                       for backward (master weights, gradients, losses F32); fp16 adds dynamic loss
-                       scaling                                               default fp32
-          --clip-grad-norm  scale the gradients so that their global L2 norm is at most X before each
-                       step (not with --update-in-backward or --precision fp16)   default: no clipping
-          --save       write a checkpoint (safetensors: model, optimizer state, step, random stream) to FILE
-                       when training ends or stops
-          --resume     continue the run saved in FILE exactly (given the same options; not with --teacher,
-                       --sparsity set or --precision fp16)
-          --stop-after stop after N optimizer steps in all (then --save): an interrupted run
-          --checkpoint every block a gradient-checkpoint segment: its activations recomputed in backward
-                       instead of kept (the same results, less Activation memory, more time)
-          --metrics    write one JSON line per step (loss) and per epoch (losses, test accuracy, time) to FILE,
-                       and FILE's name with .png: the loss per step with the test accuracy per epoch
-        """;
+    private const string FormatHelp = "dense; csr:D for CSR weights of density D in (0, 1); bsr:D:B for B×B blocks (B = 8, 16, 32), a fraction D of the blocks stored (a layer that is not whole blocks stays dense); lowrank:R for U·Vᵀ factors of rank R, lowrank:F for factors holding a fraction F of each layer's parameters (the head stays dense); q8, q4, q2, q1 for packed 8/4/2/1-bit codes (every layer), then any of :G (a scale per G inputs; default 64 where it divides a layer's inputs, else :row, one per row), :masterfree (default: codes updated by stochastic rounding, no F32 copy) or :latent (F32 latent weights, straight-through estimator), :symmetric|:asymmetric|:ternary|:binary (default symmetric for q8/q4, ternary q2, binary q1), :aK (linear layers quantize their inputs to K = 1..7 bits, DoReFa); A+B composes formats (e.g. csr:0.1+q4)";
 
-    private static readonly string[] Options = ["model", "epochs", "batch", "lr", "seed", "optimizer", "schedule", "data", "steps", "device", "format", "sparsity", "distribution", "teacher", "teacher-epochs", "kd-temperature", "kd-alpha", "precision", "optimizer-bits", "save", "resume", "stop-after", "clip-grad-norm", "metrics"];
+    /// <summary>Options of the image models only (mlp, mlp-shared, cnn).</summary>
+    internal static readonly CliOption[] ImageOptions =
+    [
+        new("epochs", "N", "mlp, cnn: passes over the training set   default 1"),
+        new("steps-per-epoch", "N", "mlp, cnn: stop each epoch after N steps (quick runs)   default: the whole epoch"),
+        new("optimizer", "NAME", "mlp, cnn: adam, adamw or sgd (momentum 0.9); gpt trains with AdamW   default adam"),
+        new("schedule", "NAME", "mlp, cnn: cosine (the rate decays from --lr to 0 over the run) or constant   default cosine"),
+        new("data", "DIR", "mlp, cnn: a folder with the four Fashion-MNIST IDX files, or 'embedded' for the slice shipped with Frugal   default: /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist) when installed, else the embedded slice"),
+        new("sparsity", "NAME", "mlp, cnn: static (a random pattern); snip (pruned at init by |w·g| on one batch); set, rigl, snfs (the pattern updates every 100 steps, drop 0.3, cosine decay, frozen for the last quarter; snfs also moves weights between layers by momentum)   default static"),
+        new("distribution", "NAME", "mlp, cnn: how sparse layers share the density: uniform (every layer at it) or erk (by the sum of a weight's sizes over their product)   default uniform"),
+        new("teacher", "FORMAT", "mlp, cnn: first train the same model in FORMAT (e.g. dense) with the same options, then train the student by distillation from it (born-again when the formats are equal)   default: none"),
+        new("teacher-epochs", "N", "mlp, cnn: the teacher's epochs   default --epochs"),
+        new("kd-temperature", "T", "mlp, cnn: the distillation's softmax temperature   default 4"),
+        new("kd-alpha", "A", "mlp, cnn: the soft loss's weight α in [0, 1]   default 0.9"),
+        new("precision", "P", "mlp, cnn: fp32; bf16 or fp16: linear layers round inputs and weights to 16 bits and keep those for backward (master weights, gradients, losses F32); fp16 adds dynamic loss scaling   default fp32"),
+        new("update-in-backward", null, "mlp, cnn: apply each weight's update during backward, as soon as its gradient is complete, and free that gradient at once (not with --precision fp16)"),
+        new("metrics", "FILE", "mlp, cnn: write one JSON line per step (loss) and per epoch (losses, test accuracy, time) to FILE, and FILE's name with .png: the loss per step with the test accuracy per epoch"),
+    ];
 
-    public static int Run(IReadOnlyList<string> argv)
+    /// <summary><c>frugal train</c>: the image models here, <c>--model gpt</c> in <see cref="GptCommand"/>.</summary>
+    public static readonly CliCommand Command = new("train",
+        "Trains a model: mlp (784-512-512-10), mlp-shared (its hidden layers one shared weight) or cnn (2 conv + 2 fc) on Fashion-MNIST, with a progress bar and test accuracy per epoch; or gpt, a byte-level transformer on a text corpus. Ends with the allocator's peak bytes per category.",
+        [
+            new("model", "NAME", "mlp, mlp-shared, cnn or gpt   default mlp"),
+            new("format", "FORMAT", $"the weight format: {FormatHelp}; gpt: of every attention and MLP layer   default dense"),
+            new("batch", "B", "examples (gpt: sequences) per step   default 128 (gpt 32)"),
+            new("lr", "X", "peak learning rate   default adam/adamw: 0.001 (mlp, gpt), 0.003 (cnn); sgd: 0.05"),
+            new("seed", "S", "initialisation, shuffling and sampling seed   default 1"),
+            CliOption.Device,
+            new("optimizer-bits", "BITS", "32, or 8: Adam/AdamW moments of tensors ≥ 4096 values in blockwise 8 bits   default 32"),
+            new("clip-grad-norm", "X", "scale the gradients so that their global L2 norm is at most X before each step (not with --update-in-backward or --precision fp16)   default: no clipping (gpt 1)"),
+            new("checkpoint", null, "every block a gradient-checkpoint segment: its activations recomputed in backward instead of kept (the same results, less Activation memory, more time)"),
+            new("save", "FILE", "write a checkpoint (safetensors: model, optimizer state, step, random stream) to FILE when training ends or stops (gpt: also for frugal sample)"),
+            new("resume", "FILE", "continue the run saved in FILE exactly, given the same options (not with --teacher, --sparsity set or --precision fp16)"),
+            new("stop-after", "N", "stop after N optimizer steps in all (then --save): an interrupted run"),
+            .. ImageOptions,
+            .. GptCommand.Options,
+        ],
+        Run);
+
+    private static int Run(CliArgs args)
     {
-        for (var i = 0; i + 1 < argv.Count; i++)
-        {
-            if (argv[i] == "--model" && argv[i + 1] == "gpt")
-                return GptCommand.Train(argv);
-        }
-        var args = new CliArgs(argv, Options, flags: ["update-in-backward", "checkpoint"]);
+        if (args.String("model", "mlp") == "gpt")
+            return GptCommand.Train(args);
+        args.Refuse(GptCommand.Options.Select(o => o.Name).Where(n => n != "steps"), "is for --model gpt");
+        if (args.Any(["steps"]))
+            throw new UsageException("--steps is the length of a --model gpt run; an image model trains for --epochs: give --steps-per-epoch N to cap each epoch");
         var modelName = args.Choice("model", "mlp", [.. Zoo.Names, "gpt"]);
         var epochs = args.Int("epochs", 1);
         var batch = args.Int("batch", 128);
         var optName = args.Choice("optimizer", "adam", ["adam", "adamw", "sgd"]);
         var lr = args.Double("lr", optName == "sgd" ? 0.05 : modelName == "cnn" ? 3e-3 : 1e-3);
         var seed = args.Int("seed", 1, min: 0);
-        var maxSteps = args.Int("steps", 0, min: 0);
+        var maxSteps = args.Int("steps-per-epoch", 0, min: 0);
         var scheduleName = args.Choice("schedule", "cosine", ["cosine", "constant"]);
         var dataArg = args.Optional("data");
 

@@ -48,7 +48,7 @@ public class CliTests
         var (code, _, err) = Run(args);
         Assert.Equal(2, code);
         Assert.Contains(message, err, StringComparison.Ordinal);
-        Assert.Contains("usage:", err, StringComparison.Ordinal);
+        Assert.Contains("Usage:", err, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", err, StringComparison.Ordinal);
     }
 
@@ -69,6 +69,30 @@ public class CliTests
         AssertUsageError(["train", "--batch"], "option --batch needs a value");
         AssertUsageError(["train", "--seed", "1", "--seed", "2"], "option --seed given twice");
         AssertUsageError(["fly"], "unknown command 'fly'");
+        AssertUsageError(["trian"], "unknown command 'trian'; did you mean 'train'?");
+        AssertUsageError(["train", "--checkpoint", "--checkpoint"], "option --checkpoint given twice");
+        AssertUsageError(["train", "--epochs", "2", "mlp"], "unexpected argument 'mlp'");
+        AssertUsageError(["train", "--epochz=2"], "unknown option --epochz; did you mean --epochs?");
+        var responseFile = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(responseFile, "--model mlp\n--epochs 0\n");
+            AssertUsageError(["train", "@" + responseFile], "--epochs must be an integer >= 1, got '0'");   // options read from @FILE
+        }
+        finally
+        {
+            File.Delete(responseFile);
+        }
+    }
+
+    [Fact]
+    public void AnOptionOfOneModelIsRefusedForAnother()
+    {
+        AssertUsageError(["train", "--model", "mlp", "--layers", "2"], "--layers is for --model gpt");
+        AssertUsageError(["train", "--model", "gpt", "--epochs", "2"], "--epochs is for the image models (--model mlp|mlp-shared|cnn)");
+        AssertUsageError(["train", "--model", "cnn", "--steps", "3"], "--steps is the length of a --model gpt run; an image model trains for --epochs: give --steps-per-epoch N");
+        AssertUsageError(["profile", "--model", "mlp", "--corpus", "x.txt"], "--corpus is not for --model mlp");
+        AssertUsageError(["profile", "--model", "gpt", "--data", "embedded"], "--data is not for --model gpt");
     }
 
     [Fact]
@@ -76,7 +100,9 @@ public class CliTests
     {
         var (code, output, _) = Run("help");
         Assert.Equal(0, code);
-        Assert.Contains("frugal train --model mlp|cnn", output, StringComparison.Ordinal);
+        Assert.Contains("frugal [command] [options]", output, StringComparison.Ordinal);
+        foreach (var command in new[] { "train", "sample", "profile", "frontier", "overparam", "devices", "kernels" })
+            Assert.Matches($@"(?m)^\s+{command}\s+\S", output);
         Assert.Contains("exit codes: 0 done; 1 a file, data set or device that cannot be used", output, StringComparison.Ordinal);
     }
 
@@ -94,7 +120,8 @@ public class CliTests
         var (code, output, err) = Run(command, "--no-such-option", "-h");
         Assert.True(code == 0, output + err);
         Assert.Contains(option, output, StringComparison.Ordinal);
-        Assert.DoesNotContain("frugal help", output, StringComparison.Ordinal);   // that command's part, not the whole usage
+        Assert.Contains($"frugal {command} [options]", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Commands:", output, StringComparison.Ordinal);   // that command's help, not the whole CLI's
     }
 
     [Theory]
@@ -104,7 +131,7 @@ public class CliTests
     {
         var path = Path.Combine(Path.GetTempPath(), "frugal-no-such-folder-" + Guid.NewGuid().ToString("N"), "run.safetensors");
         string[] data = model == "gpt" ? [] : ["--data", "embedded"];
-        var (code, output, err) = Run(["train", "--model", model, .. data, "--steps", "1", "--save", path]);
+        var (code, output, err) = Run(["train", "--model", model, .. data, model == "gpt" ? "--steps" : "--steps-per-epoch", "1", "--save", path]);
         Assert.Equal(2, code);
         Assert.Contains($"--save {path}: the folder", err, StringComparison.Ordinal);
         Assert.DoesNotContain("epoch", output, StringComparison.Ordinal);
@@ -117,7 +144,7 @@ public class CliTests
         var path = Path.Combine(Path.GetTempPath(), $"frugal-metrics-{Guid.NewGuid():N}.jsonl");
         try
         {
-            var (code, output, err) = Run("train", "--data", "embedded", "--steps", "7", "--epochs", "2", "--metrics", path);
+            var (code, output, err) = Run("train", "--data", "embedded", "--steps-per-epoch", "7", "--epochs", "2", "--metrics", path);
             Assert.True(code == 0, output + err);
             var lines = File.ReadAllLines(path).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
             Assert.Equal(14 + 2, lines.Count);
@@ -141,7 +168,7 @@ public class CliTests
     [Fact]
     public void TrainCheckpointKeepsFewerActivationsForTheSameResults()
     {
-        string[] args = ["train", "--model", "cnn", "--data", "embedded", "--steps", "2"];
+        string[] args = ["train", "--model", "cnn", "--data", "embedded", "--steps-per-epoch", "2"];
         var (plainCode, plain, plainErr) = Run(args);
         var (code, checkpointed, err) = Run([.. args, "--checkpoint"]);
         Assert.True(plainCode == 0 && code == 0, plainErr + err);
@@ -156,7 +183,7 @@ public class CliTests
     public void MissingDataFolderIsNamed()
     {
         var dir = Path.Combine(Path.GetTempPath(), "frugal-no-such-folder-" + Guid.NewGuid().ToString("N"));
-        var (code, _, err) = Run("train", "--data", dir, "--steps", "1");
+        var (code, _, err) = Run("train", "--data", dir, "--steps-per-epoch", "1");
         Assert.Equal(1, code);
         Assert.Contains(dir, err, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", err, StringComparison.Ordinal);
@@ -165,7 +192,7 @@ public class CliTests
     [Fact]
     public void TrainOnTheEmbeddedSlicePrintsAccuracyAndExactParameterBytes()
     {
-        var (code, output, err) = Run("train", "--model", "mlp", "--data", "embedded", "--steps", "20", "--seed", "4");
+        var (code, output, err) = Run("train", "--model", "mlp", "--data", "embedded", "--steps-per-epoch", "20", "--seed", "4");
         Assert.True(code == 0, err);
         Assert.Contains("data: embedded slice of Fashion-MNIST (10000 train, 2000 test)", output, StringComparison.Ordinal);
         Assert.DoesNotContain("not installed", output, StringComparison.Ordinal);   // asked for, not a fallback
@@ -183,7 +210,7 @@ public class CliTests
         Assert.Equal(0, code);
         Assert.Contains($"cpu: {Environment.ProcessorCount} cores", output, StringComparison.Ordinal);
         Assert.Contains(Device.CudaStatus.ToString(), output, StringComparison.Ordinal);
-        AssertUsageError(["devices", "--all"], "frugal devices takes no options");
+        AssertUsageError(["devices", "--all"], "unknown option --all");
     }
 
     [Fact]
@@ -208,7 +235,7 @@ public class CliTests
         AssertUsageError(["train", "--device", "gpu"], "--device must be cpu, cuda or cuda:N, got 'gpu'");
         if (Device.IsCudaAvailable)
             return;
-        var (code, _, err) = Run("train", "--device", "cuda", "--data", "embedded", "--steps", "1");
+        var (code, _, err) = Run("train", "--device", "cuda", "--data", "embedded", "--steps-per-epoch", "1");
         Assert.Equal(1, code);
         Assert.Contains("cuda:0: CUDA unavailable", err, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", err, StringComparison.Ordinal);
@@ -224,7 +251,7 @@ public class CliTests
         AssertUsageError(["train", "--sparsity", "rigl", "--format", "csr:0.1+q4", "--data", "embedded"], "--sparsity rigl needs sparse weights with F32 values");
         AssertUsageError(["train", "--distribution", "erk", "--data", "embedded"], "--distribution erk needs sparse weights");
         AssertUsageError(["train", "--sparsity", "magic"], "--sparsity must be one of static|snip|set|rigl|snfs, got 'magic'");
-        var (code, output, err) = Run("train", "--model", "mlp", "--format", "csr:0.1", "--data", "embedded", "--steps", "10");
+        var (code, output, err) = Run("train", "--model", "mlp", "--format", "csr:0.1", "--data", "embedded", "--steps-per-epoch", "10");
         Assert.True(code == 0, err);
         Assert.Contains("(csr:0.1)", output, StringComparison.Ordinal);
         // Per row round(0.1 · inputs) values: 512·78 + 512·51 + 10·51, plus the dense biases.
@@ -237,7 +264,7 @@ public class CliTests
     [Fact]
     public void BsrFormatTrainsTheMlpWithExactBlockBytes()
     {
-        var (code, output, err) = Run("train", "--model", "mlp", "--format", "bsr:0.1:16", "--data", "embedded", "--steps", "10");
+        var (code, output, err) = Run("train", "--model", "mlp", "--format", "bsr:0.1:16", "--data", "embedded", "--steps-per-epoch", "10");
         Assert.True(code == 0, err);
         Assert.Contains("(bsr:0.1:16)", output, StringComparison.Ordinal);
         // 16×16 blocks: round(0.1 · 49) = 5 blocks per block row of 784→512 (32 block rows), round(0.1 · 32) = 3 of
@@ -253,7 +280,7 @@ public class CliTests
     [Fact]
     public void LowRankSharedAndDistilledModelsTrainWithExactBytes()
     {
-        var (code, output, err) = Run("train", "--model", "mlp", "--format", "lowrank:0.25", "--data", "embedded", "--steps", "10");
+        var (code, output, err) = Run("train", "--model", "mlp", "--format", "lowrank:0.25", "--data", "embedded", "--steps-per-epoch", "10");
         Assert.True(code == 0, err);
         var oneLine = System.Text.RegularExpressions.Regex.Replace(output, @"\s+", " ");   // the console wraps long lines
         Assert.Contains("Linear(784, 512, lowrank, rank: 77, bias: True), Linear(512, 512, lowrank, rank: 64, bias: True), Linear(512, 10, bias: True)", oneLine, StringComparison.Ordinal);
@@ -261,11 +288,11 @@ public class CliTests
         Assert.Matches($@"Parameter\s.*{4 * values:N0}", output);
         Assert.Matches($@"OptimizerState\s.*{8 * values:N0}", output);
 
-        (code, output, err) = Run("train", "--model", "mlp-shared", "--data", "embedded", "--steps", "10");
+        (code, output, err) = Run("train", "--model", "mlp-shared", "--data", "embedded", "--steps-per-epoch", "10");
         Assert.True(code == 0, err);
         Assert.Contains("669,706 parameters", output, StringComparison.Ordinal);   // four weight layers, three weights
 
-        (code, output, err) = Run("train", "--model", "mlp", "--format", "lowrank:16", "--teacher", "dense", "--kd-alpha", "0.5", "--data", "embedded", "--steps", "5");
+        (code, output, err) = Run("train", "--model", "mlp", "--format", "lowrank:16", "--teacher", "dense", "--kd-alpha", "0.5", "--data", "embedded", "--steps-per-epoch", "5");
         Assert.True(code == 0, err);
         Assert.Contains("teacher epoch 1/1", output, StringComparison.Ordinal);
         Assert.Contains("distillation: T 4, α 0.5", System.Text.RegularExpressions.Regex.Replace(output, @"\s+", " "), StringComparison.Ordinal);
@@ -329,7 +356,7 @@ public class CliTests
     [Fact]
     public void EightBitOptimizerStatesHoldAQuarterOfTheBytes()
     {
-        var (code, output, err) = Run("train", "--model", "mlp", "--optimizer-bits", "8", "--data", "embedded", "--steps", "5");
+        var (code, output, err) = Run("train", "--model", "mlp", "--optimizer-bits", "8", "--data", "embedded", "--steps-per-epoch", "5");
         Assert.True(code == 0, err);
         Assert.Contains("8-bit optimizer states", output, StringComparison.Ordinal);
         // Tensors of ≥ 4096 values: codes of whole 2048-value blocks for both moments and an F32 scale per block;
@@ -344,7 +371,7 @@ public class CliTests
     [Fact]
     public void UpdateInBackwardKeepsOneLayersGradientAtATime()
     {
-        var (code, output, err) = Run("train", "--model", "mlp", "--update-in-backward", "--data", "embedded", "--steps", "5");
+        var (code, output, err) = Run("train", "--model", "mlp", "--update-in-backward", "--data", "embedded", "--steps-per-epoch", "5");
         Assert.True(code == 0, err);
         // The first layer's weight gradient (784·512 floats, the largest) while one [128, 512] input gradient is
         // still in flight; every other gradient was applied and freed before it.
@@ -363,7 +390,7 @@ public class CliTests
         Directory.CreateDirectory(dir);
         try
         {
-            string[] common = ["train", "--model", "mlp", "--epochs", "2", "--steps", "5", "--data", "embedded", "--format", format, "--optimizer-bits", format == "q4" ? "8" : "32"];
+            string[] common = ["train", "--model", "mlp", "--epochs", "2", "--steps-per-epoch", "5", "--data", "embedded", "--format", format, "--optimizer-bits", format == "q4" ? "8" : "32"];
             string F(string name) => Path.Combine(dir, name);
             var (code, _, err) = Run([.. common, "--save", F("whole.safetensors")]);
             Assert.True(code == 0, err);
@@ -425,7 +452,7 @@ public class CliTests
             Assert.True(code == 0, err);
             Assert.StartsWith("the cat", output.TrimStart(), StringComparison.Ordinal);
             AssertUsageError(["sample"], "sample needs --load FILE");
-            (code, output, err) = Run("profile", "--model", "gpt", "--formats", "dense,q4", "--steps", "1", "--data", corpus, "--out", Path.Combine(dir, "profile"));
+            (code, output, err) = Run("profile", "--model", "gpt", "--formats", "dense,q4", "--steps", "1", "--corpus", corpus, "--out", Path.Combine(dir, "profile"));
             Assert.True(code == 0, err);
             Assert.Matches(@"q4:auto:masterfree\s+│\s+3,257,856", output);
             Assert.True(File.Exists(Path.Combine(dir, "profile", "peaks.png")));

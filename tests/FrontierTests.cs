@@ -97,7 +97,7 @@ public class FrontierTests
     {
         InTempDir(dir =>
         {
-            string[] args = ["frontier", "--model", "mlp", "--data", "embedded", "--widths", "8,32", "--budget-of", "dense:16", "--steps", "3", "--batch", "32",
+            string[] args = ["frontier", "--model", "mlp", "--data", "embedded", "--widths", "8,32", "--budget-of", "dense:16", "--steps-per-epoch", "3", "--batch", "32",
                 "--formats", "lowrank:0.25+q8/8bit/uib,csr:0.5/rigl,dense/uib", "--out", dir];
             var (code, output, err) = CliTests.Run(args);
             Assert.True(code == 0, output + err);
@@ -146,7 +146,7 @@ public class FrontierTests
     {
         InTempDir(dir =>
         {
-            var (code, output, err) = CliTests.Run("frontier", "--model", "mlp", "--data", "embedded", "--widths", "8", "--budget", "10KiB", "--steps", "2",
+            var (code, output, err) = CliTests.Run("frontier", "--model", "mlp", "--data", "embedded", "--widths", "8", "--budget", "10KiB", "--steps-per-epoch", "2",
                 "--formats", "q8/8bit", "--out", dir);
             Assert.True(code == 0, output + err);
             Assert.Contains("budget: 10,240 bytes", output, StringComparison.Ordinal);
@@ -186,7 +186,8 @@ public class FrontierTests
     [InlineData("--budget-of", "csr:64", "--seeds", "1", "--budget-of must be dense:WIDTH")]
     [InlineData("--formats", "dense/turbo", "--seeds", "1", "--formats: 'dense/turbo': unknown option /turbo")]
     [InlineData("--widths", "8,0", "--seeds", "1", "--widths must be comma-separated integers >= 1, got '8,0'")]
-    [InlineData("--tokens", "1000", "--seeds", "1", "--tokens, --corpus, --layers and --context are for gpt")]
+    [InlineData("--tokens", "1000", "--seeds", "1", "--tokens is for gpt; mlp and cnn take --epochs, --steps-per-epoch and --data")]
+    [InlineData("--steps", "3", "--seeds", "1", "--steps is for gpt; mlp and cnn take --epochs, --steps-per-epoch and --data")]
     public void BadFrontierOptionsAreUsageErrors(string o1, string v1, string o2, string v2, string expected)
     {
         var (code, _, err) = CliTests.Run("frontier", "--model", "mlp", "--data", "embedded", o1, v1, o2, v2, "--out", Path.Combine(Path.GetTempPath(), "frugal-frontier-unused"));

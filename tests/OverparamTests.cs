@@ -18,7 +18,7 @@ public class OverparamTests
         try
         {
             var md = Path.Combine(dir, "xor.md");
-            var (code, output, err) = CliTests.Run("overparam", "--widths", "2,8", "--seeds", "6", "--steps", "300", "--out", md);
+            var (code, output, err) = CliTests.Run("overparam", "--widths", "2,8", "--seeds", "6", "--steps", "300", "--markdown", md);
             Assert.True(code == 0, err);
             Assert.Contains("success = all 4 points classified correctly", output, StringComparison.Ordinal);
             Assert.Contains("sparse-from-32 weights", output, StringComparison.Ordinal);

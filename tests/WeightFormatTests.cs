@@ -207,7 +207,7 @@ public class WeightFormatTests
             }
         }
 
-        var (code, output, err) = CliTests.Run("train", "--model", "mlp", "--data", "embedded", "--format", "blockdiag:4", "--steps", "20", "--seed", "4");
+        var (code, output, err) = CliTests.Run("train", "--model", "mlp", "--data", "embedded", "--format", "blockdiag:4", "--steps-per-epoch", "20", "--seed", "4");
         Assert.True(code == 0, err);
         Assert.Contains("blockdiag", output, StringComparison.Ordinal);
         Assert.Matches(@"test accuracy 0\.[3-9]", output);

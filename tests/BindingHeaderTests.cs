@@ -54,9 +54,7 @@ public partial class BindingHeaderTests
     /// <summary>The repository root and the CUDA include folder; skips when the check cannot run here.</summary>
     private static (string Root, string Include) Prerequisites()
     {
-        var root = RepoRoot();
-        if (root is null)
-            Assert.Skip($"no Engine.sln above {AppContext.BaseDirectory}: this run is from a published build (the GPU bundle), not a checkout");
+        var root = TestUtil.CheckoutRoot();
         var include = Environment.GetEnvironmentVariable("FRUGAL_CUDA_INCLUDE") is { Length: > 0 } set ? set : "/opt/frugal/cuda-11.8/usr/include";
         if (!File.Exists(Path.Combine(include, "cuda.h")))
             Assert.Skip($"no cuda.h in {include} (set FRUGAL_CUDA_INCLUDE, or extract the CUDA 11.8 headers there with " +
@@ -129,14 +127,6 @@ public partial class BindingHeaderTests
         {
             Directory.Delete(folder, recursive: true);
         }
-    }
-
-    private static string? RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "Engine.sln")))
-                return dir.FullName;
-        return null;
     }
 
     private static bool OnPath(string tool)

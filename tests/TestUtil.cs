@@ -19,6 +19,21 @@ internal static class TestUtil
         ["Abs"] = t => t.Abs(),
     };
 
+    // ---- the checkout ----
+
+    /// <summary>The repository root (the folder with Engine.sln above the test binaries); skips the test when this
+    /// run is from a published build (the GPU bundle), not a checkout.</summary>
+    public static string CheckoutRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Engine.sln")))
+                return dir.FullName;
+        }
+        Assert.Skip($"no Engine.sln above {AppContext.BaseDirectory}: this run is from a published build (the GPU bundle), not a checkout");
+        return null;
+    }
+
     // ---- devices ----
 
     /// <summary>The devices every conformance test runs on, as theory data: "cpu" and "cuda:0". Without a GPU the

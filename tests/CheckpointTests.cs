@@ -185,6 +185,42 @@ public class CheckpointTests
         }
     }
 
+    [Fact]
+    public void ACopyGivenTheExtraStateContinuesTheMasterFreeRoundingStream()
+    {
+        var device = Device.CreateCpu("extra-state");
+        Init.ManualSeed(1);
+        using var trained = Zoo.Mlp(hidden: 64, device: device, format: WeightFormat.Parse("q4"));
+        Steps(trained, new SGD(trained.Parameters(), 0.05), 1, 3, device);
+        var extra = trained.ExtraState();
+        Assert.Equal(3, extra.Count);   // one master-free rounding stream per layer
+        Assert.All(extra, kv => Assert.EndsWith(".rounding_stream", kv.Key, StringComparison.Ordinal));
+
+        Dictionary<string, byte[]> Continued(IReadOnlyDictionary<string, string>? extraState)
+        {
+            Init.ManualSeed(7);
+            var copy = Zoo.Mlp(hidden: 64, device: device, format: WeightFormat.Parse("q4"));
+            copy.LoadStateDict(trained.StateDict(), extraState: extraState);
+            var opt = new SGD(copy.Parameters(), 0.05);
+            Steps(copy, opt, 2, 3, device);   // stochastic rounding draws from each weight's stream
+            var snapshot = Snapshot(copy, opt);
+            copy.Dispose();
+            return snapshot;
+        }
+
+        var withStream = Continued(extra);
+        AssertSame(withStream, Continued(extra));
+        Steps(trained, new SGD(trained.Parameters(), 0.05), 2, 3, device);
+        AssertSame(Snapshot(trained, new SGD(trained.Parameters(), 0.05)), withStream);
+        // Left out, the copy keeps its own streams: the same steps round differently.
+        Assert.Contains(Continued(null), kv => !kv.Value.AsSpan().SequenceEqual(withStream[kv.Key]));
+
+        var missing = extra.Skip(1).ToDictionary();
+        Assert.Contains($"extra state: missing [{extra.Keys.First()}]", Assert.Throws<ArgumentException>(() => trained.LoadStateDict(trained.StateDict(), extraState: missing)).Message, StringComparison.Ordinal);
+        var bad = extra.ToDictionary(kv => kv.Key, kv => "not,a,stream");
+        Assert.Contains("rounding_stream", Assert.Throws<ShapeMismatchException>(() => trained.LoadStateDict(trained.StateDict(), extraState: bad)).Message, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("csr:0.1")]
     [InlineData("q4")]

@@ -24,7 +24,7 @@ public static class Checkpoints
         if (optimizer is not null)
             tensors.AddRange(optimizer.NamedStates());
         var meta = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var kv in model.Modules().SelectMany(m => m.OwnMetadata()).Concat(optimizer?.Metadata() ?? []))
+        foreach (var kv in model.ExtraState().Concat(optimizer?.Metadata() ?? []))
             meta.Add(kv.Key, kv.Value);
         var (seed, offset) = Rng.State;
         meta["rng.state"] = string.Create(CultureInfo.InvariantCulture, $"{seed},{offset}");

@@ -211,22 +211,28 @@ public abstract class Module : IDisposable
     /// <see cref="NamedTensors"/>: a sparse layer's pattern and a quantized layer's scales are part of it.</summary>
     public IReadOnlyDictionary<string, Tensor> StateDict() => NamedTensors().ToDictionary(t => t.Name, t => t.Tensor);
 
+    /// <summary>What the weights hold that is not a tensor, by key (PyTorch's <c>get_extra_state</c>): a
+    /// master-free weight's rounding stream as "seed,draws" under "WEIGHT.rounding_stream". Checkpoints store it as
+    /// metadata; <see cref="LoadStateDict"/> takes it so that a copy continues the same stream.</summary>
+    public IReadOnlyDictionary<string, string> ExtraState() => Modules().SelectMany(m => m.OwnMetadata()).ToDictionary(StringComparer.Ordinal);
+
     /// <summary>Loads <paramref name="state"/> (a <see cref="StateDict"/>, of this model or a copy of it) as a
     /// checkpoint would be loaded: the same names, each tensor checked by its format before anything is written (a
     /// sparse layer's pattern may hold another number of stored values, a low-rank layer another rank); a parameter
-    /// that a format replaces in doing so is handed over to <paramref name="optimizer"/> with fresh state. What a
-    /// checkpoint keeps as metadata rather than tensors (a master-free weight's rounding stream) stays this model's.</summary>
-    /// <exception cref="ArgumentException">A name is missing or unexpected; nothing was changed.</exception>
-    /// <exception cref="ShapeMismatchException">A tensor does not fit, naming it; nothing was changed.</exception>
-    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, Optim.Optimizer? optimizer = null)
+    /// that a format replaces in doing so is handed over to <paramref name="optimizer"/> with fresh state.
+    /// <paramref name="extraState"/> (an <see cref="ExtraState"/>, with the same keys as this model's) is loaded
+    /// too: given, the copy's master-free weights continue the source's rounding streams, so both train on
+    /// identically; left out, this model keeps its own.</summary>
+    /// <exception cref="ArgumentException">A name or extra-state key is missing or unexpected; nothing was changed.</exception>
+    /// <exception cref="ShapeMismatchException">A tensor or extra-state value does not fit, naming it; nothing was changed.</exception>
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, Optim.Optimizer? optimizer = null, IReadOnlyDictionary<string, string>? extraState = null)
     {
         ArgumentNullException.ThrowIfNull(state);
-        var mine = NamedTensors().Select(t => t.Name).ToList();
-        var missing = mine.Except(state.Keys).ToList();
-        var extra = state.Keys.Except(mine).ToList();
-        if (missing.Count > 0 || extra.Count > 0)
-            throw new ArgumentException($"LoadStateDict: missing [{string.Join(", ", missing)}], unexpected [{string.Join(", ", extra)}]");
-        using var file = IO.SafeTensors.InMemory("LoadStateDict", [.. state.Select(kv => (kv.Key, kv.Value))], Modules().SelectMany(m => m.OwnMetadata()).ToDictionary());
+        CheckNames("", NamedTensors().Select(t => t.Name), state.Keys);
+        var own = ExtraState();
+        if (extraState is not null)
+            CheckNames("extra state: ", own.Keys, extraState.Keys);
+        using var file = IO.SafeTensors.InMemory("LoadStateDict", [.. state.Select(kv => (kv.Key, kv.Value))], extraState ?? own);
         try
         {
             foreach (var m in Modules())
@@ -238,6 +244,14 @@ public abstract class Module : IDisposable
         }
         foreach (var m in Modules())
             m.LoadOwn(file, optimizer);
+    }
+
+    private static void CheckNames(string what, IEnumerable<string> mine, IEnumerable<string> given)
+    {
+        var missing = mine.Except(given).ToList();
+        var extra = given.Except(mine).ToList();
+        if (missing.Count > 0 || extra.Count > 0)
+            throw new ArgumentException($"LoadStateDict: {what}missing [{string.Join(", ", missing)}], unexpected [{string.Join(", ", extra)}]");
     }
 
     /// <summary>Every parameter and buffer (a sparse pattern's indices, a quantized weight's scales) with its dotted

@@ -72,9 +72,30 @@ public static class Autograd
         return Attach(output, new GradNode(op, inputs));
     }
 
-    internal static GradNode Attach(Tensor output, GradNode node)
+    /// <summary>For an op with several outputs: attaches one new node to each non-null entry of
+    /// <paramref name="outputs"/> (the differentiable ones, at their output index) when recording is needed and
+    /// there is one; returns the node or null.</summary>
+    internal static GradNode? Record(Tensor?[] outputs, string op, params Tensor[] inputs)
+    {
+        if (!ShouldRecord(inputs) || outputs.All(y => y is null))
+            return null;
+        var node = new GradNode(op, inputs, outputs.Length);
+        var holders = 0;
+        for (var k = 0; k < outputs.Length; k++)
+        {
+            if (outputs[k] is not { } y)
+                continue;
+            if (holders++ > 0)
+                node.Retain();   // each output holds the node, as the first does from its creation
+            Attach(y, node, k);
+        }
+        return node;
+    }
+
+    internal static GradNode Attach(Tensor output, GradNode node, int slot = 0)
     {
         output.GradFn = node;
+        output.GradSlot = slot;
         output.RequiresGrad = true;
         return node;
     }
@@ -168,24 +189,28 @@ public static class Autograd
             }
         }
 
-        var grads = new Dictionary<GradNode, Tensor> { [start] = grad };
+        // The gradient of each (node, output) reached so far.
+        var grads = new Dictionary<(GradNode, int), Tensor> { [(start, root.GradSlot)] = grad };
         var ready = new Stack<GradNode>();
         ready.Push(start);
         using var noGrad = NoGrad();
         while (ready.Count > 0)
         {
             var node = ready.Pop();
-            grads.Remove(node, out var g);
+            var g = new Tensor?[node.OutputCount];
+            for (var k = 0; k < g.Length; k++)
+                g[k] = grads.Remove((node, k), out var gk) ? gk : null;
             Tensor?[] inputGrads;
             using (MemoryContext.Use(MemoryCategory.Gradient, node.Op))
             {
                 try
                 {
-                    inputGrads = node.Backward(g!);
+                    inputGrads = g.Length == 1 ? node.Backward(g[0]!) : node.BackwardOutputs(g);
                 }
                 finally
                 {
-                    g!.Dispose();
+                    foreach (var gk in g)
+                        gk?.Dispose();
                     node.FreeSaved();
                 }
             }
@@ -203,16 +228,17 @@ public static class Autograd
                 }
                 else if (node.Inputs[i] is { } up)
                 {
-                    if (grads.TryGetValue(up, out var existing))
+                    var edge = (up, node.InputSlots[i]);
+                    if (grads.TryGetValue(edge, out var existing))
                     {
                         using (MemoryContext.Use(MemoryCategory.Gradient, up.Op))
-                            grads[up] = F.Add(existing, gi).DetachFromScope();
+                            grads[edge] = F.Add(existing, gi).DetachFromScope();
                         existing.Dispose();
                         gi.Dispose();
                     }
                     else
                     {
-                        grads[up] = gi;
+                        grads[edge] = gi;
                     }
                     if (--pending[up] == 0)
                         ready.Push(up);

@@ -1,18 +1,21 @@
 namespace Frugal;
 
-/// <summary>One recorded op: edges to its inputs (an upstream node, or a leaf to accumulate into), the tensors it
-/// saved for backward (aliases that keep their buffers alive, Activation memory), and its backward function.
-/// Nodes are reference counted by the tensors and nodes that point at them, so a graph that is never
-/// back-propagated is freed when its last output is disposed.</summary>
+/// <summary>One recorded op: edges to its inputs (an upstream node and which of its outputs, or a leaf to accumulate
+/// into), the tensors it saved for backward (aliases that keep their buffers alive, Activation memory), and its
+/// backward function. Nodes are reference counted by the tensors and nodes that point at them, so a graph that is
+/// never back-propagated is freed when its last output is disposed.</summary>
 internal sealed class GradNode
 {
     private readonly List<Tensor> _saved = [];
     private int _refs = 1;
 
-    internal GradNode(string op, Tensor[] inputs)
+    /// <summary>A node of an op with <paramref name="outputs"/> outputs (one for all but custom ops).</summary>
+    internal GradNode(string op, Tensor[] inputs, int outputs = 1)
     {
         Op = op;
+        OutputCount = outputs;
         Inputs = new GradNode?[inputs.Length];
+        InputSlots = new int[inputs.Length];
         Leaves = new Tensor?[inputs.Length];
         for (var i = 0; i < inputs.Length; i++)
         {
@@ -23,6 +26,7 @@ internal sealed class GradNode
             {
                 n.Retain();
                 Inputs[i] = n;
+                InputSlots[i] = x.GradSlot;
             }
             else
             {
@@ -37,12 +41,22 @@ internal sealed class GradNode
     /// <summary>Upstream node per input (null when the input is a leaf or needs no gradient).</summary>
     public GradNode?[] Inputs { get; }
 
+    /// <summary>Which output of <see cref="Inputs"/>[i] input i is.</summary>
+    public int[] InputSlots { get; }
+
     /// <summary>Leaf tensor per input that accumulates a gradient.</summary>
     public Tensor?[] Leaves { get; }
+
+    /// <summary>Number of outputs; a node with more than one runs <see cref="BackwardOutputs"/>.</summary>
+    public int OutputCount { get; }
 
     /// <summary>Computes input gradients from the output gradient; entries for inputs that need none may be null.
     /// Returned tensors are owned by the engine (each must be a distinct tensor).</summary>
     public Func<Tensor, Tensor?[]> Backward { get; set; } = _ => throw new InvalidOperationException("node has no backward");
+
+    /// <summary>A node with several outputs: <see cref="Backward"/> from the gradient of each output (null where an
+    /// output received none).</summary>
+    public Func<Tensor?[], Tensor?[]> BackwardOutputs { get; set; } = _ => throw new InvalidOperationException("node has no backward");
 
     /// <summary>True once its saved tensors were freed by a backward pass.</summary>
     public bool Consumed { get; private set; }

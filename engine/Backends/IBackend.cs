@@ -170,10 +170,12 @@ public interface IBackend
 
     // ---- user kernels ----
 
-    /// <summary>output = the user kernel <paramref name="kernel"/> applied elementwise to <paramref name="inputs"/>
-    /// (contiguous F32, each of output's length; output contiguous F32): CUDA compiles and launches its source, the
-    /// CPU runs its CPU function.</summary>
-    void Custom(CustomKernel kernel, IReadOnlyList<StridedView> inputs, StridedView output);
+    /// <summary>Fills <paramref name="outputs"/> with the user kernel <paramref name="kernel"/> applied to
+    /// <paramref name="inputs"/> and <paramref name="scalars"/> (every operand contiguous, of the dtypes and shapes its
+    /// op declares and validated there): CUDA compiles its source and launches
+    /// <c>entry(inputs..., outputs..., scalars...)</c> as <paramref name="launch"/> says (nothing when the grid is
+    /// empty); the CPU runs its CPU function, which does not use <paramref name="launch"/>.</summary>
+    void Custom(CustomKernel kernel, in LaunchConfig launch, IReadOnlyList<StridedView> inputs, IReadOnlyList<StridedView> outputs, IReadOnlyList<CustomScalar> scalars);
 }
 
 /// <summary>Distribution for <see cref="IBackend.Random"/>.</summary>

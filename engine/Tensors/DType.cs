@@ -36,6 +36,20 @@ public static class DTypes
     /// <summary>True for the types the CPU backend does arithmetic in (F32, F64).</summary>
     public static bool IsComputeType(this DType dtype) => dtype is DType.F32 or DType.F64;
 
+    /// <summary>The dtype of a .NET element type (float, double, <see cref="Half"/>, <see cref="BFloat16"/>, sbyte, byte, int).</summary>
+    /// <exception cref="NotSupportedException">Another type.</exception>
+    internal static DType Of<T>() where T : unmanaged
+    {
+        if (typeof(T) == typeof(float)) return DType.F32;
+        if (typeof(T) == typeof(double)) return DType.F64;
+        if (typeof(T) == typeof(Half)) return DType.F16;
+        if (typeof(T) == typeof(BFloat16)) return DType.BF16;
+        if (typeof(T) == typeof(sbyte)) return DType.I8;
+        if (typeof(T) == typeof(byte)) return DType.U8;
+        if (typeof(T) == typeof(int)) return DType.I32;
+        throw new NotSupportedException($"no dtype for element type {typeof(T).Name}");
+    }
+
     /// <summary>True for floating-point types.</summary>
     public static bool IsFloat(this DType dtype) => dtype is DType.F32 or DType.F64 or DType.F16 or DType.BF16;
 

@@ -90,6 +90,9 @@ public sealed partial class Tensor : IDisposable
     /// <summary>The autograd node that produced this tensor (null for leaves).</summary>
     internal GradNode? GradFn { get; set; }
 
+    /// <summary>Which output of <see cref="GradFn"/> this tensor is (0 but for ops with several outputs).</summary>
+    internal int GradSlot { get; set; }
+
     /// <summary>True when no recorded op produced it (user tensors, parameters).</summary>
     public bool IsLeaf => GradFn is null;
 
@@ -252,17 +255,7 @@ public sealed partial class Tensor : IDisposable
     }
 
     /// <summary>The <see cref="DType"/> of a .NET element type.</summary>
-    public static DType DTypeOf<T>() where T : unmanaged
-    {
-        if (typeof(T) == typeof(float)) return DType.F32;
-        if (typeof(T) == typeof(double)) return DType.F64;
-        if (typeof(T) == typeof(Half)) return DType.F16;
-        if (typeof(T) == typeof(BFloat16)) return DType.BF16;
-        if (typeof(T) == typeof(sbyte)) return DType.I8;
-        if (typeof(T) == typeof(byte)) return DType.U8;
-        if (typeof(T) == typeof(int)) return DType.I32;
-        throw new NotSupportedException($"no dtype for element type {typeof(T).Name}");
-    }
+    public static DType DTypeOf<T>() where T : unmanaged => DTypes.Of<T>();
 
     // ---- reading back ----
 

@@ -41,6 +41,51 @@ var scaledSquare = new CustomOp("scaled_square", source, "scaled_square",
 var y = scaledSquare.Apply(x);                     // on x's device; recorded for autograd
 }
 {
+using var x = Tensor.Uniform(new Shape(4, 300), -1, 1, 3);
+const string rows = """
+    extern "C" __global__ void l2_normalize(const float* x, float* y, float* norm, int cols, float eps) {
+        extern __shared__ float partial[];                   // blockDim.x floats (sharedBytes)
+        const float* xr = x + (long long)blockIdx.x * cols;  // one block per row
+        float s = 0;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) s += xr[c] * xr[c];
+        partial[threadIdx.x] = s;
+        __syncthreads();
+        for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+            if (threadIdx.x < k) partial[threadIdx.x] += partial[threadIdx.x + k];
+            __syncthreads();
+        }
+        float n = sqrtf(partial[0] + eps);
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) y[(long long)blockIdx.x * cols + c] = xr[c] / n;
+        if (threadIdx.x == 0) norm[blockIdx.x] = n;
+    }
+    """;
+var l2Normalize = new CustomOp("l2_normalize", rows, "l2_normalize",
+    inputs: [DType.F32], outputs: [DType.F32, DType.F32],
+    outputShapes: s => [s[0], new Shape(s[0][0])],                       // y [R, C], norm [R]
+    launch: s => new(grid: s[0][0], block: 256, sharedBytes: 256 * sizeof(float)),
+    scalars: s => [s[0][1], 1e-6f],                                      // int cols, float eps: after the pointers
+    cpu: a =>
+    {
+        ReadOnlySpan<float> x = a.InputSpan<float>(0);
+        Span<float> y = a.OutputSpan<float>(0), norm = a.OutputSpan<float>(1);
+        (int cols, float eps) = (a.Scalar(0).AsInt32(), a.Scalar(1).AsSingle());
+        for (var r = 0; r < norm.Length; r++)
+        {
+            var sum = 0f;
+            for (var c = 0; c < cols; c++) sum += x[r * cols + c] * x[r * cols + c];
+            norm[r] = MathF.Sqrt(sum + eps);
+            for (var c = 0; c < cols; c++) y[r * cols + c] = x[r * cols + c] / norm[r];
+        }
+    },
+    backward: (_, o, g) =>                                               // g[k] is null where output k got none
+    {
+        var (y, n) = (o[0], F.Unsqueeze(o[1], 1));
+        var dx = g[0] is { } dy ? (dy - y * F.Sum(dy * y, [1], keepDim: true)) / n : null;
+        return [g[1] is { } dn ? (dx is null ? y * F.Unsqueeze(dn, 1) : dx + y * F.Unsqueeze(dn, 1)) : dx];
+    });
+var outputs = l2Normalize.ApplyAll(x);               // [y, norm] on x's device; recorded for autograd
+}
+{
 var device = Device.Cpu;
 using var model = new Sequential(new Flatten(), new Linear(784, 10));
 using var profiler = MemoryProfiler.Start(device);   // one per device; resets the allocator's peaks

@@ -276,10 +276,13 @@ public sealed unsafe partial class CpuBackend
     }
 
     /// <inheritdoc/>
-    public void Custom(CustomKernel kernel, IReadOnlyList<StridedView> inputs, StridedView output)
+    public void Custom(CustomKernel kernel, in LaunchConfig launch, IReadOnlyList<StridedView> inputs, IReadOnlyList<StridedView> outputs, IReadOnlyList<CustomScalar> scalars)
     {
-        if (output.Numel > int.MaxValue)
-            throw new NotSupportedException($"cpu Custom: the CPU function of '{kernel.Name}' takes at most 2^31 - 1 elements, got {output.Numel}");
-        kernel.Cpu(new CustomKernelArgs(inputs, output));
+        foreach (var operand in inputs.Concat(outputs))
+        {
+            if (operand.Numel > int.MaxValue)
+                throw new NotSupportedException($"cpu Custom: the CPU function of '{kernel.Name}' takes at most 2^31 - 1 elements per operand, got [{string.Join(", ", operand.Shape)}]");
+        }
+        kernel.Cpu(new CustomKernelArgs(kernel.Name, inputs, outputs, scalars));
     }
 }

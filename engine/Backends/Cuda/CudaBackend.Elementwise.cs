@@ -163,18 +163,26 @@ internal sealed unsafe partial class CudaBackend
     // ---- user kernels ----
 
     /// <inheritdoc/>
-    /// <remarks>The source is compiled through the kernel cache as its own module and launched as
-    /// <c>entry(in0, ..., inK, out, n)</c>, one thread per element.</remarks>
-    public void Custom(CustomKernel kernel, IReadOnlyList<StridedView> inputs, StridedView output)
+    /// <remarks>The source is compiled through the kernel cache as its own module.</remarks>
+    public void Custom(CustomKernel kernel, in LaunchConfig launch, IReadOnlyList<StridedView> inputs, IReadOnlyList<StridedView> outputs, IReadOnlyList<CustomScalar> scalars)
     {
-        Launch(kernel.Module, () => kernel.CudaSource, kernel.Entry, output.Numel,
-            (nint function, long n, in KernelArgs args, string _) => context.LaunchPerElement(function, n, kernel.ThreadsPerBlock, args, $"{kernel.Name}:{kernel.Entry}"),
+        var config = launch;
+        Launch(kernel.Module, () => kernel.CudaSource, kernel.Entry, config.Grid.Count,
+            (nint function, long _, in KernelArgs args, string _) => context.Launch(function, config, args, $"{kernel.Name}:{kernel.Entry}"),
             (ref KernelArgs k) =>
             {
-                foreach (var input in inputs)
-                    k.Add(input.Data);
-                k.Add(output.Data);
-                k.Add(output.Numel);
-            });
+                foreach (var operand in inputs.Concat(outputs))
+                    k.Add(operand.Data);
+                foreach (var s in scalars)
+                {
+                    switch (s.Type)
+                    {
+                        case CustomScalarType.I32: k.Add(s.AsInt32()); break;
+                        case CustomScalarType.I64: k.Add(s.AsInt64()); break;
+                        case CustomScalarType.F32: k.Add(s.AsSingle()); break;
+                        default: k.Add(s.AsDouble()); break;
+                    }
+                }
+            }, inputs.Count + outputs.Count + scalars.Count);
     }
 }

@@ -99,17 +99,20 @@ internal sealed unsafe partial class CudaBackend(CudaContext context, Allocator 
         => Launch(file, () => KernelSources.Read(file), entry, count, perRow ? context.LaunchRows : context.Launch, write);
 
     /// <summary>Packs the arguments and launches <paramref name="entry"/> of the module <paramref name="module"/>
-    /// (compiled from <paramref name="source"/> on first use) over <paramref name="count"/> elements or rows, as
-    /// <paramref name="launch"/> lays out the grid.</summary>
-    private void Launch(string module, Func<string> source, string entry, long count, Launcher launch, ArgWriter write)
+    /// (compiled from <paramref name="source"/> on first use) over <paramref name="count"/> elements, rows or blocks, as
+    /// <paramref name="launch"/> lays out the grid. Room for 24 arguments in 1 KiB, or <paramref name="arguments"/> of
+    /// at most 8 bytes each where more.</summary>
+    private void Launch(string module, Func<string> source, string entry, long count, Launcher launch, ArgWriter write, int arguments = 24)
     {
         if (count == 0)
             return;
         context.MakeCurrent();
         var function = context.Function(module, source, entry);
-        var storage = stackalloc byte[1024];
-        var pointers = stackalloc void*[24];
-        var args = new KernelArgs(storage, 1024, pointers, 24);
+        var slots = Math.Max(arguments, 24);
+        var bytes = Math.Max(slots * 8, 1024);
+        var storage = stackalloc byte[bytes];
+        var pointers = stackalloc void*[slots];
+        var args = new KernelArgs(storage, bytes, pointers, slots);
         write(ref args);
         launch(function, count, args, entry);
     }

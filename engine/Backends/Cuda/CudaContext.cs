@@ -149,31 +149,23 @@ internal sealed unsafe class CudaContext : IDisposable
     /// <summary>Launches a grid-stride kernel over <paramref name="elements"/> elements on the stream.</summary>
     public void Launch(nint function, long elements, in KernelArgs args, string what)
     {
-        if (elements == 0)
-            return;
-        var blocks = (uint)Math.Clamp((elements + ThreadsPerBlock - 1) / ThreadsPerBlock, 1, 32L * Math.Max(Info.Multiprocessors, 1));
-        Driver.Check(Driver.LaunchKernel(function, blocks, 1, 1, ThreadsPerBlock, 1, 1, 0, Stream, args.Pointers, null), $"cuLaunchKernel({what})");
-    }
-
-    /// <summary>Launches one thread per element (blocks of <paramref name="threads"/>, as many blocks as needed):
-    /// the convention of user kernels, which may test <c>i &lt; n</c> without a grid-stride loop.</summary>
-    public void LaunchPerElement(nint function, long elements, int threads, in KernelArgs args, string what)
-    {
-        if (elements == 0)
-            return;
-        var blocks = (elements + threads - 1) / threads;
-        if (blocks > int.MaxValue)
-            throw new ArgumentOutOfRangeException(nameof(elements), $"{what}: {elements} elements need more than 2^31 - 1 blocks of {threads} threads");
-        Driver.Check(Driver.LaunchKernel(function, (uint)blocks, 1, 1, (uint)threads, 1, 1, 0, Stream, args.Pointers, null), $"cuLaunchKernel({what})");
+        var blocks = (int)Math.Min((elements + ThreadsPerBlock - 1) / ThreadsPerBlock, 32L * Math.Max(Info.Multiprocessors, 1));
+        Launch(function, new LaunchConfig(blocks, ThreadsPerBlock), args, what);
     }
 
     /// <summary>Launches a row kernel: one block of 256 threads per row, rows beyond the grid taken in turn.</summary>
     public void LaunchRows(nint function, long rows, in KernelArgs args, string what)
+        => Launch(function, new LaunchConfig((int)Math.Min(rows, 65535), ThreadsPerBlock), args, what);
+
+    /// <summary>Launches <paramref name="function"/> on the stream as <paramref name="config"/> says (nothing for an
+    /// empty grid); the driver refuses geometry beyond the device's limits.</summary>
+    public void Launch(nint function, in LaunchConfig config, in KernelArgs args, string what)
     {
-        if (rows == 0)
+        Dim3 grid = config.Grid, block = config.Block;
+        if (grid.Count == 0)
             return;
-        var blocks = (uint)Math.Min(rows, 65535);
-        Driver.Check(Driver.LaunchKernel(function, blocks, 1, 1, ThreadsPerBlock, 1, 1, 0, Stream, args.Pointers, null), $"cuLaunchKernel({what})");
+        Driver.Check(Driver.LaunchKernel(function, (uint)grid.X, (uint)grid.Y, (uint)grid.Z, (uint)block.X, (uint)block.Y, (uint)block.Z,
+            (uint)config.SharedBytes, Stream, args.Pointers, null), $"cuLaunchKernel({what})");
     }
 
     public void Dispose()

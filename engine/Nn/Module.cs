@@ -200,6 +200,20 @@ public abstract class Module : IDisposable
     /// <summary>Sets evaluation mode (dropout off).</summary>
     public Module Eval() => Train(false);
 
+    /// <summary>Moves every parameter (with its gradient) and buffer of this module and the modules below it to
+    /// <paramref name="device"/> in place, as PyTorch's <c>module.to(device)</c>: the tensor objects stay (a layer's
+    /// <c>Bias</c>, a weight's parts), their storage moves, and an optimizer made over them steps on the new device
+    /// once its own state is moved too (<see cref="Optim.Optimizer.To"/>). All or nothing: when the device cannot
+    /// hold everything, nothing has moved.</summary>
+    /// <exception cref="OutOfMemoryException">The device cannot hold the module; it is where it was.</exception>
+    public Module To(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Tensor.MoveAll(NamedTensors().Select(t => t.Tensor), device, $"{GetType().Name}.To({device})");
+        return this;
+    }
+
     /// <summary>Drops every parameter's gradient (PyTorch's zero_grad(set_to_none=True)): gradient memory is freed.</summary>
     public void ZeroGrad()
     {

@@ -251,6 +251,8 @@ public abstract class Optimizer : IDisposable
         ArgumentNullException.ThrowIfNull(p);
         if (_state.TryGetValue((p, name), out var s))
         {
+            if (!ReferenceEquals(s.Device, p.Device))
+                throw new InvalidOperationException($"{GetType().Name}: the state '{name}' of {p.Name ?? "a parameter"} is on {s.Device}, the parameter on {p.Device}: after moving the model with To(device), move the optimizer with To(device) too");
             created = _createdAt[(p, name)] == StepCount;
             return s;
         }
@@ -445,6 +447,17 @@ public abstract class Optimizer : IDisposable
             s!.Dispose();
         }
         _parameters[at] = replacement;
+    }
+
+    /// <summary>Moves the optimizer's state (moments, momentum buffers, 8-bit codes and scales) to
+    /// <paramref name="device"/> in place, after its parameters moved there with <see cref="Nn.Module.To"/>; all or
+    /// nothing, as that move. State made later is made on its parameter's device.</summary>
+    /// <exception cref="OutOfMemoryException">The device cannot hold the state; nothing moved.</exception>
+    public Optimizer To(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        Tensor.MoveAll(_state.Values, device, $"{GetType().Name}.To({device})");
+        return this;
     }
 
     /// <summary>The checkpoint tensors of the state: "optimizer/PARAMETER/STATE" (dense tensors any reader opens).</summary>

@@ -15,9 +15,9 @@ public sealed partial class Tensor : IDisposable
 
     private static long s_peakLive;
 
-    private readonly DeviceBuffer _buffer;
-    private readonly long _offset;
-    private readonly int[] _strides;
+    private DeviceBuffer _buffer;
+    private long _offset;
+    private int[] _strides;
     private bool _disposed;
     private Tensor? _grad;
 
@@ -55,8 +55,8 @@ public sealed partial class Tensor : IDisposable
     /// <summary>Element type.</summary>
     public DType DType { get; }
 
-    /// <summary>Where it lives.</summary>
-    public Device Device { get; }
+    /// <summary>Where it lives (a parameter or buffer may move with <see cref="Nn.Module.To"/>).</summary>
+    public Device Device { get; private set; }
 
     /// <summary>Optional name (parameters carry their module path).</summary>
     public string? Name { get; set; }
@@ -175,6 +175,49 @@ public sealed partial class Tensor : IDisposable
         GradFn?.Release();
         GradFn = null;
         _buffer.Release();
+    }
+
+    /// <summary>Moves every tensor of <paramref name="tensors"/> (leaves: parameters, buffers, optimizer states) and
+    /// its gradient to <paramref name="device"/> in place, all or none: each is first copied there (contiguous, with
+    /// its buffer's category and owner), and only when every copy exists does each tensor take its copy's storage and
+    /// release its old one. The tensor objects stay, so whatever holds them (a layer, an optimizer) sees them moved.
+    /// Views taken before keep the old storage.</summary>
+    /// <exception cref="InvalidOperationException">A tensor is the result of an op (not a leaf); nothing moved.</exception>
+    /// <exception cref="OutOfMemoryException">The device cannot hold them all; nothing moved.</exception>
+    internal static void MoveAll(IEnumerable<Tensor> tensors, Device device, string what)
+    {
+        var all = new List<Tensor>();
+        var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var t in tensors)
+        {
+            t.ThrowIfDisposed();
+            if (!t.IsLeaf)
+                throw new InvalidOperationException($"{what}: {t.Describe()} is the result of an op; only leaves move in place");
+            if (!ReferenceEquals(t.Device, device) && seen.Add(t))
+                all.Add(t);
+            if (t._grad is { } g && !ReferenceEquals(g.Device, device) && seen.Add(g))
+                all.Add(g);
+        }
+        var copies = new List<Tensor>(all.Count);
+        try
+        {
+            foreach (var t in all)
+                copies.Add(t.ToDevice(device).DetachFromScope());
+        }
+        catch
+        {
+            foreach (var c in copies)
+                c.Dispose();
+            throw;
+        }
+        for (var i = 0; i < all.Count; i++)
+        {
+            var (t, c) = (all[i], copies[i]);
+            c._buffer.Retain();
+            t._buffer.Release();
+            (t._buffer, t._offset, t._strides, t.Device) = (c._buffer, c._offset, c._strides, c.Device);
+            c.Dispose();
+        }
     }
 
     /// <summary>Removes the tensor from its scope: the caller now owns it.</summary>

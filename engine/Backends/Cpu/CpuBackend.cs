@@ -360,31 +360,78 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         byte* rc = (byte*)rCodes.Data;
         var (n, blocks, k) = (param.Numel, mCodes.Shape[0], new AdamConstants<float>(args));
         const int B = Optim.Adam.StateBlock;
-        // The host's factors, rounded to F32 as the composed ops' scalars would be.
-        float mStep = (float)(1.0 / 127), rStep = (float)(1.0 / 255), tiny = (float)1e-30;
         CpuThreads.For(blocks, b =>
         {
-            Span<float> m = stackalloc float[B], r = stackalloc float[B], work = stackalloc float[B];
+            Span<float> m = stackalloc float[B], r = stackalloc float[B];
             var at = (long)b * B;
-            // Read: m = code · (absmax · 1/127); r = max(code, ½) · (absmax · 1/255), v = (r·r)·(r·r).
-            Widen(new ReadOnlySpan<sbyte>(mc + at, B), m);
-            TensorPrimitives.Multiply(m, ms[b] * mStep, m);
-            Widen(new ReadOnlySpan<byte>(rc + at, B), r);
-            TensorPrimitives.Max(r, 0.5f, r);
-            TensorPrimitives.Multiply(r, rs[b] * rStep, r);
-            TensorPrimitives.Multiply(r, r, r);
-            TensorPrimitives.Multiply(r, r, r);
-            fixed (float* pm = m, pv = r)
-                AdamSpan(p + at, g + at, pm, pv, (int)Math.Clamp(n - at, 0, B), k);
-            // Write back: |m| and v^¼ = √√v against their block maxima.
-            TensorPrimitives.Sqrt(r, r);
-            TensorPrimitives.Sqrt(r, r);
-            var mMax = MathF.Abs(TensorPrimitives.MaxMagnitude(m));   // the largest |m|; NaN stays NaN
-            var rMax = TensorPrimitives.Max(r);
-            Requantize(m, mMax, tiny, 127, work, new Span<sbyte>(mc + at, B));
-            Requantize(r, rMax, tiny, 255, work, new Span<byte>(rc + at, B));
-            (ms[b], rs[b]) = (mMax, rMax);
+            fixed (float* pm = m, pr = r)
+                Adam8BitBlock(p + at, g + at, (int)Math.Clamp(n - at, 0, B), mc + at, rc + at, ref ms[b], ref rs[b], k, pm, pr);
         });
+    }
+
+    /// <summary>One block of the 8-bit step in three passes over <paramref name="m"/> and <paramref name="r"/>
+    /// (stack buffers of a block): the codes widened; then per vector the moments read (m = code · (absmax · 1/127),
+    /// r = max(code, ½) · (absmax · 1/255), v = (r·r)·(r·r)), Adam on the first <paramref name="active"/> values, and
+    /// v^¼ = √√v with both block maxima; then both requantized. Every value takes the composed step's operations in
+    /// its order, so the result is the same to the bit; the last block's values past the tensor keep their moments.</summary>
+    [SkipLocalsInit]   // the tail's stack vectors are written before they are read
+    private static void Adam8BitBlock(float* p, float* g, int active, sbyte* mc, byte* rc, ref float mAbsmax, ref float rAbsmax, in AdamConstants<float> k, float* m, float* r)
+    {
+        const int B = Optim.Adam.StateBlock;
+        // The host's factors, rounded to F32 as the composed ops' scalars would be.
+        float mStep = (float)(1.0 / 127), rStep = (float)(1.0 / 255), tiny = (float)1e-30;
+        Widen(new ReadOnlySpan<sbyte>(mc, B), new Span<float>(m, B));
+        Widen(new ReadOnlySpan<byte>(rc, B), new Span<float>(r, B));
+        Vector<float> mScale = new(mAbsmax * mStep), rScale = new(rAbsmax * rStep), half = new(0.5f);
+        Vector<float> mMax = Vector<float>.Zero, rMax = Vector<float>.Zero;
+        Vector<int> mNaN = Vector<int>.Zero, rNaN = Vector<int>.Zero;
+        var w = Vector<float>.Count;
+        var tail = stackalloc float[2 * w];
+        for (var i = 0; i < B; i += w)
+        {
+            var mi = Vector.Load(m + i) * mScale;
+            var ri = Vector.Max(Vector.Load(r + i), half) * rScale;
+            ri *= ri;
+            var vi = ri * ri;
+            if (active - i >= w)
+            {
+                (var pi, mi, vi) = AdamLanes(Vector.Load(p + i), Vector.Load(g + i), mi, vi, k);
+                Vector.Store(pi, p + i);
+            }
+            else if (active > i)
+            {
+                // The last values of the tensor: Adam on copies, kept for the lanes that hold values.
+                var rest = active - i;
+                for (var j = 0; j < w; j++)
+                    (tail[j], tail[w + j]) = j < rest ? (p[i + j], g[i + j]) : (0f, 0f);
+                var (pi, mu, vu) = AdamLanes(Vector.Load(tail), Vector.Load(tail + w), mi, vi, k);
+                var lanes = Vector.LessThan(Vector<int>.Indices, new Vector<int>(rest));
+                (mi, vi) = (Vector.ConditionalSelect(lanes, mu, mi), Vector.ConditionalSelect(lanes, vu, vi));
+                Vector.Store(pi, tail);
+                for (var j = 0; j < rest; j++)
+                    p[i + j] = tail[j];
+            }
+            var root = Vector.SquareRoot(Vector.SquareRoot(vi));
+            Vector.Store(mi, m + i);
+            Vector.Store(root, r + i);
+            (mMax, rMax) = (Vector.Max(mMax, Vector.Abs(mi)), Vector.Max(rMax, root));
+            mNaN |= ~Vector.Equals(mi, mi);
+            rNaN |= ~Vector.Equals(root, root);
+        }
+        // The largest |m| and v^¼ (NaN when any is NaN, as the composed step's maxima).
+        float mm = Vector.EqualsAny(mNaN, Vector<int>.AllBitsSet) ? float.NaN : Max(mMax);
+        float rm = Vector.EqualsAny(rNaN, Vector<int>.AllBitsSet) ? float.NaN : Max(rMax);
+        Requantize(new ReadOnlySpan<float>(m, B), mm, tiny, 127, new Span<float>(m, B), new Span<sbyte>(mc, B));
+        Requantize(new ReadOnlySpan<float>(r, B), rm, tiny, 255, new Span<float>(r, B), new Span<byte>(rc, B));
+        (mAbsmax, rAbsmax) = (mm, rm);
+
+        static float Max(Vector<float> x)
+        {
+            var best = x[0];
+            for (var j = 1; j < Vector<float>.Count; j++)
+                best = MathF.Max(best, x[j]);
+            return best;
+        }
     }
 
     /// <summary>codes = round-half-even(x / max(absmax, tiny) · levels), saturated, through <paramref name="work"/>.</summary>
@@ -420,18 +467,23 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
     /// computes exactly what the scalar formula would.</summary>
     private static void AdamVector<T>(T* p, T* g, T* m, T* v, in AdamConstants<T> k) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var gi = Vector.Load(g);
-        var pi = Vector.Load(p);
+        var (pi, mi, vi) = AdamLanes(Vector.Load(p), Vector.Load(g), Vector.Load(m), Vector.Load(v), k);
+        Vector.Store(pi, p);
+        Vector.Store(mi, m);
+        Vector.Store(vi, v);
+    }
+
+    /// <summary>The lanes of <see cref="AdamVector{T}"/>: the new parameter and moments from the old and the gradient.</summary>
+    private static (Vector<T> P, Vector<T> M, Vector<T> V) AdamLanes<T>(Vector<T> pi, Vector<T> gi, Vector<T> m, Vector<T> v, in AdamConstants<T> k) where T : unmanaged, IFloatingPointIeee754<T>
+    {
         if (k.Decoupled)
             pi *= k.Decay;
         else
             gi += k.WeightDecay * pi;
-        var mi = k.Beta1 * Vector.Load(m) + k.OneMinusBeta1 * gi;
-        var vi = k.Beta2 * Vector.Load(v) + k.OneMinusBeta2 * gi * gi;
+        var mi = k.Beta1 * m + k.OneMinusBeta1 * gi;
+        var vi = k.Beta2 * v + k.OneMinusBeta2 * gi * gi;
         pi -= k.Lr * (mi * k.C1) / (Vector.SquareRoot(vi) * k.C2 + k.Eps);
-        Vector.Store(pi, p);
-        Vector.Store(mi, m);
-        Vector.Store(vi, v);
+        return (pi, mi, vi);
     }
 
     // ---- CSR and BSR weights ----

@@ -16,6 +16,10 @@ namespace Frugal.Backends.Cpu;
 /// </summary>
 internal static unsafe class QuantKernels
 {
+    /// <summary>Values from which quantizing runs on several threads: each costs tens of nanoseconds (group
+    /// statistics, a Philox draw when stochastic, the code), so a master-free update's 16,384-value chunk pays for it.</summary>
+    private const long QuantizeThreshold = 1 << 12;
+
     /// <summary>Codes and scales of <paramref name="q"/> from dense row-major values.</summary>
     public static void Quantize(in QuantView q, float* dense, in QuantizeArgs a)
     {
@@ -27,7 +31,7 @@ internal static unsafe class QuantKernels
         {
             for (var g = c0 * 8; g < Math.Min(c1 * 8, w.Groups); g++)
                 QuantizeGroup(w, dense, g, args);
-        });
+        }, QuantizeThreshold);
     }
 
     [SkipLocalsInit]   // the rounding offsets are written before they are read

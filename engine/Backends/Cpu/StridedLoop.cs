@@ -113,11 +113,13 @@ internal static class StridedLoop
         return new Plan([.. dims], [.. st.Select(s => s.ToArray())]);
     }
 
-    /// <summary>Runs <paramref name="body"/>(firstRow, endRow) over row blocks, in parallel when large.</summary>
-    public static void ForRows(long rows, long rowLength, Action<long, long> body)
+    /// <summary>Runs <paramref name="body"/>(firstRow, endRow) over row blocks, in parallel when there are at least
+    /// <paramref name="threshold"/> elements (by default <see cref="ParallelThreshold"/>, for a few nanoseconds an
+    /// element; costlier elements pay for threads sooner).</summary>
+    public static void ForRows(long rows, long rowLength, Action<long, long> body, long threshold = ParallelThreshold)
     {
         var total = rows * rowLength;
-        if (total < ParallelThreshold || rows < 2)
+        if (total < threshold || rows < 2)
         {
             body(0, rows);
             return;

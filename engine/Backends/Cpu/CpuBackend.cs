@@ -474,6 +474,7 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
     }
 
     /// <summary>The lanes of <see cref="AdamVector{T}"/>: the new parameter and moments from the old and the gradient.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static (Vector<T> P, Vector<T> M, Vector<T> V) AdamLanes<T>(Vector<T> pi, Vector<T> gi, Vector<T> m, Vector<T> v, in AdamConstants<T> k) where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (k.Decoupled)

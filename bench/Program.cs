@@ -7,6 +7,7 @@ var runners = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["sgemm"] = SgemmBench.Run,
     ["sgemm-bdn"] = SgemmBench.RunBenchmarkDotNet,
     ["train"] = TrainBench.Run,
+    ["steps"] = InterleavedBench.Run,
     ["ops"] = OpsBench.Run,
     ["gpu"] = GpuBench.Run,
     ["spmm"] = SpmmBench.Run,

@@ -607,19 +607,8 @@ public class ConformanceTests
         var x = Uniform(13, rows * cols, 2, 5);
         var gamma = Uniform(14, cols, 0.5, 1.5);
         var beta = Uniform(15, cols);
-        var plain = new double[x.Length];
-        var affine = new double[x.Length];
-        for (var r = 0; r < rows; r++)
-        {
-            var row = x.Skip(r * cols).Take(cols).ToArray();
-            var mean = row.Average();
-            var variance = row.Sum(v => (v - mean) * (v - mean)) / cols;
-            for (var c = 0; c < cols; c++)
-            {
-                plain[r * cols + c] = (row[c] - mean) / Math.Sqrt(variance + eps);
-                affine[r * cols + c] = plain[r * cols + c] * gamma[c] + beta[c];
-            }
-        }
+        var (plain, _) = Normalized(x, rows, cols, eps);
+        var affine = plain.Select((v, i) => v * gamma[i % cols] + beta[i % cols]).ToArray();
         using var t = F32(dev, x, rows, cols);
         using var g = F32(dev, gamma, cols);
         using var b = F32(dev, beta, cols);
@@ -643,14 +632,15 @@ public class ConformanceTests
         var gamma = Uniform(17, cols, 0.5, 1.5);
         var dy = Uniform(18, rows * cols);
         double[] dx = new double[x.Length], dgamma = new double[cols], dbeta = new double[cols];
+        var (normalized, rstds) = Normalized(x, rows, cols, eps);
         for (var r = 0; r < rows; r++)
         {
-            var row = x.Skip(r * cols).Take(cols).ToArray();
-            var mean = row.Average();
-            var rstd = 1 / Math.Sqrt(row.Sum(v => (v - mean) * (v - mean)) / cols + eps);
-            var xhat = row.Select(v => (v - mean) * rstd).ToArray();
+            var xhat = normalized.AsSpan(r * cols, cols);
+            var rstd = rstds[r];
             var dxhat = Enumerable.Range(0, cols).Select(c => dy[r * cols + c] * gamma[c]).ToArray();
-            double meanD = dxhat.Average(), meanDx = dxhat.Zip(xhat, (a, b) => a * b).Average();
+            double meanD = dxhat.Average(), meanDx = 0;
+            for (var c = 0; c < cols; c++)
+                meanDx += dxhat[c] * xhat[c] / cols;
             for (var c = 0; c < cols; c++)
             {
                 dx[r * cols + c] = rstd * (dxhat[c] - meanD - xhat[c] * meanDx);
@@ -667,6 +657,22 @@ public class ConformanceTests
         AssertClose(dx, Values(t.Grad!), 1e-5, 1e-4, "LayerNorm dx");
         AssertClose(dgamma, Values(g.Grad!), 1e-4, 1e-5, "LayerNorm dgamma");
         AssertClose(dbeta, Values(b.Grad!), 1e-4, 1e-5, "LayerNorm dbeta");
+    }
+
+    /// <summary>Each row of <paramref name="x"/> [rows, cols] normalized in float64, (x − mean) · rstd, and each
+    /// row's rstd = 1 / √(variance + eps): LayerNorm's reference.</summary>
+    private static (double[] Normalized, double[] Rstd) Normalized(double[] x, int rows, int cols, double eps)
+    {
+        var (y, rstd) = (new double[x.Length], new double[rows]);
+        for (var r = 0; r < rows; r++)
+        {
+            var row = x.AsSpan(r * cols, cols).ToArray();
+            var mean = row.Average();
+            rstd[r] = 1 / Math.Sqrt(row.Sum(v => (v - mean) * (v - mean)) / cols + eps);
+            for (var c = 0; c < cols; c++)
+                y[r * cols + c] = (row[c] - mean) * rstd[r];
+        }
+        return (y, rstd);
     }
 
     // ---- convolution and pooling ----

@@ -17,6 +17,15 @@ public sealed record CliOption(string Name, string? Value, string Help)
 {
     /// <summary><c>--device</c>, the same in every command that trains.</summary>
     public static readonly CliOption Device = new("device", "DEVICE", "cpu, or cuda / cuda:N for a GPU   default cpu");
+
+    /// <summary><c>--data</c>: the image models' data set, in every command that trains them.</summary>
+    public static readonly CliOption Data = new("data", "DIR", "mlp, cnn: a folder with the four Fashion-MNIST IDX files, or 'embedded' for the slice shipped with Frugal   default: /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist) when installed, else the embedded slice");
+
+    /// <summary><c>--corpus</c>: the GPT's text, in every command that trains it.</summary>
+    public static readonly CliOption Corpus = new("corpus", "FILE", "gpt: a UTF-8 text file   default: Debian's fortunes (/usr/share/games/fortunes, apt-get install fortunes) when installed, else the README embedded in the CLI");
+
+    /// <summary><c>--optimizer-bits</c>, in every command that takes it.</summary>
+    public static readonly CliOption OptimizerBits = new("optimizer-bits", "BITS", "32, or 8: Adam/AdamW moments of tensors ≥ 4096 values in blockwise 8 bits   default 32");
 }
 
 /// <summary>A command of the CLI: its name, its help's description, its options and what runs it (returning the

@@ -24,7 +24,7 @@ internal static class GptCommand
         new("attention-format", "FORMAT", "gpt: the format of the attention layers only (overriding --format)"),
         new("mlp-format", "FORMAT", "gpt: the format of the MLP layers only (overriding --format)"),
         new("embedding-format", "FORMAT", "gpt: any format; lowrank:R|F is ALBERT's factorized embedding (the head stays tied to it)   default dense"),
-        new("corpus", "FILE", "gpt: a UTF-8 text file   default: Debian's fortunes (/usr/share/games/fortunes, apt-get install fortunes) when installed, else the README embedded in the CLI"),
+        CliOption.Corpus,
         new("eval-every", "N", "gpt: the validation loss every N steps (and at the end), over 8 batches   default 200"),
         new("share-blocks", null, "gpt: one block's weights for every layer (ALBERT)"),
         new("memory-efficient", null, "gpt: recompute attention scores in backward instead of keeping them"),

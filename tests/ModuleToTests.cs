@@ -127,6 +127,21 @@ public class ModuleToTests
     }
 
     [Fact]
+    public void TensorsSharingABufferAreNotPartedByAMove()
+    {
+        var from = Device.CreateCpu("to-share-from");
+        var to = Device.CreateCpu("to-share-target");
+        using var state = Tensor.Zeros(new Shape(8), DType.F32, from).DetachFromScope();
+        using var half = state.Narrow(0, 0, 4).DetachFromScope();
+        state.Name = "state";
+        half.Name = "half";
+        var e = Assert.Throws<InvalidOperationException>(() => Tensor.MoveAll([state, half], to, "test.To"));
+        Assert.Contains("half and state share one buffer", e.Message, StringComparison.Ordinal);
+        Assert.Same(from, state.Device);
+        Assert.Equal(0, to.Allocator.Stats().CurrentTotal);
+    }
+
+    [Fact]
     public void AnOptimizerLeftBehindIsAClearError()
     {
         var from = Device.CreateCpu("to-left-from");

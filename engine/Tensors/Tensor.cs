@@ -182,21 +182,31 @@ public sealed partial class Tensor : IDisposable
     /// its buffer's category and owner), and only when every copy exists does each tensor take its copy's storage and
     /// release its old one. The tensor objects stay, so whatever holds them (a layer, an optimizer) sees them moved.
     /// Views taken before keep the old storage.</summary>
-    /// <exception cref="InvalidOperationException">A tensor is the result of an op (not a leaf); nothing moved.</exception>
+    /// <exception cref="InvalidOperationException">A tensor is the result of an op (not a leaf), or two of them share
+    /// a buffer; nothing moved.</exception>
     /// <exception cref="OutOfMemoryException">The device cannot hold them all; nothing moved.</exception>
     internal static void MoveAll(IEnumerable<Tensor> tensors, Device device, string what)
     {
         var all = new List<Tensor>();
         var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        var buffers = new Dictionary<DeviceBuffer, Tensor>(ReferenceEqualityComparer.Instance);
+        void Add(Tensor t)
+        {
+            if (ReferenceEquals(t.Device, device) || !seen.Add(t))
+                return;
+            // Copied one by one, two views of one buffer would come out as two buffers.
+            if (!buffers.TryAdd(t._buffer, t))
+                throw new InvalidOperationException($"{what}: {t.Name ?? t.Describe()} and {buffers[t._buffer].Name ?? buffers[t._buffer].Describe()} share one buffer; moving them in place would part them");
+            all.Add(t);
+        }
         foreach (var t in tensors)
         {
             t.ThrowIfDisposed();
             if (!t.IsLeaf)
                 throw new InvalidOperationException($"{what}: {t.Describe()} is the result of an op; only leaves move in place");
-            if (!ReferenceEquals(t.Device, device) && seen.Add(t))
-                all.Add(t);
-            if (t._grad is { } g && !ReferenceEquals(g.Device, device) && seen.Add(g))
-                all.Add(g);
+            Add(t);
+            if (t._grad is { } g)
+                Add(g);
         }
         var copies = new List<Tensor>(all.Count);
         try

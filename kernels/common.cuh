@@ -91,6 +91,16 @@ struct QuantScale {
 };
 static_assert(sizeof(QuantScale) == 8, "QuantScale must match KernelAbi.QuantScale (8 bytes)");
 
+// Factors of one 8-bit Adam step, computed on the host (mirrored by KernelAbi.Adam8BitFactors): Adam's lr, β1, β2,
+// 1 − β1, 1 − β2, eps, weight decay, c1 = 1/(1 − β1^t), c2 = 1/√(1 − β2^t), decay = 1 − lr·wd and decoupled (AdamW),
+// then the codes' steps 1/127 and 1/255 and the floor 1e-30 of a block maximum. 56 bytes.
+struct Adam8BitFactors {
+    float lr, b1, b2, omb1, omb2, eps, wd, c1, c2, decay;
+    int decoupled;
+    float m_step, r_step, tiny;
+};
+static_assert(sizeof(Adam8BitFactors) == 56, "Adam8BitFactors must match KernelAbi.Adam8BitFactors (56 bytes)");
+
 // The code of value i.
 __device__ __forceinline__ unsigned int quant_code(const unsigned char* codes, i64 i, int bits) {
     i64 bit = i * bits;

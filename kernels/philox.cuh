@@ -30,3 +30,10 @@ __device__ __forceinline__ float philox_uniform(unsigned long long seed, unsigne
     Philox4 b = philox_block(index >> 2, 0, seed);
     return (b.v[index & 3] >> 8) * (1.0f / 16777216.0f);
 }
+
+// Stochastic rounding offset, uniform [0, 1) with 16 random bits (Philox.RoundingOffset on the CPU): element i of the
+// 32 elements 32q .. 32q + 31 takes half (i / 16) % 2 (low bits first) of word (i / 4) % 4 of block 4q + i % 4.
+__device__ __forceinline__ float philox_rounding_offset(unsigned long long seed, unsigned long long index) {
+    Philox4 b = philox_block((index >> 5) * 4 + (index & 3), 0, seed);
+    return ((b.v[(index >> 2) & 3] >> (16 * ((index >> 4) & 1))) & 0xFFFFu) * (1.0f / 65536.0f);
+}

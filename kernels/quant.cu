@@ -1,71 +1,19 @@
 // Packed low-bit weights (the Quantized format; layout: QuantShape and QuantScale in common.cuh). CPU twins:
-// engine/Backends/Cpu/QuantKernels.cs, with the same arithmetic per group and per value (sums in group order,
-// fused multiply-adds spelled out), so both give the same codes.
-#include "common.cuh"
-#include "philox.cuh"
+// engine/Backends/Cpu/QuantKernels.cs, with the same arithmetic per group and per value (quant.cuh), so both give
+// the same codes.
+#include "quant.cuh"
 
-// Scale and zero of every group from dense values x [rows, cols]: one thread per group, summing in order.
+// Scale and zero of every group from dense values x [rows, cols]: one thread per group.
 extern "C" __global__ void quant_scales(const float* x, QuantScale* scales, QuantShape q, int scheme) {
     i64 groups = (i64)q.rows * q.cols / q.group;
-    FOR_EACH_ELEMENT(g, groups) {
-        const float* w = x + g * q.group;
-        int n = q.group, levels = (1 << q.bits) - 1;
-        float scale, zero;
-        if (scheme == SCHEME_SYMMETRIC) {
-            float absmax = 0.0f;
-            for (int i = 0; i < n; ++i) absmax = fmaxf(absmax, fabsf(w[i]));
-            scale = absmax / (float)((1 << (q.bits - 1)) - 1);
-            zero = (float)(1 << (q.bits - 1));
-        } else if (scheme == SCHEME_ASYMMETRIC) {
-            float lo = w[0], hi = w[0];
-            for (int i = 1; i < n; ++i) { lo = fminf(lo, w[i]); hi = fmaxf(hi, w[i]); }
-            scale = (hi - lo) / (float)levels;
-            if (scale == 0.0f) scale = lo == 0.0f ? 1.0f : fabsf(lo);
-            zero = -lo / scale;
-        } else if (scheme == SCHEME_TERNARY) {
-            float sum = 0.0f;
-            for (int i = 0; i < n; ++i) sum += fabsf(w[i]);
-            float threshold = 0.7f * (sum / (float)n), above = 0.0f;
-            int count = 0;
-            for (int i = 0; i < n; ++i)
-                if (fabsf(w[i]) > threshold) { above += fabsf(w[i]); ++count; }
-            scale = count > 0 ? above / (float)count : 0.0f;
-            zero = 1.0f;
-        } else {
-            float sum = 0.0f;
-            for (int i = 0; i < n; ++i) sum += fabsf(w[i]);
-            scale = 2.0f * (sum / (float)n);
-            zero = 0.5f;
-        }
-        QuantScale s = {scale, zero};
-        scales[g] = s;
-    }
+    FOR_EACH_ELEMENT(g, groups) scales[g] = quant_group_scale(x + g * q.group, q.group, q.bits, scheme);
 }
 
 // Codes from dense values and the groups' scales: one thread per code byte, so no two threads write one byte.
-// code = clamp(⌊x / scale + zero + ½⌋) to nearest, or clamp(⌊x / scale + zero + u⌋) with u = philox(seed, offset + i).
 extern "C" __global__ void quant_codes(const float* x, const QuantScale* scales, unsigned char* codes, QuantShape q,
                                        int scheme, int stochastic, unsigned long long seed, unsigned long long offset) {
     i64 count = (i64)q.rows * q.cols, bytes = (count * q.bits + 7) / 8;
-    int per_byte = 8 / q.bits, half = 1 << (q.bits - 1);
-    int lo = 0, hi = (1 << q.bits) - 1;
-    if (scheme == SCHEME_SYMMETRIC) { lo = 1; hi = 2 * half - 1; }
-    else if (scheme == SCHEME_TERNARY) hi = 2;
-    FOR_EACH_ELEMENT(b, bytes) {
-        unsigned int byte = 0;
-        for (int k = 0; k < per_byte; ++k) {
-            i64 i = b * per_byte + k;
-            if (i >= count) break;
-            QuantScale s = scales[i / q.group];
-            float inv = s.scale > 0.0f ? 1.0f / s.scale : 0.0f;
-            float t = fmaf(x[i], inv, s.zero);
-            float u = stochastic ? philox_uniform(seed, offset + (unsigned long long)i) : 0.5f;
-            int code = (int)floorf(t + u);
-            code = code < lo ? lo : code > hi ? hi : code;
-            byte |= (unsigned int)code << (k * q.bits);
-        }
-        codes[b] = (unsigned char)byte;
-    }
+    FOR_EACH_ELEMENT(b, bytes) codes[b] = quant_code_byte(x, 0, count, scales, q, scheme, stochastic, seed, offset, b);
 }
 
 // dense [rows, cols] = scale · (code − zero).

@@ -1182,7 +1182,7 @@ public class ConformanceTests
             {
                 var max = F.Max(x.Abs(), [1], keepDim: true);
                 var safe = F.Maximum(max, Tensor.Full(new Shape(), 1e-30, DType.F32, x.Device));
-                F.CopyInto(codes, (x / safe).Mul(levels).To(codes.DType));
+                F.CopyInto(codes, (x * (Tensor.Full(new Shape(), levels, DType.F32, x.Device) / safe)).To(codes.DType));
                 F.CopyInto(absmax, max);
             }
             var m = Read(rmc, rms, 127, 0);

@@ -57,6 +57,8 @@ public partial class KernelAbiTests
         Assert.Equal(16, Asserted("QuantShape"));
         Assert.Equal(Asserted("QuantScale"), Unsafe.SizeOf<QuantScale>());
         Assert.Equal(8, Asserted("QuantScale"));
+        Assert.Equal(Asserted("Adam8BitFactors"), Unsafe.SizeOf<KernelAbi.Adam8BitFactors>());
+        Assert.Equal(56, Asserted("Adam8BitFactors"));
 
         static int Asserted(string type)
             => int.Parse(Regex.Match(Header, $@"static_assert\(sizeof\({type}\) == (\d+)").Groups[1].Value, CultureInfo.InvariantCulture);

@@ -186,6 +186,76 @@ public class QuantizedKernelTests
             Assert.Equal(first, F.Quantize(dense, format, (42, 0)).Codes.ToArray<byte>());
     }
 
+    /// <summary>Device, bits, scheme, group, rows, cols of a master-free 8-bit Adam step.</summary>
+    public static TheoryData<string, int, QuantScheme, int, int, int> QuantAdamCases()
+    {
+        var data = new TheoryData<string, int, QuantScheme, int, int, int>();
+        foreach (var device in new[] { "cpu", "cuda:0" })
+        {
+            data.Add(device, 8, QuantScheme.Symmetric, 64, 9, 512);      // two blocks and a quarter
+            data.Add(device, 4, QuantScheme.Symmetric, 64, 40, 128);     // 5,120 values: a partial last block
+            data.Add(device, 4, QuantScheme.Asymmetric, 32, 3, 2048);    // one block per row
+            data.Add(device, 2, QuantScheme.Ternary, 16, 50, 96);
+            data.Add(device, 1, QuantScheme.Binary, 128, 20, 256);
+        }
+        return data;
+    }
+
+    /// <summary>The master-free 8-bit Adam step of a packed weight equals, to the bit, its three ops in turn on the
+    /// same device (dequantize, the 8-bit step of F32 values, stochastic quantization), over three steps: codes,
+    /// scales, both moments' codes and maxima.</summary>
+    [Theory]
+    [MemberData(nameof(QuantAdamCases))]
+    public void QuantAdam8BitStepEqualsItsThreeOps(string device, int bits, QuantScheme scheme, int group, int rows, int cols)
+    {
+        var dev = TestUtil.DeviceFor(device);
+        using var scope = TensorScope.Begin();
+        var format = TensorFormat.Quantized(bits, group, scheme);
+        var n = rows * cols;
+        var blocks = (n + Optim.Adam.StateBlock - 1) / Optim.Adam.StateBlock;
+        using var dense = Tensor.FromArray(Weights(21, n), new Shape(rows, cols), dev);
+        var (fused, composed) = (F.Quantize(dense, format), F.Quantize(dense, format));
+        Tensor Moments(int seed, DType dtype, double low, double high) => Tensor.FromArray([.. TestUtil.Uniform(seed, blocks * Optim.Adam.StateBlock, low, high).Select(v => (float)Math.Round(v))], new Shape(blocks, Optim.Adam.StateBlock), dev).To(dtype);
+        Tensor Maxima(int seed) => Tensor.FromArray([.. TestUtil.Uniform(seed, blocks, 0.01, 0.1).Select(v => (float)v)], new Shape(blocks, 1), dev);
+        Tensor[] State() => [Moments(22, DType.I8, -127, 127), Maxima(23), Moments(24, DType.U8, 0, 255), Maxima(25)];
+        var (state, copy) = (State(), State());
+        for (var step = 1; step <= 3; step++)
+        {
+            using var g = Tensor.FromArray(Weights(30 + step, n), new Shape(n), dev);
+            var adam = new AdamArgs(1e-2, 0.9, 0.999, 1e-8, 0.01, true, step);
+            var quantize = new QuantizeArgs(scheme, true, 77, (ulong)(step * n));
+            dev.Backend.QuantAdam8BitStep(fused.View, g.View, state[0].View, state[1].View, state[2].View, state[3].View, adam, quantize);
+            using var values = Tensor.Empty(new Shape(n), DType.F32, dev);
+            dev.Backend.Dequantize(composed.View, values.View);
+            dev.Backend.Adam8BitStep(values.View, g.View, copy[0].View, copy[1].View, copy[2].View, copy[3].View, adam);
+            dev.Backend.Quantize(composed.View, values.View, quantize);
+            Assert.Equal(composed.Codes.ToArray<byte>(), fused.Codes.ToArray<byte>());
+            Assert.Equal(composed.Scales.ToArray<float>(), fused.Scales.ToArray<float>());
+            Assert.Equal(copy[0].ToArray<sbyte>(), state[0].ToArray<sbyte>());
+            Assert.Equal(copy[1].ToArray<float>(), state[1].ToArray<float>());
+            Assert.Equal(copy[2].ToArray<byte>(), state[2].ToArray<byte>());
+            Assert.Equal(copy[3].ToArray<float>(), state[3].ToArray<float>());
+        }
+        // The step moved the weight: the codes are no longer those of the initial weight.
+        Assert.NotEqual(F.Quantize(dense, format).Codes.ToArray<byte>(), fused.Codes.ToArray<byte>());
+    }
+
+    [Theory]
+    [InlineData("cpu")]
+    [InlineData("cuda:0")]
+    public void QuantAdam8BitStepRefusesGroupsThatDoNotDivideTheStateBlock(string device)
+    {
+        var dev = TestUtil.DeviceFor(device);
+        using var scope = TensorScope.Begin();
+        var w = F.Quantize(Tensor.FromArray(Weights(3, 4 * 784), new Shape(4, 784), dev), TensorFormat.Quantized(8, 0, QuantScheme.Symmetric));
+        using var g = Tensor.Zeros(new Shape(4 * 784), DType.F32, dev);
+        using var codes = Tensor.Zeros(new Shape(2, Optim.Adam.StateBlock), DType.I8, dev);
+        using var roots = Tensor.Zeros(new Shape(2, Optim.Adam.StateBlock), DType.U8, dev);
+        using var maxima = Tensor.Zeros(new Shape(2, 1), DType.F32, dev);
+        var e = Assert.Throws<NotSupportedException>(() => dev.Backend.QuantAdam8BitStep(w.View, g.View, codes.View, maxima.View, roots.View, maxima.View, new AdamArgs(1e-3, 0.9, 0.999, 1e-8, 0, false, 1), new QuantizeArgs(QuantScheme.Symmetric, true, 1, 0)));
+        Assert.Contains("groups of 784 values do not divide its blocks of 2048", e.Message);
+    }
+
     [Fact]
     public void CudaCodesEqualTheCpuCodesBitForBit()
     {

@@ -358,13 +358,14 @@ extern "C" __global__ void math_intrinsics(float* f, int* i, double* d) {
 )CUDA";
 
 void test_project_kernels(const std::string& kdir) {
-    std::map<std::string, std::string> headers = {{"common.cuh", read_text(kdir + "/common.cuh")},
-                                                  {"philox.cuh", read_text(kdir + "/philox.cuh")}};
+    // Every header of the directory, as the engine's kernel cache passes them.
+    std::map<std::string, std::string> headers;
     std::vector<std::string> files;
     if (DIR* d = opendir(kdir.c_str())) {
         while (dirent* e = readdir(d)) {
             std::string n = e->d_name;
             if (n.size() > 3 && n.compare(n.size() - 3, 3, ".cu") == 0) files.push_back(n);
+            if (n.size() > 4 && n.compare(n.size() - 4, 4, ".cuh") == 0) headers[n] = read_text(kdir + "/" + n);
         }
         closedir(d);
     }

@@ -128,9 +128,17 @@ public interface IBackend
     /// <summary>One Adam/AdamW step on param (F32, the first values of <paramref name="mCodes"/>' blocks) with 8-bit
     /// moments of <see cref="Optim.Adam.StateBlock"/> values per block: m = code · absmax / 127 (I8 codes) and
     /// v = r⁴ with r = max(code, ½) · absmax / 255 (U8 codes of v^¼). Each block is read, stepped and quantized back
-    /// (absmax = the block's largest |m| or v^¼, codes = round-half-even(x / max(absmax, 1e-30) · levels),
+    /// (absmax = the block's largest |m| or v^¼, codes = round-half-even(x · (levels / max(absmax, 1e-30))),
     /// saturated), padding values of a last partial block included, with no F32 copy of the moments left behind.</summary>
     void Adam8BitStep(StridedView param, StridedView grad, StridedView mCodes, StridedView mAbsmax, StridedView rCodes, StridedView rAbsmax, in AdamArgs args);
+
+    /// <summary>The master-free 8-bit Adam step of a packed weight <paramref name="weight"/> (its values are the
+    /// parameter; <paramref name="grad"/> F32 [Rows·Cols]), one state block at a time: the block's values
+    /// dequantized, stepped as <see cref="Adam8BitStep"/> steps F32 values, and quantized back as
+    /// <see cref="Quantize"/> does with <paramref name="quantize"/>. Codes, scales and moments are those of the three
+    /// ops in turn, to the bit, with no F32 copy of the weight in device memory. The weight's group must divide
+    /// <see cref="Optim.Adam.StateBlock"/>, so each block holds whole groups.</summary>
+    void QuantAdam8BitStep(in QuantView weight, StridedView grad, StridedView mCodes, StridedView mAbsmax, StridedView rCodes, StridedView rAbsmax, in AdamArgs adam, in QuantizeArgs quantize);
 
     // ---- CSR and BSR weights (activations batch-minor: [features, batch], contiguous, F32) ----
 

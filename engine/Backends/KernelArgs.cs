@@ -145,6 +145,14 @@ public readonly record struct QuantView(int Rows, int Cols, int Bits, int Group,
 
     /// <summary>Bytes of packed codes: ⌈Rows·Cols·Bits / 8⌉.</summary>
     public long CodeBytes => (Count * Bits + 7) / 8;
+
+    /// <summary>Refuses a weight whose groups do not divide blocks of <paramref name="block"/> values, for the op
+    /// <paramref name="op"/> that works a block of whole groups at a time.</summary>
+    internal void CheckGroupsDivide(int block, string op)
+    {
+        if (block % Group != 0)
+            throw new NotSupportedException($"{op}: the weight's groups of {Group} values do not divide its blocks of {block}");
+    }
 }
 
 /// <summary>Scale and zero point of one group of a packed weight: <c>struct QuantScale</c> of
@@ -153,5 +161,6 @@ public readonly record struct QuantView(int Rows, int Cols, int Bits, int Group,
 public readonly record struct QuantScale(float Scale, float Zero);
 
 /// <summary>How a dense weight becomes codes: the scheme that picks each group's scale and zero, and the rounding
-/// (to nearest, or stochastic: code = ⌊t + u⌋ with u = philox(Seed, Offset + i) uniform in [0, 1), unbiased).</summary>
+/// (to nearest, or stochastic: code = ⌊t + u⌋ with u = <see cref="Philox.RoundingOffset"/>(Seed, Offset + i), uniform
+/// in [0, 1) with 16 random bits, unbiased to 2^-16 of a step).</summary>
 public readonly record struct QuantizeArgs(QuantScheme Scheme, bool Stochastic, ulong Seed, ulong Offset);

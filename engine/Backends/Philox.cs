@@ -38,27 +38,54 @@ public static class Philox
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Uniform(ulong seed, ulong index) => new PhiloxStream(seed).Uniform(index);
 
-    /// <summary><see cref="Uniform"/> for the consecutive indices <paramref name="first"/> ... into
-    /// <paramref name="dst"/>: the same values, four blocks (sixteen values) at a time in vector lanes where the
-    /// hardware has them, the unaligned ends through <see cref="PhiloxStream"/>.</summary>
-    public static void Uniforms(ulong seed, ulong first, Span<float> dst)
+    /// <summary>The stochastic rounding offset of element <paramref name="index"/> of stream <paramref name="seed"/>:
+    /// uniform in [0, 1) with 16 random bits, so one block serves eight elements. Element i of the 32 elements
+    /// 32q .. 32q + 31 takes half (i / 16) % 2 (low 16 bits first) of word (i / 4) % 4 of block 4q + i % 4: the order
+    /// in which four blocks computed side by side in vector lanes (<see cref="RoundingOffsets"/>) hold them.
+    /// Sixteen bits are what rounding can use: t + u for a code t ≥ 128 keeps 2^-16 of u in F32.</summary>
+    public static float RoundingOffset(ulong seed, ulong index)
     {
-        var stream = new PhiloxStream(seed);
-        var i = 0;
-        for (; i < dst.Length && ((first + (ulong)i) & 3) != 0; i++)
-            dst[i] = stream.Uniform(first + (ulong)i);
-        if (Vector256.IsHardwareAccelerated)
+        var (w0, w1, w2, w3) = Block((index >> 5) * 4 + (index & 3), 0, seed);
+        var word = ((index >> 2) & 3) switch { 0 => w0, 1 => w1, 2 => w2, _ => w3 };
+        return ((word >> (int)(16 * ((index >> 4) & 1))) & 0xFFFF) * (1.0f / 65536.0f);
+    }
+
+    /// <summary><see cref="RoundingOffset"/> for the consecutive indices <paramref name="first"/> ... into
+    /// <paramref name="dst"/>: the same values, 32 at a time from four blocks in vector lanes where the hardware has
+    /// them (a run that starts or ends inside 32 takes its part of that 32).</summary>
+    [SkipLocalsInit]   // a partial run's 32 values are written before they are read
+    public static unsafe void RoundingOffsets(ulong seed, ulong first, Span<float> dst)
+    {
+        if (!Vector256.IsHardwareAccelerated)
         {
-            for (; i + 16 <= dst.Length; i += 16)
-                FourBlocks((first + (ulong)i) >> 2, seed, dst.Slice(i, 16));
+            for (var i = 0; i < dst.Length; i++)
+                dst[i] = RoundingOffset(seed, first + (ulong)i);
+            return;
         }
-        for (; i < dst.Length; i++)
-            dst[i] = stream.Uniform(first + (ulong)i);
+        var part = stackalloc float[32];
+        for (var i = 0; i < dst.Length;)
+        {
+            var index = first + (ulong)i;
+            var (window, skip) = (index >> 5, (int)(index & 31));
+            var take = Math.Min(32 - skip, dst.Length - i);
+            if (take == 32)
+            {
+                fixed (float* d = dst.Slice(i, 32))
+                    FourBlocks(window * 4, seed, d);
+            }
+            else
+            {
+                FourBlocks(window * 4, seed, part);
+                new ReadOnlySpan<float>(part + skip, take).CopyTo(dst.Slice(i, take));
+            }
+            i += take;
+        }
     }
 
     /// <summary>Blocks block .. block + 3 (counter high word 0), each 32-bit word in a 64-bit lane so a lane's
-    /// product is the full 32 × 32 → 64-bit one, as <see cref="Block"/> computes; their sixteen uniforms in order.</summary>
-    private static unsafe void FourBlocks(ulong block, ulong key, Span<float> dst)
+    /// product is the full 32 × 32 → 64-bit one, as <see cref="Block"/> computes; their 32 rounding offsets in
+    /// order (the low halves of words 0 .. 3 of the four blocks, then the high halves).</summary>
+    private static unsafe void FourBlocks(ulong block, ulong key, float* dst)
     {
         var low = Vector256.Create(0xFFFFFFFFul);
         var counters = Vector256.Create(block, block + 1, block + 2, block + 3);
@@ -78,13 +105,13 @@ public static class Philox
             k0 += W0;
             k1 += W1;
         }
-        // The top 24 bits of each word, exact in float, then block by block into place.
-        var scale = Vector256.Create(1.0f / 16777216.0f);
-        var words = stackalloc float[16];
-        Vector256.Store(Vector256.ConvertToSingle(Vector256.Narrow(c0 >>> 8, c1 >>> 8).AsInt32()) * scale, words);
-        Vector256.Store(Vector256.ConvertToSingle(Vector256.Narrow(c2 >>> 8, c3 >>> 8).AsInt32()) * scale, words + 8);
-        for (var j = 0; j < 4; j++)
-            (dst[4 * j], dst[4 * j + 1], dst[4 * j + 2], dst[4 * j + 3]) = (words[j], words[4 + j], words[8 + j], words[12 + j]);
+        // Words 0 and 1 of the four blocks, then 2 and 3: each word's low 16 bits, then its high 16 bits.
+        Vector256<uint> first = Vector256.Narrow(c0, c1), second = Vector256.Narrow(c2, c3), half = Vector256.Create(0xFFFFu);
+        var scale = Vector256.Create(1.0f / 65536.0f);
+        Vector256.Store(Vector256.ConvertToSingle((first & half).AsInt32()) * scale, dst);
+        Vector256.Store(Vector256.ConvertToSingle((second & half).AsInt32()) * scale, dst + 8);
+        Vector256.Store(Vector256.ConvertToSingle((first >>> 16).AsInt32()) * scale, dst + 16);
+        Vector256.Store(Vector256.ConvertToSingle((second >>> 16).AsInt32()) * scale, dst + 24);
     }
 
     /// <summary>Lane products of 32-bit values held in 64-bit lanes: the full 64-bit products.</summary>

@@ -35,6 +35,15 @@ internal sealed class PackedWeight(QuantizedOperand weight, Shape logicalShape, 
         _draws += (ulong)((long)weight.Rows * weight.Cols);
     }
 
+    /// <summary>Updates the weight in one call of <paramref name="update"/>(codes and scales, the stochastic rounding
+    /// it must write the result back with): for a backend op that steps and requantizes the codes itself. Every call
+    /// draws fresh random numbers, as <see cref="UpdateInChunks"/>.</summary>
+    public void UpdateInPlace(Action<Backends.QuantView, Backends.QuantizeArgs> update)
+    {
+        update(weight.View, new Backends.QuantizeArgs(weight.Format.Scheme, true, _seed, _draws));
+        _draws += (ulong)((long)weight.Rows * weight.Cols);
+    }
+
     /// <summary>Sets the weight a chunk of rows at a time to the values <paramref name="fill"/>(chunk, index of its
     /// first value) writes, rounded to nearest (initialisation without a dense F32 copy of the whole weight).</summary>
     public void Initialize(int chunkValues, int align, Action<Tensor, long> fill) => Rewrite(chunkValues, align, fill, stochastic: false);

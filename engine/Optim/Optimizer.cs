@@ -100,6 +100,8 @@ public abstract class Optimizer : IDisposable
     {
         if (g.Shape != packed.LogicalShape || g.DType != DType.F32 || !g.IsContiguous)
             throw new InvalidOperationException($"{GetType().Name}: gradient {g.Describe()} does not match the packed weight {p.Describe()} (f32 {packed.LogicalShape})");
+        if (UpdatePackedInPlace(p, packed, g))
+            return;
         using var grads = g.Reshape(-1);
         using var work = MemoryContext.Use(MemoryCategory.Workspace, $"{p.Name ?? "param"}.update");
         packed.UpdateInChunks(ChunkValues, Adam.StateBlock, (values, offset) =>
@@ -108,6 +110,11 @@ public abstract class Optimizer : IDisposable
             Update(p, values, gc, offset);
         });
     }
+
+    /// <summary>Steps the master-free weight <paramref name="parameter"/> with one backend op that steps and
+    /// requantizes its codes itself, without F32 Workspace, where this optimizer has one for it; false leaves it to the
+    /// chunked path through <see cref="Update"/>.</summary>
+    private protected virtual bool UpdatePackedInPlace(Tensor parameter, Formats.PackedWeight packed, Tensor grad) => false;
 
     /// <summary>
     /// Update in backward (as LOMO and PyTorch's optimizer-in-backward): inside the returned scope, the one

@@ -143,7 +143,7 @@ public class Adam : Optimizer
     /// <inheritdoc/>
     protected override void Update(Tensor parameter, Tensor values, Tensor grad, long offset)
     {
-        var args = new AdamArgs(Lr, Beta1, Beta2, Eps, Decay is null || Decay(parameter) ? WeightDecay : 0, Decoupled, StepCount);
+        var args = ArgsFor(parameter);
         if (QuantizesState(parameter))
         {
             UpdateQuantized(parameter, values, grad, offset, args);
@@ -154,19 +154,37 @@ public class Adam : Optimizer
         values.Backend.AdamStep(values.View, grad.View, m.View, v.View, args);
     }
 
+    private AdamArgs ArgsFor(Tensor parameter) => new(Lr, Beta1, Beta2, Eps, Decay is null || Decay(parameter) ? WeightDecay : 0, Decoupled, StepCount);
+
+    /// <inheritdoc/>
+    /// <remarks>With 8-bit moments and groups that divide <see cref="StateBlock"/>: the whole weight in one
+    /// <see cref="Backends.IBackend.QuantAdam8BitStep"/>, the codes, scales and moments of the chunked path.</remarks>
+    private protected override bool UpdatePackedInPlace(Tensor parameter, Formats.PackedWeight packed, Tensor grad)
+    {
+        if (!QuantizesState(parameter) || StateBlock % packed.Weight.Group != 0)
+            return false;
+        var (mc, ms, rc, rs) = QuantizedMoments(parameter);
+        var args = ArgsFor(parameter);
+        packed.UpdateInPlace((w, q) => grad.Backend.QuantAdam8BitStep(w, grad.View, mc.View, ms.View, rc.View, rs.View, args, q));
+        return true;
+    }
+
+    /// <summary>The codes and block maxima of both moments of <paramref name="parameter"/>, created on its first step.</summary>
+    private (Tensor MCodes, Tensor MAbsmax, Tensor RCodes, Tensor RAbsmax) QuantizedMoments(Tensor parameter)
+    {
+        var blocks = checked((int)((parameter.GradShape.Numel + StateBlock - 1) / StateBlock));
+        var codes = new Shape(blocks, StateBlock);
+        var scales = new Shape(blocks, 1);
+        return (State(parameter, "exp_avg.codes", codes, DType.I8, out _), State(parameter, "exp_avg.absmax", scales, DType.F32, out _),
+            State(parameter, "exp_avg_sq.root4_codes", codes, DType.U8, out _), State(parameter, "exp_avg_sq.root4_absmax", scales, DType.F32, out _));
+    }
+
     /// <summary>The 8-bit step of values [offset, offset + n): one fused backend step over their blocks of both
     /// moments (<see cref="Backends.IBackend.Adam8BitStep"/>), which reads, steps and quantizes back each block
     /// without an F32 copy of the moments in device memory.</summary>
     private void UpdateQuantized(Tensor parameter, Tensor values, Tensor grad, long offset, in AdamArgs args)
     {
-        var total = parameter.GradShape.Numel;
-        var blocks = checked((int)((total + StateBlock - 1) / StateBlock));
-        var codes = new Shape(blocks, StateBlock);
-        var scales = new Shape(blocks, 1);
-        var mCodes = State(parameter, "exp_avg.codes", codes, DType.I8, out _);
-        var mScale = State(parameter, "exp_avg.absmax", scales, DType.F32, out _);
-        var rCodes = State(parameter, "exp_avg_sq.root4_codes", codes, DType.U8, out _);
-        var rScale = State(parameter, "exp_avg_sq.root4_absmax", scales, DType.F32, out _);
+        var (mCodes, mScale, rCodes, rScale) = QuantizedMoments(parameter);
         if (offset % StateBlock != 0)
             throw new InvalidOperationException($"{GetType().Name}: an 8-bit update must start on a block of {StateBlock} values, not at {offset}");
         var (first, n) = ((int)(offset / StateBlock), checked((int)values.Numel));
@@ -302,15 +320,16 @@ public class Adam : Optimizer
         return values * step;
     }
 
-    /// <summary>codes = round(x / absmax · levels) per block (saturating), absmax = max |x| of the block.</summary>
+    /// <summary>codes = round(x · (levels / absmax)) per block (saturating), absmax = max |x| of the block.</summary>
     private static void Quantize(Tensor x, Tensor codes, Tensor absmax, double levels)
     {
         using var abs = x.Abs();
         using var max = F.Max(abs, [1], keepDim: true);
         using var tiny = Tensor.Full(new Shape(), 1e-30, DType.F32, x.Device);
         using var safe = F.Maximum(max, tiny);
-        using var scaled = x / safe;
-        using var levelled = scaled.Mul(levels);
+        using var top = Tensor.Full(new Shape(), levels, DType.F32, x.Device);
+        using var factor = top / safe;
+        using var levelled = x * factor;
         using var q = levelled.To(codes.DType);
         F.CopyInto(codes, q);
         F.CopyInto(absmax, max);

@@ -369,61 +369,100 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         });
     }
 
-    /// <summary>One block of the 8-bit step in three passes over <paramref name="m"/> and <paramref name="r"/>
-    /// (stack buffers of a block): the codes widened; then per vector the moments read (m = code · (absmax · 1/127),
-    /// r = max(code, ½) · (absmax · 1/255), v = (r·r)·(r·r)), Adam on the first <paramref name="active"/> values, and
-    /// v^¼ = √√v with both block maxima; then both requantized. Every value takes the composed step's operations in
-    /// its order, so the result is the same to the bit; the last block's values past the tensor keep their moments.</summary>
+    /// <inheritdoc/>
+    [SkipLocalsInit]   // the block buffers are written before they are read
+    public void QuantAdam8BitStep(in QuantView weight, StridedView grad, StridedView mCodes, StridedView mAbsmax, StridedView rCodes, StridedView rAbsmax, in AdamArgs adam, in QuantizeArgs quantize)
+    {
+        weight.CheckGroupsDivide(Optim.Adam.StateBlock, "cpu QuantAdam8BitStep");
+        float* g = (float*)grad.Data, ms = (float*)mAbsmax.Data, rs = (float*)rAbsmax.Data;
+        sbyte* mc = (sbyte*)mCodes.Data;
+        byte* rc = (byte*)rCodes.Data;
+        var (w, q, n, k) = (weight, quantize, weight.Count, new AdamConstants<float>(adam));
+        const int B = Optim.Adam.StateBlock;
+        CpuThreads.For(mCodes.Shape[0], b =>
+        {
+            Span<float> p = stackalloc float[B], m = stackalloc float[B], r = stackalloc float[B];
+            var at = (long)b * B;
+            var active = (int)Math.Clamp(n - at, 0, B);
+            fixed (float* pp = p, pm = m, pr = r)
+            {
+                QuantKernels.DequantizeRange(w, at, active, pp, 1);
+                Adam8BitBlock(pp, g + at, active, mc + at, rc + at, ref ms[b], ref rs[b], k, pm, pr);
+                QuantKernels.QuantizeRange(w, pp, at, active, q);
+            }
+        });
+    }
+
+    /// <summary>One block of the 8-bit step in two passes over <paramref name="m"/> and <paramref name="r"/>
+    /// (stack buffers of a block): per vector of codes, widened in registers, the moments read (m = code ·
+    /// (absmax · 1/127), r = max(code, ½) · (absmax · 1/255), v = (r·r)·(r·r)), Adam on the first
+    /// <paramref name="active"/> values, and v^¼ = √√v (√v the one Adam took) with both block maxima; then both
+    /// requantized. Every value takes the composed step's operations in its order, so the result is the same to the
+    /// bit; the last block's values past the tensor keep their moments.</summary>
     [SkipLocalsInit]   // the tail's stack vectors are written before they are read
     private static void Adam8BitBlock(float* p, float* g, int active, sbyte* mc, byte* rc, ref float mAbsmax, ref float rAbsmax, in AdamConstants<float> k, float* m, float* r)
     {
         const int B = Optim.Adam.StateBlock;
         // The host's factors, rounded to F32 as the composed ops' scalars would be.
         float mStep = (float)(1.0 / 127), rStep = (float)(1.0 / 255), tiny = (float)1e-30;
-        Widen(new ReadOnlySpan<sbyte>(mc, B), new Span<float>(m, B));
-        Widen(new ReadOnlySpan<byte>(rc, B), new Span<float>(r, B));
         Vector<float> mScale = new(mAbsmax * mStep), rScale = new(rAbsmax * rStep), half = new(0.5f);
         Vector<float> mMax = Vector<float>.Zero, rMax = Vector<float>.Zero;
         Vector<int> mNaN = Vector<int>.Zero, rNaN = Vector<int>.Zero;
-        var w = Vector<float>.Count;
+        var (w, c) = (Vector<float>.Count, k);
         var tail = stackalloc float[2 * w];
-        for (var i = 0; i < B; i += w)
+        for (var i = 0; i < B; i += 4 * w)
         {
-            var mi = Vector.Load(m + i) * mScale;
-            var ri = Vector.Max(Vector.Load(r + i), half) * rScale;
+            var (m0, m1, m2, m3) = Floats(Vector.Load(mc + i));
+            var (r0, r1, r2, r3) = Floats(Vector.Load(rc + i));
+            Lanes(i, m0, r0);
+            Lanes(i + w, m1, r1);
+            Lanes(i + 2 * w, m2, r2);
+            Lanes(i + 3 * w, m3, r3);
+        }
+        // The largest |m| and v^¼ (NaN when any is NaN, as the composed step's maxima).
+        float mm = Vector.EqualsAny(mNaN, Vector<int>.AllBitsSet) ? float.NaN : Max(mMax);
+        float rm = Vector.EqualsAny(rNaN, Vector<int>.AllBitsSet) ? float.NaN : Max(rMax);
+        Requantize(m, mm, tiny, 127, mc);
+        Requantize(r, rm, tiny, 255, (sbyte*)rc);
+        (mAbsmax, rAbsmax) = (mm, rm);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        void Lanes(int i, Vector<float> mCodes, Vector<float> rCodes)
+        {
+            var mi = mCodes * mScale;
+            var ri = Vector.Max(rCodes, half) * rScale;
             ri *= ri;
             var vi = ri * ri;
+            Vector<float> root;
             if (active - i >= w)
             {
-                (var pi, mi, vi) = AdamLanes(Vector.Load(p + i), Vector.Load(g + i), mi, vi, k);
+                (var pi, mi, vi, var sqrtV) = AdamLanes(Vector.Load(p + i), Vector.Load(g + i), mi, vi, c);
                 Vector.Store(pi, p + i);
+                root = Vector.SquareRoot(sqrtV);
             }
-            else if (active > i)
+            else
             {
-                // The last values of the tensor: Adam on copies, kept for the lanes that hold values.
-                var rest = active - i;
-                for (var j = 0; j < w; j++)
-                    (tail[j], tail[w + j]) = j < rest ? (p[i + j], g[i + j]) : (0f, 0f);
-                var (pi, mu, vu) = AdamLanes(Vector.Load(tail), Vector.Load(tail + w), mi, vi, k);
-                var lanes = Vector.LessThan(Vector<int>.Indices, new Vector<int>(rest));
-                (mi, vi) = (Vector.ConditionalSelect(lanes, mu, mi), Vector.ConditionalSelect(lanes, vu, vi));
-                Vector.Store(pi, tail);
-                for (var j = 0; j < rest; j++)
-                    p[i + j] = tail[j];
+                if (active > i)
+                {
+                    // The last values of the tensor: Adam on copies, kept for the lanes that hold values.
+                    var rest = active - i;
+                    for (var j = 0; j < w; j++)
+                        (tail[j], tail[w + j]) = j < rest ? (p[i + j], g[i + j]) : (0f, 0f);
+                    var (pi, mu, vu, _) = AdamLanes(Vector.Load(tail), Vector.Load(tail + w), mi, vi, c);
+                    var lanes = Vector.LessThan(Vector<int>.Indices, new Vector<int>(rest));
+                    (mi, vi) = (Vector.ConditionalSelect(lanes, mu, mi), Vector.ConditionalSelect(lanes, vu, vi));
+                    Vector.Store(pi, tail);
+                    for (var j = 0; j < rest; j++)
+                        p[i + j] = tail[j];
+                }
+                root = Vector.SquareRoot(Vector.SquareRoot(vi));
             }
-            var root = Vector.SquareRoot(Vector.SquareRoot(vi));
             Vector.Store(mi, m + i);
             Vector.Store(root, r + i);
             (mMax, rMax) = (Vector.Max(mMax, Vector.Abs(mi)), Vector.Max(rMax, root));
             mNaN |= ~Vector.Equals(mi, mi);
             rNaN |= ~Vector.Equals(root, root);
         }
-        // The largest |m| and v^¼ (NaN when any is NaN, as the composed step's maxima).
-        float mm = Vector.EqualsAny(mNaN, Vector<int>.AllBitsSet) ? float.NaN : Max(mMax);
-        float rm = Vector.EqualsAny(rNaN, Vector<int>.AllBitsSet) ? float.NaN : Max(rMax);
-        Requantize(new ReadOnlySpan<float>(m, B), mm, tiny, 127, new Span<float>(m, B), new Span<sbyte>(mc, B));
-        Requantize(new ReadOnlySpan<float>(r, B), rm, tiny, 255, new Span<float>(r, B), new Span<byte>(rc, B));
-        (mAbsmax, rAbsmax) = (mm, rm);
 
         static float Max(Vector<float> x)
         {
@@ -434,14 +473,50 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         }
     }
 
-    /// <summary>codes = round-half-even(x / max(absmax, tiny) · levels), saturated, through <paramref name="work"/>.</summary>
-    private static void Requantize<TInt>(ReadOnlySpan<float> x, float absmax, float tiny, float levels, Span<float> work, Span<TInt> codes)
-        where TInt : unmanaged, IBinaryInteger<TInt>
+    /// <summary>The four vectors of floats of a vector of I8 (or, <paramref name="codes"/> reinterpreted, U8) codes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static (Vector<float>, Vector<float>, Vector<float>, Vector<float>) Floats<TCode>(Vector<TCode> codes) where TCode : unmanaged
+    {
+        Vector<int> a, b, c, d;
+        if (typeof(TCode) == typeof(sbyte))
+        {
+            Vector.Widen(codes.As<TCode, sbyte>(), out var lo, out var hi);
+            Vector.Widen(lo, out a, out b);
+            Vector.Widen(hi, out c, out d);
+        }
+        else
+        {
+            Vector.Widen(codes.As<TCode, byte>(), out var lo, out var hi);
+            Vector.Widen(lo, out var ua, out var ub);
+            Vector.Widen(hi, out var uc, out var ud);
+            (a, b, c, d) = (ua.As<uint, int>(), ub.As<uint, int>(), uc.As<uint, int>(), ud.As<uint, int>());   // 0 .. 255
+        }
+        return (Vector.ConvertToSingle(a), Vector.ConvertToSingle(b), Vector.ConvertToSingle(c), Vector.ConvertToSingle(d));
+    }
+
+    /// <summary>The <see cref="Optim.Adam.StateBlock"/> codes of a block, round-half-even(x · (levels / max(absmax,
+    /// tiny))) saturated to [-128, 127] (levels 127, I8 codes) or [0, 255] (levels 255, U8 codes, written through
+    /// <paramref name="codes"/> as the same bytes), NaN to 0: the composed step's multiply and rounding cast per
+    /// value, in one pass.</summary>
+    private static void Requantize(float* x, float absmax, float tiny, float levels, sbyte* codes)
     {
         var safe = float.IsNaN(absmax) || absmax >= tiny ? absmax : tiny;
-        TensorPrimitives.Divide(x, safe, work);
-        TensorPrimitives.Multiply(work, levels, work);
-        RoundSaturating(work, codes);
+        var signed = levels < 255;
+        Vector<float> factor = new(levels / safe), lo = new(signed ? -128f : 0f), hi = new(signed ? 127f : 255f);
+        var w = Vector<float>.Count;
+        for (var i = 0; i < Optim.Adam.StateBlock; i += 4 * w)
+        {
+            var low = Vector.Narrow(Code(x + i), Code(x + i + w));
+            var high = Vector.Narrow(Code(x + i + 2 * w), Code(x + i + 3 * w));
+            Vector.Store(Vector.Narrow(low, high), codes + i);   // -128 .. 255 in 16 bits, then their low bytes
+        }
+
+        Vector<int> Code(float* at)
+        {
+            var t = Vector.Load(at) * factor;
+            var rounded = Vector.ConditionalSelect(Vector.Equals(t, t), Vector.Round(t), Vector<float>.Zero);
+            return Vector.ConvertToInt32(Vector.Min(Vector.Max(rounded, lo), hi));
+        }
     }
 
     /// <summary>Adam's (or AdamW's) constants of one step in the element type, as vectors.</summary>
@@ -467,15 +542,16 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
     /// computes exactly what the scalar formula would.</summary>
     private static void AdamVector<T>(T* p, T* g, T* m, T* v, in AdamConstants<T> k) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        var (pi, mi, vi) = AdamLanes(Vector.Load(p), Vector.Load(g), Vector.Load(m), Vector.Load(v), k);
+        var (pi, mi, vi, _) = AdamLanes(Vector.Load(p), Vector.Load(g), Vector.Load(m), Vector.Load(v), k);
         Vector.Store(pi, p);
         Vector.Store(mi, m);
         Vector.Store(vi, v);
     }
 
-    /// <summary>The lanes of <see cref="AdamVector{T}"/>: the new parameter and moments from the old and the gradient.</summary>
+    /// <summary>The lanes of <see cref="AdamVector{T}"/>: the new parameter and moments from the old and the gradient,
+    /// and the square root of the new second moment that the step took.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (Vector<T> P, Vector<T> M, Vector<T> V) AdamLanes<T>(Vector<T> pi, Vector<T> gi, Vector<T> m, Vector<T> v, in AdamConstants<T> k) where T : unmanaged, IFloatingPointIeee754<T>
+    private static (Vector<T> P, Vector<T> M, Vector<T> V, Vector<T> SqrtV) AdamLanes<T>(Vector<T> pi, Vector<T> gi, Vector<T> m, Vector<T> v, in AdamConstants<T> k) where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (k.Decoupled)
             pi *= k.Decay;
@@ -483,8 +559,9 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
             gi += k.WeightDecay * pi;
         var mi = k.Beta1 * m + k.OneMinusBeta1 * gi;
         var vi = k.Beta2 * v + k.OneMinusBeta2 * gi * gi;
-        pi -= k.Lr * (mi * k.C1) / (Vector.SquareRoot(vi) * k.C2 + k.Eps);
-        return (pi, mi, vi);
+        var sqrtV = Vector.SquareRoot(vi);
+        pi -= k.Lr * (mi * k.C1) / (sqrtV * k.C2 + k.Eps);
+        return (pi, mi, vi, sqrtV);
     }
 
     // ---- CSR and BSR weights ----

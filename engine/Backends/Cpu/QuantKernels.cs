@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -24,21 +25,29 @@ internal static unsafe class QuantKernels
     public static void Quantize(in QuantView q, float* dense, in QuantizeArgs a)
     {
         var (w, args) = (q, a);
-        System.Runtime.InteropServices.NativeMemory.Clear((void*)w.Codes, (nuint)w.CodeBytes);   // codes are OR-ed in; unused bits stay 0
         // Eight groups hold 8·group·bits bits, a whole number of bytes: chunks of eight never share a code byte.
         var chunks = (w.Groups + 7) / 8;
         StridedLoop.ForRows(chunks, 8L * w.Group, (c0, c1) =>
         {
-            for (var g = c0 * 8; g < Math.Min(c1 * 8, w.Groups); g++)
-                QuantizeGroup(w, dense, g, args);
+            var (first, end) = (c0 * 8 * w.Group, Math.Min(c1 * 8, w.Groups) * w.Group);
+            QuantizeRange(w, dense + first, first, (int)(end - first), args);
         }, QuantizeThreshold);
     }
 
+    /// <summary>Codes and scales of the whole groups of values first .. first + count of <paramref name="q"/> (first
+    /// on a byte of codes) from <paramref name="values"/>, which holds just those values.</summary>
+    public static void QuantizeRange(in QuantView q, float* values, long first, int count, in QuantizeArgs a)
+    {
+        // Codes are OR-ed in; unused bits stay 0.
+        NativeMemory.Clear((byte*)q.Codes + first * q.Bits / 8, (nuint)(((long)count * q.Bits + 7) / 8));
+        for (var g = first / q.Group; g < (first + count) / q.Group; g++)
+            QuantizeGroup(q, values + (g * q.Group - first), g, a);
+    }
+
     [SkipLocalsInit]   // the rounding offsets are written before they are read
-    private static void QuantizeGroup(in QuantView q, float* dense, long g, in QuantizeArgs a)
+    private static void QuantizeGroup(in QuantView q, float* x, long g, in QuantizeArgs a)
     {
         var n = q.Group;
-        var x = dense + g * n;
         var levels = (1 << q.Bits) - 1;
         float scale, zero;
         int lo = 0, hi = levels;
@@ -89,14 +98,14 @@ internal static unsafe class QuantKernels
         ((QuantScale*)q.Scales)[g] = new QuantScale(scale, zero);
         var inv = scale > 0 ? 1 / scale : 0;
         var codes = (byte*)q.Codes;
-        // The rounding offsets a chunk at a time: the stream's uniforms, or ½ for nearest.
+        // The rounding offsets a chunk at a time: the stream's (16-bit uniforms), or ½ for nearest.
         const int Chunk = 256;
         Span<float> u = stackalloc float[Math.Min(n, Chunk)];
         for (var i0 = 0; i0 < n; i0 += Chunk)
         {
             var m = Math.Min(Chunk, n - i0);
             if (a.Stochastic)
-                Philox.Uniforms(a.Seed, a.Offset + (ulong)(g * n + i0), u[..m]);
+                Philox.RoundingOffsets(a.Seed, a.Offset + (ulong)(g * n + i0), u[..m]);
             else
                 u[..m].Fill(0.5f);
             var i = i0;
@@ -142,20 +151,21 @@ internal static unsafe class QuantKernels
         return i;
     }
 
-    /// <summary>4-bit codes of a group from an even value index <paramref name="start"/> + i0, eight in a vector
+    /// <summary>4-bit codes of a group from an even value index <paramref name="start"/> + i0, sixteen in two vectors
     /// and then two per byte (low nibble first); returns where the scalar loop takes over.</summary>
     private static int Codes4(float* x, float inv, float zero, ReadOnlySpan<float> u, int lo, int hi, byte* codes, long start, int i0, int m)
     {
         Vector256<float> vInv = Vector256.Create(inv), vZero = Vector256.Create(zero), vLo = Vector256.Create((float)lo), vHi = Vector256.Create((float)hi);
-        var eight = stackalloc int[8];
         var i = i0;
         fixed (float* pu = u)
         {
-            for (; i + 8 <= i0 + m; i += 8)
+            for (; i + 16 <= i0 + m; i += 16)
             {
-                Vector256.Store(EightCodes(x + i, pu + (i - i0), vInv, vZero, vLo, vHi), eight);
-                var b = codes + ((start + i) >> 1);
-                (b[0], b[1], b[2], b[3]) = ((byte)(eight[0] | eight[1] << 4), (byte)(eight[2] | eight[3] << 4), (byte)(eight[4] | eight[5] << 4), (byte)(eight[6] | eight[7] << 4));
+                // Sixteen codes in 16-bit lanes; each 32-bit lane's pair becomes one byte, even code low.
+                var pairs = Vector256.Narrow(EightCodes(x + i, pu + (i - i0), vInv, vZero, vLo, vHi), EightCodes(x + i + 8, pu + (i - i0) + 8, vInv, vZero, vLo, vHi)).AsInt32();
+                var bytes = (pairs | (pairs >>> 12)) & Vector256.Create(0xFF);
+                var packed = Vector256.Narrow(Vector256.Narrow(bytes, bytes), Vector256.Narrow(bytes, bytes));
+                *(ulong*)(codes + ((start + i) >> 1)) = packed.AsUInt64().GetElement(0);
             }
         }
         return i;
@@ -179,7 +189,7 @@ internal static unsafe class QuantKernels
     /// <summary>Values first .. first + count of <paramref name="q"/> (row-major order) into dst[0], dst[stride], ...:
     /// value = scale · (code − zero), a group at a time; below 8 bits through a table of the group's 2^bits values
     /// when the run is long enough to pay for it.</summary>
-    private static void DequantizeRange(in QuantView q, long first, int count, float* dst, int stride)
+    public static void DequantizeRange(in QuantView q, long first, int count, float* dst, int stride)
     {
         var codes = (byte*)q.Codes;
         var scales = (QuantScale*)q.Scales;
@@ -194,13 +204,16 @@ internal static unsafe class QuantKernels
             if (bits == 8 && stride == 1)
             {
                 // The group's run in vectors: widened codes, minus zero, times scale (the scalar order).
-                var run = new Span<float>(dst, (int)(stop - i));
-                CpuBackend.Widen(new ReadOnlySpan<byte>(codes + i, run.Length), run);
-                TensorPrimitives.Subtract(run, s.Zero, run);
-                TensorPrimitives.Multiply(run, s.Scale, run);
-                dst += run.Length;
-                i = stop;
-                continue;
+                Vector<float> zero = new(s.Zero), scale = new(s.Scale);
+                var w = Vector<float>.Count;
+                for (; i + 4 * w <= stop; i += 4 * w, dst += 4 * w)
+                {
+                    var (a, b, c, d) = CpuBackend.Floats(Vector.Load(codes + i));
+                    Vector.Store((a - zero) * scale, dst);
+                    Vector.Store((b - zero) * scale, dst + w);
+                    Vector.Store((c - zero) * scale, dst + 2 * w);
+                    Vector.Store((d - zero) * scale, dst + 3 * w);
+                }
             }
             if (bits == 8)
             {
@@ -214,7 +227,23 @@ internal static unsafe class QuantKernels
                     table[code] = s.Scale * (code - s.Zero);
                 if (bits == 4 && stride == 1 && (i & 1) == 0)
                 {
-                    // Two values per byte, low nibble first.
+                    // Sixteen values from eight bytes in vectors (each byte twice, low nibble first, minus zero,
+                    // times scale: the table's values), then two values per byte.
+                    Vector128<float> zero = Vector128.Create(s.Zero), scale = Vector128.Create(s.Scale);
+                    var twice = Vector128.Create((byte)0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+                    var low = Vector128.Create((ushort)0x00FF).AsByte();
+                    for (; Vector128.IsHardwareAccelerated && i + 16 <= stop; i += 16, dst += 16)
+                    {
+                        var pairs = Vector128.Shuffle(Vector128.CreateScalar(*(ulong*)(codes + (i >> 1))).AsByte(), twice);
+                        var nibbles = Vector128.ConditionalSelect(low, pairs & Vector128.Create((byte)15), pairs >>> 4);
+                        var (a, b) = Vector128.Widen(nibbles);
+                        var (a0, a1) = Vector128.Widen(a);
+                        var (b0, b1) = Vector128.Widen(b);
+                        Vector128.Store((Vector128.ConvertToSingle(a0.AsInt32()) - zero) * scale, dst);
+                        Vector128.Store((Vector128.ConvertToSingle(a1.AsInt32()) - zero) * scale, dst + 4);
+                        Vector128.Store((Vector128.ConvertToSingle(b0.AsInt32()) - zero) * scale, dst + 8);
+                        Vector128.Store((Vector128.ConvertToSingle(b1.AsInt32()) - zero) * scale, dst + 12);
+                    }
                     for (; i + 2 <= stop; i += 2, dst += 2)
                     {
                         var b = codes[i >> 1];

@@ -144,18 +144,29 @@ internal sealed unsafe partial class CudaBackend
         {
             foreach (var pointer in new[] { param.Data, grad.Data, mCodes.Data, mAbsmax.Data, rCodes.Data, rAbsmax.Data })
                 k.Add(pointer);
-            // The CPU twin's factors: the Adam ones in double on the host, then the composed reading's scalars.
-            foreach (var factor in new[]
-            {
-                s.Lr, s.Beta1, s.Beta2, 1 - s.Beta1, 1 - s.Beta2, s.Eps, s.WeightDecay,
-                1 / (1 - Math.Pow(s.Beta1, s.Step)), 1 / Math.Sqrt(1 - Math.Pow(s.Beta2, s.Step)), 1 - s.Lr * s.WeightDecay,
-            })
-                k.Add((float)factor);
-            k.Add(s.Decoupled ? 1 : 0);
-            k.Add((float)(1.0 / 127));
-            k.Add((float)(1.0 / 255));
-            k.Add((float)1e-30);
+            k.Add(KernelAbi.Adam8BitFactors.From(s));
             k.Add(param.Numel);
+            k.Add((long)mCodes.Shape[0]);
+        });
+    }
+
+    /// <inheritdoc/>
+    public void QuantAdam8BitStep(in QuantView weight, StridedView grad, StridedView mCodes, StridedView mAbsmax, StridedView rCodes, StridedView rAbsmax, in AdamArgs adam, in QuantizeArgs quantize)
+    {
+        weight.CheckGroupsDivide(Optim.Adam.StateBlock, "cuda QuantAdam8BitStep");
+        var (w, s, q) = (weight, adam, quantize);
+        Launch(Optimizers, "quant_adam8bit", mCodes.Shape[0], perRow: true, (ref KernelArgs k) =>
+        {
+            k.Add(w.Codes);
+            k.Add(w.Scales);
+            k.Add(KernelAbi.QuantShape.From(w));
+            foreach (var pointer in new[] { grad.Data, mCodes.Data, mAbsmax.Data, rCodes.Data, rAbsmax.Data })
+                k.Add(pointer);
+            k.Add(KernelAbi.Adam8BitFactors.From(s));
+            k.Add((int)q.Scheme);
+            k.Add(q.Stochastic ? 1 : 0);
+            k.Add(q.Seed);
+            k.Add(q.Offset);
             k.Add((long)mCodes.Shape[0]);
         });
     }

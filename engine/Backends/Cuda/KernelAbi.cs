@@ -65,6 +65,25 @@ internal static class KernelAbi
         public static QuantShape From(in QuantView q) => new() { Rows = q.Rows, Cols = q.Cols, Bits = q.Bits, Group = q.Group };
     }
 
+    /// <summary>Factors of one 8-bit Adam step: <c>struct Adam8BitFactors</c>, 56 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Adam8BitFactors
+    {
+        public float Lr, Beta1, Beta2, OneMinusBeta1, OneMinusBeta2, Eps, WeightDecay, C1, C2, Decay;
+        public int Decoupled;
+        public float MStep, RStep, Tiny;
+
+        /// <summary>The CPU twin's factors: the Adam ones in double on the host, then rounded to F32, as are the
+        /// composed reading's scalars.</summary>
+        public static Adam8BitFactors From(in AdamArgs s) => new()
+        {
+            Lr = (float)s.Lr, Beta1 = (float)s.Beta1, Beta2 = (float)s.Beta2, OneMinusBeta1 = (float)(1 - s.Beta1), OneMinusBeta2 = (float)(1 - s.Beta2),
+            Eps = (float)s.Eps, WeightDecay = (float)s.WeightDecay, C1 = (float)(1 / (1 - Math.Pow(s.Beta1, s.Step))),
+            C2 = (float)(1 / Math.Sqrt(1 - Math.Pow(s.Beta2, s.Step))), Decay = (float)(1 - s.Lr * s.WeightDecay), Decoupled = s.Decoupled ? 1 : 0,
+            MStep = (float)(1.0 / 127), RStep = (float)(1.0 / 255), Tiny = (float)1e-30,
+        };
+    }
+
     /// <summary><c>i64[FRUGAL_MAX_DIMS]</c>.</summary>
     [InlineArray(MaxDims)]
     public struct Dims

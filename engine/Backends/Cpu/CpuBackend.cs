@@ -144,7 +144,7 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
                     {
                         var v = Vector256.Load(at);
                         var r = Vector256.ConditionalSelect(Vector256.Equals(v, v), Vector256.Round(v), Vector256<float>.Zero);
-                        return Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(r, lo), hi));
+                        return Vector256.ConvertToInt32Native(Vector256.MinNative(Vector256.MaxNative(r, lo), hi));   // no NaN left: the native forms
                     }
                     var p = px + i;
                     var words = Vector256.Narrow(Vector256.Narrow(Code(p, lo, hi), Code(p + 8, lo, hi)), Vector256.Narrow(Code(p + 16, lo, hi), Code(p + 24, lo, hi)));
@@ -430,7 +430,7 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         void Lanes(int i, Vector<float> mCodes, Vector<float> rCodes)
         {
             var mi = mCodes * mScale;
-            var ri = Vector.Max(rCodes, half) * rScale;
+            var ri = Vector.MaxNative(rCodes, half) * rScale;
             ri *= ri;
             var vi = ri * ri;
             Vector<float> root;
@@ -459,7 +459,7 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
             }
             Vector.Store(mi, m + i);
             Vector.Store(root, r + i);
-            (mMax, rMax) = (Vector.Max(mMax, Vector.Abs(mi)), Vector.Max(rMax, root));
+            (mMax, rMax) = (Vector.MaxNative(mMax, Vector.Abs(mi)), Vector.MaxNative(rMax, root));   // NaN is tracked apart
             mNaN |= ~Vector.Equals(mi, mi);
             rNaN |= ~Vector.Equals(root, root);
         }
@@ -515,7 +515,7 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         {
             var t = Vector.Load(at) * factor;
             var rounded = Vector.ConditionalSelect(Vector.Equals(t, t), Vector.Round(t), Vector<float>.Zero);
-            return Vector.ConvertToInt32(Vector.Min(Vector.Max(rounded, lo), hi));
+            return Vector.ConvertToInt32Native(Vector.MinNative(Vector.MaxNative(rounded, lo), hi));   // no NaN left: the native forms
         }
     }
 

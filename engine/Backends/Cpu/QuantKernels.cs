@@ -129,8 +129,8 @@ internal static unsafe class QuantKernels
     private static Vector256<int> EightCodes(float* x, float* u, Vector256<float> inv, Vector256<float> zero, Vector256<float> lo, Vector256<float> hi)
     {
         var f = Vector256.Floor(Vector256.FusedMultiplyAdd(Vector256.Load(x), inv, zero) + Vector256.Load(u));
-        f = Vector256.Min(Vector256.Max(Vector256.ConditionalSelect(Vector256.Equals(f, f), f, Vector256<float>.Zero), lo), hi);
-        return Vector256.ConvertToInt32(f);
+        f = Vector256.MinNative(Vector256.MaxNative(Vector256.ConditionalSelect(Vector256.Equals(f, f), f, Vector256<float>.Zero), lo), hi);
+        return Vector256.ConvertToInt32Native(f);   // no NaN left, and within [lo, hi]: the native forms
     }
 
     /// <summary>8-bit codes i0, i0 + 8, ... of a group in vectors, one byte each; returns where the scalar loop

@@ -625,11 +625,13 @@ internal static unsafe class Gemm
     /// <summary>Packs the leading whole 8 × 8 tiles of a row-major block (<paramref name="rows"/> rows of
     /// <paramref name="depth"/> values, row stride <paramref name="stride"/>) transposed into <paramref name="dst"/>
     /// (row p of the result at dst + p·<paramref name="dstStride"/>), times <paramref name="alpha"/>: F32 with AVX,
-    /// eight rows at a time. Returns how many rows and how many values of each it packed (0 and 0 otherwise).</summary>
+    /// eight rows at a time, then four more where at least four are left (the 12-row panels of the 512-bit kernel,
+    /// the 6-row ones of the 256-bit kernel). Returns how many rows and how many values of each it packed (0 and 0
+    /// otherwise).</summary>
     private static (int Rows, int Depth) Transpose8Tiles<T>(T* src, long stride, T* dst, int dstStride, int rows, int depth, T alpha)
         where T : unmanaged, INumberBase<T>
     {
-        if (typeof(T) != typeof(float) || !Avx.IsSupported || rows < 8 || depth < 8)
+        if (typeof(T) != typeof(float) || !Avx.IsSupported || rows < 4 || depth < 8)
             return (0, 0);
         int tiledRows = rows / 8 * 8, tiledDepth = depth / 8 * 8;
         var scale = Vector256.Create((float)(object)alpha);
@@ -638,7 +640,32 @@ internal static unsafe class Gemm
             for (var p = 0; p < tiledDepth; p += 8)
                 Transpose8x8((float*)src + i * stride + p, stride, (float*)dst + (long)p * dstStride + i, dstStride, scale);
         }
+        if (rows - tiledRows >= 4)
+        {
+            for (var p = 0; p < tiledDepth; p += 8)
+                Transpose4x8((float*)src + tiledRows * stride + p, stride, (float*)dst + (long)p * dstStride + tiledRows, dstStride, scale);
+            tiledRows += 4;
+        }
         return (tiledRows, tiledDepth);
+    }
+
+    /// <summary>dst row j (four values) = alpha · (column j of the 4 × 8 tile at src), as <see cref="Transpose8x8"/>
+    /// with the lanes' halves stored apart.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose4x8(float* s, long ss, float* d, long ds, Vector256<float> alpha)
+    {
+        Vector256<float> r0 = Avx.LoadVector256(s), r1 = Avx.LoadVector256(s + ss), r2 = Avx.LoadVector256(s + 2 * ss), r3 = Avx.LoadVector256(s + 3 * ss);
+        Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1), t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
+        // Columns j and j + 4 in the two 128-bit halves.
+        Vector256<float> u0 = alpha * Avx.Shuffle(t0, t2, 0x44), u1 = alpha * Avx.Shuffle(t0, t2, 0xEE), u2 = alpha * Avx.Shuffle(t1, t3, 0x44), u3 = alpha * Avx.Shuffle(t1, t3, 0xEE);
+        Sse.Store(d, u0.GetLower());
+        Sse.Store(d + ds, u1.GetLower());
+        Sse.Store(d + 2 * ds, u2.GetLower());
+        Sse.Store(d + 3 * ds, u3.GetLower());
+        Sse.Store(d + 4 * ds, u0.GetUpper());
+        Sse.Store(d + 5 * ds, u1.GetUpper());
+        Sse.Store(d + 6 * ds, u2.GetUpper());
+        Sse.Store(d + 7 * ds, u3.GetUpper());
     }
 
     /// <summary>dst row j = alpha · (column j of the 8 × 8 tile at src): unpack, shuffle and lane permutes.</summary>

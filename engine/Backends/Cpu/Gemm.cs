@@ -546,22 +546,22 @@ internal static unsafe class Gemm
             }
             else
             {
-                // A[i, p] = a[p * lda + i]: MR consecutive values per k step.
+                // A[i, p] = a[p * lda + i]: MR consecutive values per k step, in 256- and 128-bit vectors where
+                // they fill them (times alpha, exact when alpha is 1).
+                Vector256<T> alpha256 = Vector256.Create(alpha);
+                Vector128<T> alpha128 = Vector128.Create(alpha);
                 for (var p = 0; p < kc; p++)
                 {
                     var src = a + (p0 + p) * lda + r0 + ip;
                     var d = panel + p * mr;
-                    if (scale)
-                    {
-                        for (var i = 0; i < rows; i++)
-                            d[i] = alpha * src[i];
-                    }
-                    else
-                    {
-                        for (var i = 0; i < rows; i++)
-                            d[i] = src[i];
-                    }
-                    for (var i = rows; i < mr; i++)
+                    var i = 0;
+                    for (; Vector256.IsHardwareAccelerated && i + Vector256<T>.Count <= rows; i += Vector256<T>.Count)
+                        Vector256.Store(Vector256.Load(src + i) * alpha256, d + i);
+                    for (; Vector128.IsHardwareAccelerated && i + Vector128<T>.Count <= rows; i += Vector128<T>.Count)
+                        Vector128.Store(Vector128.Load(src + i) * alpha128, d + i);
+                    for (; i < rows; i++)
+                        d[i] = scale ? alpha * src[i] : src[i];
+                    for (i = rows; i < mr; i++)
                         d[i] = T.Zero;
                 }
             }

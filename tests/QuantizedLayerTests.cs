@@ -127,6 +127,46 @@ public class QuantizedLayerTests
         Assert.Equal(0, device.Allocator.Current(MemoryCategory.Workspace));
     }
 
+    /// <summary>An 8-bit Adam step of a master-free layer is, to the bit, the whole weight dequantized, stepped by
+    /// <see cref="IBackend.Adam8BitStep"/> from fresh moments and quantized back at the layer's rounding stream: in one
+    /// fused op with no Workspace where the groups divide the state block (64 of 768), chunk by chunk through F32
+    /// Workspace where they do not (one group per row of 784).</summary>
+    [Theory]
+    [InlineData(768, 64, true)]
+    [InlineData(784, 0, false)]
+    public void MasterFreeAdam8BitStepIsTheWholeWeightsThreeOpsAtItsRoundingStream(int inFeatures, int group, bool fused)
+    {
+        var device = Device.CreateCpu($"master-free-adam8-{inFeatures}");
+        Init.ManualSeed(4);
+        using var layer = QuantizedLinear(inFeatures, 64, TensorFormat.Quantized(4, group), QuantMode.MasterFree, bias: false, device: device);
+        var weight = Q(layer);
+        Assert.Equal(fused, Adam.StateBlock % weight.Group == 0);
+        using var scope = TensorScope.Begin();
+        F.Sum(layer.Forward(Tensor.Uniform(new Shape(8, inFeatures), -1, 1, 5, device: device))).Backward();
+        var n = 64 * inFeatures;
+        var blocks = (n + Adam.StateBlock - 1) / Adam.StateBlock;
+        var operand = new QuantizedOperand(Tensor.FromArray(weight.Codes!.ToArray<byte>(), weight.Codes.Shape, device), Tensor.FromArray(weight.Scales!.ToArray<float>(), weight.Scales.Shape, device), weight.Layout, weight.StoredRows, weight.StoredCols, weight.Group);
+        var (seed, draws) = weight.Codes.Packing!.Stream;
+        using var grad = weight.Codes.Grad!.Reshape(-1);
+        using (var values = Tensor.Empty(new Shape(n), DType.F32, device))
+        {
+            device.Backend.Dequantize(operand.View, values.View);
+            using var mc = Tensor.Zeros(new Shape(blocks, Adam.StateBlock), DType.I8, device);
+            using var rc = Tensor.Zeros(new Shape(blocks, Adam.StateBlock), DType.U8, device);
+            using var ms = Tensor.Zeros(new Shape(blocks, 1), DType.F32, device);
+            using var rs = Tensor.Zeros(new Shape(blocks, 1), DType.F32, device);
+            device.Backend.Adam8BitStep(values.View, grad.View, mc.View, ms.View, rc.View, rs.View, new AdamArgs(1e-3, 0.9, 0.999, 1e-8, 0, false, 1));
+            device.Backend.Quantize(operand.View, values.View, new QuantizeArgs(weight.Layout.Scheme, true, seed, draws));
+        }
+        using var opt = new Adam(layer.Parameters(), 1e-3, stateBits: 8);
+        device.Allocator.ResetPeak();
+        opt.Step();
+        Assert.Equal(operand.Codes.ToArray<byte>(), weight.Codes.ToArray<byte>());
+        Assert.Equal(operand.Scales.ToArray<float>(), weight.Scales.ToArray<float>());
+        Assert.Equal((seed, draws + (ulong)n), weight.Codes.Packing.Stream);
+        Assert.Equal(fused, device.Allocator.Peak(MemoryCategory.Workspace) == 0);
+    }
+
     [Fact]
     public void MasterFreeUpdateLandsWithinOneStepOfTheF32UpdateAndIsUnbiased()
     {

@@ -98,7 +98,7 @@ internal static unsafe class QuantKernels
         ((QuantScale*)q.Scales)[g] = new QuantScale(scale, zero);
         var inv = scale > 0 ? 1 / scale : 0;
         var codes = (byte*)q.Codes;
-        // The rounding offsets a chunk at a time: the stream's (16-bit uniforms), or ½ for nearest.
+        // The rounding offsets a chunk at a time: the stream's 16-bit offsets, or ½ for nearest.
         const int Chunk = 256;
         Span<float> u = stackalloc float[Math.Min(n, Chunk)];
         for (var i0 = 0; i0 < n; i0 += Chunk)

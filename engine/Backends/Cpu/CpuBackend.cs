@@ -162,29 +162,20 @@ public sealed unsafe partial class CpuBackend(Device device) : IBackend
         }
     }
 
-    /// <summary>Floats from 8-bit codes, sixteen at a time in vectors, then the tail.</summary>
-    internal static void Widen<TInt>(ReadOnlySpan<TInt> x, Span<float> y) where TInt : unmanaged, IBinaryInteger<TInt>
+    /// <summary>Floats from 8-bit codes, a vector of codes at a time (<see cref="Floats{TCode}"/>), then the tail.</summary>
+    private static void Widen<TInt>(ReadOnlySpan<TInt> x, Span<float> y) where TInt : unmanaged, IBinaryInteger<TInt>
     {
-        var i = 0;
+        var (i, w) = (0, Vector<float>.Count);
         fixed (TInt* px = x)
         fixed (float* py = y)
         {
-            for (; Vector128.IsHardwareAccelerated && i + 16 <= x.Length; i += 16)
+            for (; Vector.IsHardwareAccelerated && i + Vector<TInt>.Count <= x.Length; i += Vector<TInt>.Count)
             {
-                Vector128<short> a, b;
-                if (typeof(TInt) == typeof(sbyte))
-                    (a, b) = Vector128.Widen(Vector128.Load((sbyte*)px + i));
-                else
-                {
-                    var (ua, ub) = Vector128.Widen(Vector128.Load((byte*)px + i));
-                    (a, b) = (ua.AsInt16(), ub.AsInt16());   // 0 .. 255: the same bits as signed
-                }
-                var (a0, a1) = Vector128.Widen(a);
-                var (b0, b1) = Vector128.Widen(b);
-                Vector128.Store(Vector128.ConvertToSingle(a0), py + i);
-                Vector128.Store(Vector128.ConvertToSingle(a1), py + i + 4);
-                Vector128.Store(Vector128.ConvertToSingle(b0), py + i + 8);
-                Vector128.Store(Vector128.ConvertToSingle(b1), py + i + 12);
+                var (a, b, c, d) = Floats(Vector.Load(px + i));
+                Vector.Store(a, py + i);
+                Vector.Store(b, py + i + w);
+                Vector.Store(c, py + i + 2 * w);
+                Vector.Store(d, py + i + 3 * w);
             }
         }
         for (; i < x.Length; i++)
